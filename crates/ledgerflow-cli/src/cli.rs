@@ -1,0 +1,145 @@
+//! The command line: clap definitions only.
+
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ledgerflow",
+    version,
+    about = "Blockchain ledger analytics: batch + speed layers -> SQL models -> PostgreSQL / SQLite, exactly once",
+    after_help = "Exit codes: 0 success, 1 a run failed, 2 usage or configuration error, 99 skipped (source unavailable)."
+)]
+pub struct Cli {
+    /// Project configuration file.
+    #[arg(long, global = true, default_value = "ledgerflow.toml", env = "LEDGERFLOW_CONFIG")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Only warnings and errors on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a project in DIR: ledgerflow.toml and the default models.
+    Init { dir: PathBuf },
+    /// Generate deterministic ethereum-like data into the batch and speed layers.
+    Generate(GenerateArgs),
+    /// Run models for one day.
+    Run(RunArgs),
+    /// Run models for every day of a range, oldest first.
+    Backfill(BackfillArgs),
+    /// List the run ledger, newest first.
+    Runs(RunsArgs),
+    /// Measure a mainnet-scale day (and a week) end to end.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    pub from: NaiveDate,
+    #[arg(long)]
+    pub to: NaiveDate,
+    /// 1.0 = mainnet: 7,200 blocks and about 1.2 million transactions a day.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Days written to the speed layer instead of the batch layer (default:
+    /// today's UTC day, if in the range).
+    #[arg(long, value_delimiter = ',')]
+    pub speed_days: Vec<NaiveDate>,
+    /// Write the speed days to the batch layer too (a day present in both).
+    #[arg(long)]
+    pub also_batch: bool,
+    /// Probability that a speed-layer height gets an orphaned fork block.
+    #[arg(long, default_value_t = 0.01)]
+    pub reorg_rate: f64,
+    /// Blocks per landing-dir micro-batch file.
+    #[arg(long, default_value_t = 10)]
+    pub blocks_per_file: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunSelection {
+    /// Only these models (repeatable); default all, in dependency order.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Run even when inputs and SQL are unchanged since the last success.
+    #[arg(long)]
+    pub force: bool,
+    /// Write an empty result for a day found in neither layer, instead of failing.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Print one JSON object per (model, day) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[arg(long)]
+    pub date: NaiveDate,
+    #[command(flatten)]
+    pub select: RunSelection,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackfillArgs {
+    #[arg(long)]
+    pub from: NaiveDate,
+    #[arg(long)]
+    pub to: NaiveDate,
+    /// Print the plan (model, day, layer, run or skip) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub select: RunSelection,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    #[arg(long)]
+    pub model: Option<String>,
+    /// pending, running, success, failed or skipped.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+    #[arg(long)]
+    pub to: Option<NaiveDate>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Days in the multi-day run (0 skips it).
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// PostgreSQL URL to bench against (default: LEDGERFLOW_TEST_PG_URL or
+    /// the local server); `none` skips PostgreSQL.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// Working directory (default: a temporary one, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

@@ -1,0 +1,65 @@
+//! The `ledgerflow` binary: parses arguments, reports errors with context,
+//! maps outcomes to exit codes (0 ok, 1 run failed, 2 usage/config, 99
+//! skipped). Everything else lives in the library.
+
+mod bench;
+mod cli;
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_of(&e))
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Init { dir } => commands::init(&dir),
+        Command::Generate(args) => commands::generate(&cli.config, args).await,
+        Command::Run(args) => commands::run(&cli.config, args).await,
+        Command::Backfill(args) => commands::backfill(&cli.config, args).await,
+        Command::Runs(args) => commands::runs(&cli.config, args).await,
+        Command::Bench(args) => bench::bench(args).await,
+    }
+}
+
+/// Library errors carry their own exit code (2 for configuration and usage);
+/// anything else is a failed run.
+fn exit_code_of(e: &anyhow::Error) -> u8 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<ledgerflow::Error>())
+        .map_or(1, |e| e.exit_code() as u8)
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,150 @@
+//! The batch layer: one partition per (table, day), committed by a marker
+//! file written after every data file is in place. An uncommitted partition
+//! is invisible: readers use the speed layer for that day instead.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use object_store::path::Path;
+use object_store::ObjectMeta;
+use object_store::buffered::BufWriter;
+use parquet::arrow::AsyncArrowWriter;
+
+use super::schema::Entity;
+use super::store::PartitionStore;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct BatchLayer {
+    pub files: PartitionStore,
+    pub marker: String,
+    pub rows_per_file: usize,
+}
+
+impl BatchLayer {
+    pub fn open(config: &Config) -> Result<Self> {
+        Ok(Self {
+            files: PartitionStore::local(&config.batch_root()?)?,
+            marker: config.batch.marker.clone(),
+            rows_per_file: config.batch.rows_per_file,
+        })
+    }
+
+    fn marker_path(&self, table: &str, day: NaiveDate) -> Path {
+        PartitionStore::day_prefix(table, day).clone().join(self.marker.as_str())
+    }
+
+    pub async fn is_committed(&self, table: &str, day: NaiveDate) -> Result<bool> {
+        self.files.exists(&self.marker_path(table, day)).await
+    }
+
+    /// A day is committed when every ledger table's partition is: a day is
+    /// read from one layer as a whole, never half from each.
+    pub async fn day_committed(&self, day: NaiveDate) -> Result<bool> {
+        for entity in Entity::ALL {
+            if !self.is_committed(entity.name(), day).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    pub async fn list_day(&self, table: &str, day: NaiveDate) -> Result<Vec<ObjectMeta>> {
+        self.files.list_day(table, day).await
+    }
+
+    /// Starts (re)writing a partition: the marker goes first, so readers
+    /// fall back to the speed layer until [`PartitionWriter::commit`].
+    pub async fn begin_partition(
+        &self,
+        table: &str,
+        day: NaiveDate,
+        schema: SchemaRef,
+    ) -> Result<PartitionWriter> {
+        self.files.delete(&self.marker_path(table, day)).await?;
+        Ok(PartitionWriter {
+            files: self.files.clone(),
+            prefix: PartitionStore::day_prefix(table, day),
+            marker: self.marker_path(table, day),
+            schema,
+            rows_per_file: self.rows_per_file,
+            current: None,
+            rows_in_current: 0,
+            written: Vec::new(),
+            rows: 0,
+        })
+    }
+}
+
+/// Writes a partition's files under temporary names, then commits them.
+pub struct PartitionWriter {
+    files: PartitionStore,
+    prefix: Path,
+    marker: Path,
+    schema: SchemaRef,
+    rows_per_file: usize,
+    current: Option<(Path, AsyncArrowWriter<BufWriter>)>,
+    rows_in_current: usize,
+    written: Vec<Path>,
+    rows: u64,
+}
+
+impl PartitionWriter {
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.current.is_none() {
+                let tmp = self.prefix.clone().join(format!(
+                    ".tmp-{}-{:05}.parquet",
+                    std::process::id(),
+                    self.written.len()
+                ));
+                let writer = self.files.parquet_writer(&tmp, self.schema.clone())?;
+                self.current = Some((tmp, writer));
+                self.rows_in_current = 0;
+            }
+            let take = (self.rows_per_file - self.rows_in_current).min(batch.num_rows() - offset);
+            let (path, writer) = self.current.as_mut().expect("opened above");
+            writer
+                .write(&batch.slice(offset, take))
+                .await
+                .map_err(|e| Error::data(self.files.describe(path), e))?;
+            offset += take;
+            self.rows_in_current += take;
+            self.rows += take as u64;
+            if self.rows_in_current >= self.rows_per_file {
+                self.finish_file().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_file(&mut self) -> Result<()> {
+        if let Some((path, writer)) = self.current.take() {
+            writer
+                .close()
+                .await
+                .map_err(|e| Error::data(self.files.describe(&path), e))?;
+            self.written.push(path);
+        }
+        Ok(())
+    }
+
+    /// Replaces the partition's old data files with the new ones, then writes
+    /// the marker. Returns the rows written.
+    pub async fn commit(mut self) -> Result<u64> {
+        self.finish_file().await?;
+        let old = self.files.list_day_prefix(&self.prefix).await?;
+        for meta in old {
+            self.files.delete(&meta.location).await?;
+        }
+        for (i, tmp) in self.written.iter().enumerate() {
+            let name = self.prefix.clone().join(format!("part-{i:05}.parquet"));
+            self.files.rename(tmp, &name).await?;
+        }
+        crate::failpoint::hit("before_marker").await;
+        self.files.put(&self.marker, Vec::new()).await?;
+        Ok(self.rows)
+    }
+}

@@ -1,0 +1,9 @@
+//! Where ledger data lives: the batch layer (committed day partitions), the
+//! speed layer (the open day), and the unified view a model reads.
+
+pub mod batch;
+pub mod reorg;
+pub mod schema;
+pub mod speed;
+pub mod store;
+pub mod unified;

@@ -1,0 +1,219 @@
+//! One logical table per entity over both layers, following DESIGN.md's
+//! boundary rule: a day whose batch partitions are committed is read from
+//! the batch layer only, any other day from the speed layer only, with the
+//! reorg rule applied. So no day is ever counted twice, even while a day
+//! exists in both layers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{col, lit, DataFrame, ParquetReadOptions, SessionContext};
+use object_store::ObjectMeta;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::batch::BatchLayer;
+use super::reorg;
+use super::schema::{self, Entity};
+use super::speed::landing::LandingLayer;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Batch,
+    Speed,
+    /// Neither layer has the day.
+    None,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Batch => "batch",
+            Layer::Speed => "speed",
+            Layer::None => "none",
+        }
+    }
+}
+
+/// Where one day comes from, decided once per run.
+#[derive(Debug, Clone)]
+pub struct DayPlan {
+    pub day: NaiveDate,
+    pub layer: Layer,
+    pub files: BTreeMap<Entity, Vec<ObjectMeta>>,
+    /// Hashes of orphaned blocks (speed layer only), sorted.
+    pub orphans: Vec<String>,
+}
+
+impl DayPlan {
+    /// `blocks=batch,transactions=batch`, for the ledger.
+    pub fn source_layers(&self) -> String {
+        Entity::ALL
+            .iter()
+            .map(|e| format!("{}={}", e.name(), self.layer.as_str()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.files.values().map(Vec::len).sum()
+    }
+
+    /// Feeds what identifies this day's inputs into a fingerprint: layer,
+    /// and every file's name, size, modification time and etag.
+    pub fn hash_into(&self, hasher: &mut Sha256) {
+        hasher.update(self.day.to_string());
+        hasher.update(self.layer.as_str());
+        for (entity, files) in &self.files {
+            hasher.update(entity.name());
+            for f in files {
+                hasher.update(f.location.as_ref());
+                hasher.update(f.size.to_le_bytes());
+                hasher.update(f.last_modified.timestamp_micros().to_le_bytes());
+                hasher.update(f.e_tag.as_deref().unwrap_or(""));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub batch: BatchLayer,
+    pub speed: LandingLayer,
+}
+
+impl Catalog {
+    pub fn open(config: &Config) -> Result<Self> {
+        Ok(Self {
+            batch: BatchLayer::open(config)?,
+            speed: LandingLayer::open(config)?,
+        })
+    }
+
+    /// Decides the layer of `day` and lists exactly its partitions (no other
+    /// day's directory is listed: partition pruning by construction).
+    pub async fn plan_day(&self, day: NaiveDate) -> Result<DayPlan> {
+        let mut files = BTreeMap::new();
+        if self.batch.day_committed(day).await? {
+            for entity in Entity::ALL {
+                files.insert(entity, self.batch.list_day(entity.name(), day).await?);
+            }
+            return Ok(DayPlan {
+                day,
+                layer: Layer::Batch,
+                files,
+                orphans: Vec::new(),
+            });
+        }
+        for entity in Entity::ALL {
+            files.insert(entity, self.speed.list_day(entity.name(), day).await?);
+        }
+        if files[&Entity::Blocks].is_empty() {
+            return Ok(DayPlan {
+                day,
+                layer: Layer::None,
+                files: BTreeMap::new(),
+                orphans: Vec::new(),
+            });
+        }
+        let headers = self.speed.headers(&files[&Entity::Blocks]).await?;
+        let mut orphans: Vec<String> = reorg::orphans(&headers).into_iter().collect();
+        orphans.sort();
+        Ok(DayPlan {
+            day,
+            layer: Layer::Speed,
+            files,
+            orphans,
+        })
+    }
+
+    /// The error for a day found in neither layer, naming both places.
+    pub fn day_not_found(&self, day: NaiveDate) -> Error {
+        Error::DayNotFound {
+            day,
+            batch: self.batch.files.describe_day("blocks", day),
+            speed: self.speed.describe_day("blocks", day),
+        }
+    }
+
+    fn store_of(&self, layer: Layer) -> &super::store::PartitionStore {
+        match layer {
+            Layer::Batch => &self.batch.files,
+            _ => &self.speed.files,
+        }
+    }
+
+    /// Reads every file's footer and checks its schema, so a corrupt file or
+    /// a missing/mistyped column fails before anything runs, named.
+    pub async fn validate(&self, plan: &DayPlan) -> Result<()> {
+        let store = self.store_of(plan.layer);
+        for (entity, files) in &plan.files {
+            let expected = entity.schema();
+            for meta in files {
+                let actual = store.file_schema(meta).await?;
+                schema::check_file(&store.describe(&meta.location), &expected, &actual)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `blocks` and `transactions` in `ctx` as the union of the
+    /// planned days, each from its one layer, orphans removed.
+    pub async fn register(&self, ctx: &SessionContext, plans: &[DayPlan]) -> Result<()> {
+        for entity in Entity::ALL {
+            let expected = entity.schema();
+            let mut union: Option<DataFrame> = None;
+            for plan in plans {
+                let Some(files) = plan.files.get(&entity).filter(|f| !f.is_empty()) else {
+                    continue;
+                };
+                let store = self.store_of(plan.layer);
+                let urls: Vec<String> = files.iter().map(|m| store.url(&m.location)).collect();
+                let engine_err = |e| Error::Engine {
+                    model: format!("<catalog {}>", entity.name()),
+                    day: plan.day,
+                    source: e,
+                };
+                let mut df = ctx
+                    .read_parquet(urls, ParquetReadOptions::default().schema(&expected))
+                    .await
+                    .map_err(engine_err)?;
+                if !plan.orphans.is_empty() {
+                    let orphans = plan.orphans.iter().map(|h| lit(h.as_str())).collect();
+                    df = df
+                        .filter(col(entity.block_hash_column()).in_list(orphans, true))
+                        .map_err(engine_err)?;
+                }
+                union = Some(match union {
+                    None => df,
+                    Some(u) => u.union(df).map_err(engine_err)?,
+                });
+            }
+            let name = entity.name();
+            let registered = match union {
+                Some(df) => ctx.register_table(name, df.into_view()),
+                None => {
+                    let empty = MemTable::try_new(expected.clone(), vec![vec![]]).map_err(|e| {
+                        Error::Engine {
+                            model: format!("<catalog {name}>"),
+                            day: plans.first().map(|p| p.day).unwrap_or_default(),
+                            source: e,
+                        }
+                    })?;
+                    ctx.register_table(name, Arc::new(empty))
+                }
+            };
+            registered.map_err(|e| Error::Engine {
+                model: format!("<catalog {name}>"),
+                day: plans.first().map(|p| p.day).unwrap_or_default(),
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+}

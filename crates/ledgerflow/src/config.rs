@@ -1,0 +1,332 @@
+//! `ledgerflow.toml`, typed. The structs are the reference documentation of
+//! every setting (README's config section mirrors them). Loading parses and
+//! applies environment overrides; [`Config::validate`] checks what parsing
+//! cannot, before anything is built.
+
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Environment variables that override the file (useful in CI and Airflow).
+pub const ENV_SERVING_URL: &str = "LEDGERFLOW_SERVING_URL";
+pub const ENV_BATCH_URL: &str = "LEDGERFLOW_BATCH_URL";
+pub const ENV_SPEED_URL: &str = "LEDGERFLOW_SPEED_URL";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Project-wide settings.
+    #[serde(default)]
+    pub project: ProjectConfig,
+    /// The batch layer: committed day partitions.
+    pub batch: BatchConfig,
+    /// The speed layer: the open day.
+    pub speed: SpeedConfig,
+    /// The serving database: metric tables and the run ledger.
+    pub serving: ServingConfig,
+    /// Query engine limits.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// Where the config was read from, for error messages.
+    #[serde(skip)]
+    pub source_path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Directory of model SQL files. Default: `models`.
+    #[serde(default = "default_models_dir")]
+    pub models_dir: String,
+}
+
+impl Default for ProjectConfig {
+    fn default() -> Self {
+        Self {
+            models_dir: default_models_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Root of the batch layer: a local path (relative to this file) or a
+    /// `file://` URL. Tables live at `<url>/<table>/date=YYYY-MM-DD/*.parquet`.
+    /// Overridden by `LEDGERFLOW_BATCH_URL`.
+    pub url: String,
+    /// File whose presence marks a day partition as committed; written last.
+    /// Default: `_SUCCESS`.
+    #[serde(default = "default_marker")]
+    pub marker: String,
+    /// Target rows per Parquet file when ledgerflow writes a partition.
+    /// Default: 500000.
+    #[serde(default = "default_rows_per_file")]
+    pub rows_per_file: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedConfig {
+    /// The speed layer: a landing directory of micro-batch Parquet files
+    /// (`<url>/<table>/date=YYYY-MM-DD/<seq>.parquet`, a local path relative
+    /// to this file). Overridden by `LEDGERFLOW_SPEED_URL`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingConfig {
+    /// `postgres://user@host:port/db` or `sqlite://PATH` (relative to this
+    /// file). Overridden by `LEDGERFLOW_SERVING_URL`.
+    pub url: String,
+    /// PostgreSQL schema for metric tables and the ledger. Default: `public`.
+    #[serde(default = "default_schema")]
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Memory the query engine may use before it spills to disk (e.g.
+    /// "1 GiB"). Default: 1 GiB.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    /// Directory for spill files (relative to this file). Default:
+    /// `.ledgerflow/spill`.
+    #[serde(default = "default_spill_dir")]
+    pub spill_dir: String,
+    /// Parallelism of query execution. Default: the number of cores.
+    #[serde(default)]
+    pub target_partitions: Option<usize>,
+    /// Rows per Arrow batch. Default: 8192.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit: default_memory_limit(),
+            spill_dir: default_spill_dir(),
+            target_partitions: None,
+            batch_size: default_batch_size(),
+        }
+    }
+}
+
+fn default_models_dir() -> String {
+    "models".into()
+}
+fn default_marker() -> String {
+    "_SUCCESS".into()
+}
+fn default_rows_per_file() -> usize {
+    500_000
+}
+fn default_schema() -> String {
+    "public".into()
+}
+fn default_memory_limit() -> ByteSize {
+    ByteSize::gib(1)
+}
+fn default_spill_dir() -> String {
+    ".ledgerflow/spill".into()
+}
+fn default_batch_size() -> usize {
+    8192
+}
+
+/// Where the serving layer lives, parsed from `serving.url`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServingTarget {
+    Postgres { url: String },
+    Sqlite { path: PathBuf },
+}
+
+impl Config {
+    /// Reads, parses and applies environment overrides; then validates.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: format!("cannot read: {e} (run `ledgerflow init DIR` to create a project)"),
+        })?;
+        let mut config = Self::parse(&text, path)?;
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.source_path = path.to_path_buf();
+        config.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(config)
+    }
+
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get(ENV_SERVING_URL).filter(|v| !v.is_empty()) {
+            self.serving.url = v;
+        }
+        if let Some(v) = get(ENV_BATCH_URL).filter(|v| !v.is_empty()) {
+            self.batch.url = v;
+        }
+        if let Some(v) = get(ENV_SPEED_URL).filter(|v| !v.is_empty()) {
+            self.speed.url = v;
+        }
+    }
+
+    fn invalid(&self, key: &str, message: impl std::fmt::Display) -> Error {
+        Error::Config {
+            path: self.source_path.clone(),
+            message: format!("`{key}`: {message}"),
+        }
+    }
+
+    /// Checks every setting that parsing cannot, naming the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.serving_target()?;
+        crate::sinks::ident::validate(&self.serving.schema)
+            .map_err(|m| self.invalid("serving.schema", m))?;
+        if self.batch.marker.is_empty() || self.batch.marker.contains('/') {
+            return Err(self.invalid("batch.marker", "must be a plain file name"));
+        }
+        if self.batch.rows_per_file == 0 {
+            return Err(self.invalid("batch.rows_per_file", "must be at least 1"));
+        }
+        self.batch_root()?;
+        self.speed_root()?;
+        if self.engine.memory_limit < ByteSize::mib(64) {
+            return Err(self.invalid("engine.memory_limit", "must be at least 64 MiB"));
+        }
+        if self.engine.batch_size == 0 {
+            return Err(self.invalid("engine.batch_size", "must be at least 1"));
+        }
+        if self.engine.target_partitions == Some(0) {
+            return Err(self.invalid("engine.target_partitions", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The batch layer root as a local directory. `file://` URLs and plain
+    /// paths are accepted; other schemes are reported as unsupported here.
+    pub fn batch_root(&self) -> Result<PathBuf> {
+        self.local_root("batch.url", &self.batch.url)
+    }
+
+    pub fn speed_root(&self) -> Result<PathBuf> {
+        self.local_root("speed.url", &self.speed.url)
+    }
+
+    fn local_root(&self, key: &str, value: &str) -> Result<PathBuf> {
+        match value.split_once("://") {
+            None => Ok(self.resolve(value)),
+            Some(("file", rest)) => Ok(self.resolve(rest)),
+            Some((scheme, _)) => Err(self.invalid(
+                key,
+                format!("scheme `{scheme}://` is not supported by this build (use a local path or file://)"),
+            )),
+        }
+    }
+
+    pub fn serving_target(&self) -> Result<ServingTarget> {
+        let url = self.serving.url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| self.invalid("serving.url", format!("not a valid PostgreSQL URL: {e}")))?;
+            Ok(ServingTarget::Postgres {
+                url: url.to_string(),
+            })
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(self.invalid("serving.url", "sqlite:// needs a file path"));
+            }
+            Ok(ServingTarget::Sqlite {
+                path: self.resolve(path),
+            })
+        } else {
+            Err(self.invalid(
+                "serving.url",
+                "must start with postgres://, postgresql:// or sqlite://",
+            ))
+        }
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.resolve(&self.project.models_dir)
+    }
+
+    pub fn spill_dir(&self) -> PathBuf {
+        self.resolve(&self.engine.spill_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[batch]
+url = "data/batch"
+[speed]
+url = "data/landing"
+[serving]
+url = "sqlite://serving.db"
+"#;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = Config::parse(MINIMAL, Path::new("/p/ledgerflow.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.batch_root().unwrap(), PathBuf::from("/p/data/batch"));
+        assert_eq!(c.batch.marker, "_SUCCESS");
+        assert_eq!(c.engine.memory_limit, ByteSize::gib(1));
+        assert_eq!(
+            c.serving_target().unwrap(),
+            ServingTarget::Sqlite {
+                path: "/p/serving.db".into()
+            }
+        );
+    }
+
+    #[test]
+    fn typo_names_the_key() {
+        let text = MINIMAL.replace("[serving]", "[serving]\nschem = \"x\"");
+        let err = Config::parse(&text, Path::new("l.toml")).unwrap_err();
+        assert!(err.to_string().contains("schem"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn env_overrides_and_bad_values() {
+        let mut c = Config::parse(MINIMAL, Path::new("l.toml")).unwrap();
+        c.apply_env(|k| (k == ENV_SERVING_URL).then(|| "mysql://x".to_string()));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("serving.url"), "{err}");
+        let mut c = Config::parse(MINIMAL, Path::new("l.toml")).unwrap();
+        c.serving.schema = "a".repeat(64);
+        assert!(c.validate().unwrap_err().to_string().contains("serving.schema"));
+    }
+}

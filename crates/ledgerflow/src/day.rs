@@ -1,0 +1,35 @@
+//! UTC days: the grain of partitions, runs and the ledger.
+
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+
+/// Partition directory name of a day: `date=YYYY-MM-DD`.
+pub fn partition_dir(day: NaiveDate) -> String {
+    format!("date={}", day.format("%Y-%m-%d"))
+}
+
+/// `[start, end)` of a UTC day.
+pub fn bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    let end = Utc.from_utc_datetime(
+        &(day + Days::new(1))
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists"),
+    );
+    (start, end)
+}
+
+/// Every day of the inclusive range `from..=to`.
+pub fn range(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+    from.iter_days().take_while(|d| *d <= to).collect()
+}
+
+/// The UTC day a microsecond timestamp falls in.
+pub fn of_micros(micros: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_micros(micros)
+        .expect("timestamp in range")
+        .date_naive()
+}
+
+pub fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}

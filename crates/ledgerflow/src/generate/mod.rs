@@ -1,0 +1,140 @@
+//! The built-in deterministic data generator (ethereum-like blocks and
+//! transactions) and the writers that lay its output into both layers:
+//! closed days as committed batch partitions, open days as landing-dir
+//! micro-batches with reorgs.
+
+pub mod arrow_rows;
+pub mod chain;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+use crate::catalog::batch::BatchLayer;
+use crate::catalog::schema::Entity;
+use crate::catalog::speed::landing::LandingLayer;
+use crate::error::{Error, Result};
+use chain::{Block, GenParams, Tx};
+
+/// Transactions buffered before they become one Arrow batch.
+const TX_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GenerateSummary {
+    pub days: usize,
+    pub blocks: u64,
+    pub orphaned_blocks: u64,
+    pub transactions: u64,
+    pub files: u64,
+}
+
+impl GenerateSummary {
+    fn count(&mut self, block: &Block, txs: usize) {
+        self.blocks += 1;
+        self.orphaned_blocks += u64::from(!block.canonical);
+        self.transactions += txs as u64;
+    }
+}
+
+/// Writes one closed day as committed batch partitions (canonical blocks
+/// only: the batch layer holds the settled chain). `progress` gets the
+/// number of blocks written so far.
+pub async fn write_batch_day(
+    batch: &BatchLayer,
+    params: &GenParams,
+    day: NaiveDate,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<GenerateSummary> {
+    let mut summary = GenerateSummary {
+        days: 1,
+        ..Default::default()
+    };
+    let mut txs_out = batch
+        .begin_partition(Entity::Transactions.name(), day, Entity::Transactions.schema())
+        .await?;
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut txs: Vec<Tx> = Vec::with_capacity(TX_CHUNK);
+    for generated in chain::day_blocks(params, day, false) {
+        summary.count(&generated.block, generated.txs.len());
+        blocks.push(generated.block);
+        txs.extend(generated.txs);
+        if txs.len() >= TX_CHUNK {
+            txs_out.write(&tx_batch(&txs)?).await?;
+            txs.clear();
+        }
+        progress(summary.blocks);
+    }
+    if !txs.is_empty() {
+        txs_out.write(&tx_batch(&txs)?).await?;
+    }
+    let mut blocks_out = batch
+        .begin_partition(Entity::Blocks.name(), day, Entity::Blocks.schema())
+        .await?;
+    blocks_out.write(&block_batch(&blocks)?).await?;
+    blocks_out.commit().await?;
+    // The transactions marker lands last: only then is the day committed.
+    txs_out.commit().await?;
+    summary.files = 2;
+    Ok(summary)
+}
+
+/// Writes one open day to the landing dir as micro-batches of
+/// `blocks_per_file` blocks, in arrival order, with orphaned blocks.
+pub async fn write_speed_day(
+    landing: &LandingLayer,
+    params: &GenParams,
+    day: NaiveDate,
+    blocks_per_file: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<GenerateSummary> {
+    let mut summary = GenerateSummary {
+        days: 1,
+        ..Default::default()
+    };
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut txs: Vec<Tx> = Vec::new();
+    let mut seq = 0u64;
+    for generated in chain::day_blocks(params, day, true) {
+        summary.count(&generated.block, generated.txs.len());
+        blocks.push(generated.block);
+        txs.extend(generated.txs);
+        if blocks.len() >= blocks_per_file.max(1) {
+            flush_micro_batch(landing, day, seq, &mut blocks, &mut txs).await?;
+            seq += 1;
+        }
+        progress(summary.blocks);
+    }
+    if !blocks.is_empty() {
+        flush_micro_batch(landing, day, seq, &mut blocks, &mut txs).await?;
+        seq += 1;
+    }
+    summary.files = seq * 2;
+    Ok(summary)
+}
+
+async fn flush_micro_batch(
+    landing: &LandingLayer,
+    day: NaiveDate,
+    seq: u64,
+    blocks: &mut Vec<Block>,
+    txs: &mut Vec<Tx>,
+) -> Result<()> {
+    // Transactions first: a reader that sees a block also sees its
+    // transactions.
+    landing
+        .append(Entity::Transactions, day, seq, tx_batch(txs)?)
+        .await?;
+    landing
+        .append(Entity::Blocks, day, seq, block_batch(blocks)?)
+        .await?;
+    blocks.clear();
+    txs.clear();
+    Ok(())
+}
+
+fn tx_batch(txs: &[Tx]) -> Result<arrow::record_batch::RecordBatch> {
+    arrow_rows::transactions_batch(txs).map_err(|e| Error::data("generating transactions", e))
+}
+
+fn block_batch(blocks: &[Block]) -> Result<arrow::record_batch::RecordBatch> {
+    arrow_rows::blocks_batch(blocks).map_err(|e| Error::data("generating blocks", e))
+}

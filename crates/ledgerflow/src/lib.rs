@@ -1,0 +1,21 @@
+//! ledgerflow: a lambda-architecture analytics pipeline over blockchain
+//! ledger data. Day-partitioned Parquet (batch layer) plus the open day
+//! (speed layer) become metric tables in PostgreSQL or SQLite, idempotently.
+//!
+//! Start at [`runner`] (one (model, day) run) and [`catalog::unified`] (the
+//! per-day boundary rule). ARCHITECTURE.md has the map.
+
+pub mod catalog;
+pub mod config;
+pub mod day;
+pub mod engine;
+pub mod error;
+pub mod failpoint;
+pub mod generate;
+pub mod ledger;
+pub mod models;
+pub mod project;
+pub mod runner;
+pub mod sinks;
+
+pub use error::{Error, Result};

@@ -1,0 +1,54 @@
+-- One row per UTC minute that has blocks, upserted as the open day grows.
+-- Exact definitions: MISSION.md.
+--
+-- key: minute
+-- grain: realtime
+-- write: upsert
+WITH b AS (
+    SELECT
+        date_trunc('minute', "timestamp") AS minute,
+        count(*) AS block_count,
+        sum(gas_used) AS gas_used,
+        max(number) AS last_block
+    FROM blocks
+    WHERE "timestamp" >= $start AND "timestamp" < $end
+    GROUP BY 1
+),
+tx AS (
+    SELECT
+        date_trunc('minute', block_timestamp) AS minute,
+        from_address,
+        to_address,
+        gas_price,
+        CASE WHEN receipt_status = 0 THEN CAST(0 AS DECIMAL(38, 0)) ELSE value END AS moved
+    FROM transactions
+    WHERE block_timestamp >= $start AND block_timestamp < $end
+),
+t AS (
+    SELECT minute, count(*) AS tx_count, sum(moved) AS value_wei,
+           avg(CAST(gas_price AS DOUBLE)) AS avg_gas_price_wei
+    FROM tx
+    GROUP BY minute
+),
+a AS (
+    SELECT minute, count(DISTINCT address) AS active_addresses
+    FROM (
+        SELECT minute, from_address AS address FROM tx
+        UNION ALL
+        SELECT minute, to_address AS address FROM tx WHERE to_address IS NOT NULL
+    ) sides
+    GROUP BY minute
+)
+SELECT
+    b.minute,
+    b.block_count,
+    coalesce(t.tx_count, 0) AS tx_count,
+    b.gas_used,
+    CAST(coalesce(t.value_wei, 0) AS DECIMAL(38, 0)) AS value_wei,
+    t.avg_gas_price_wei,
+    coalesce(a.active_addresses, 0) AS active_addresses,
+    b.last_block,
+    $run_at AS updated_at
+FROM b
+LEFT JOIN t ON b.minute = t.minute
+LEFT JOIN a ON b.minute = a.minute

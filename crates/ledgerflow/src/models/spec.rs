@@ -1,0 +1,211 @@
+//! One model file: a header of `-- key: value` comment lines, then SQL.
+//!
+//! ```sql
+//! -- key: day, address          primary key of the output table
+//! -- grain: day                 day | realtime
+//! -- write: replace_day         replace_day | upsert
+//! -- partition: day             column replaced per day (default: first key column)
+//! -- depends_on: other_model    runs after it (comma separated)
+//! SELECT ... WHERE ts >= $start AND ts < $end
+//! ```
+//! The run window is bound as parameters (`$day`, `$start`, `$end`,
+//! `$run_at`), never formatted into the SQL.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::sinks::{ident, WriteMode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Grain {
+    /// One run per closed day.
+    Day,
+    /// Minute rows of the open day, refreshed as it grows.
+    Realtime,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Table name: the file stem.
+    pub name: String,
+    /// The file it came from, for errors.
+    pub file: String,
+    pub key: Vec<String>,
+    pub grain: Grain,
+    pub write: WriteMode,
+    pub depends_on: Vec<String>,
+    pub sql: String,
+}
+
+impl ModelSpec {
+    pub fn parse(file: &str, text: &str) -> Result<ModelSpec> {
+        let err = |line: usize, message: String| Error::Model {
+            file: file.to_string(),
+            line,
+            message,
+        };
+        let name = Path::new(file)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        ident::validate(&name).map_err(|m| err(1, format!("model name (file stem): {m}")))?;
+
+        let (mut key, mut grain, mut write, mut partition, mut depends_on) =
+            (None, None, None, None, Vec::new());
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let trimmed = line.trim();
+            let Some(comment) = trimmed.strip_prefix("--") else {
+                if trimmed.is_empty() {
+                    continue;
+                }
+                break; // the header ends at the first SQL line
+            };
+            let Some((k, v)) = comment.split_once(':') else {
+                continue;
+            };
+            let (k, v) = (k.trim(), v.trim());
+            if k.contains(' ') {
+                continue; // prose, not a header entry
+            }
+            let list = |v: &str| -> Result<Vec<String>> {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| ident::validate(&s).map(|_| s).map_err(|m| err(n, m)))
+                    .collect()
+            };
+            match k {
+                "key" => key = Some(list(v)?),
+                "grain" => {
+                    grain = Some(match v {
+                        "day" => Grain::Day,
+                        "realtime" => Grain::Realtime,
+                        _ => return Err(err(n, format!("grain `{v}`: expected day or realtime"))),
+                    })
+                }
+                "write" => {
+                    write = Some(match v {
+                        "replace_day" | "upsert" => v.to_string(),
+                        _ => {
+                            return Err(err(
+                                n,
+                                format!("write `{v}`: expected replace_day or upsert"),
+                            ))
+                        }
+                    })
+                }
+                "partition" => partition = Some(list(v)?.into_iter().next().unwrap_or_default()),
+                "depends_on" => depends_on = list(v)?,
+                other => {
+                    return Err(err(
+                        n,
+                        format!("unknown header `{other}` (expected key, grain, write, partition, depends_on)"),
+                    ))
+                }
+            }
+        }
+        let key = key
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| err(1, "missing header `-- key: col[, col]`".into()))?;
+        let grain = grain.ok_or_else(|| err(1, "missing header `-- grain: day|realtime`".into()))?;
+        let write = match write.as_deref() {
+            Some("upsert") => WriteMode::Upsert,
+            Some(_) => WriteMode::ReplaceDay {
+                column: partition.unwrap_or_else(|| key[0].clone()),
+            },
+            None => return Err(err(1, "missing header `-- write: replace_day|upsert`".into())),
+        };
+        Ok(ModelSpec {
+            name,
+            file: file.to_string(),
+            key,
+            grain,
+            write,
+            depends_on,
+            sql: text.to_string(),
+        })
+    }
+
+    /// Finds the file line of a planning error: the `Line: N` DataFusion
+    /// reports for parse errors, else the first line naming the identifier
+    /// the error quotes, else the first SQL line.
+    pub fn error_line(&self, message: &str) -> usize {
+        if let Some(rest) = message.split("Line: ").nth(1) {
+            if let Ok(n) = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse() {
+                return n;
+            }
+        }
+        let quoted: Vec<&str> = message
+            .split(['\'', '"', '`'])
+            .skip(1)
+            .step_by(2)
+            .filter(|s| !s.is_empty())
+            .collect();
+        for word in quoted {
+            let bare = word.rsplit('.').next().unwrap_or(word);
+            if let Some(i) = self
+                .sql
+                .lines()
+                .position(|l| !l.trim_start().starts_with("--") && l.contains(bare))
+            {
+                return i + 1;
+            }
+        }
+        self.sql
+            .lines()
+            .position(|l| {
+                let t = l.trim();
+                !t.is_empty() && !t.starts_with("--")
+            })
+            .map_or(1, |i| i + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_builtin_models() {
+        for (file, sql) in crate::models::builtin::MODELS {
+            let m = ModelSpec::parse(file, sql).unwrap();
+            assert!(!m.key.is_empty());
+        }
+        let m = ModelSpec::parse("user_activity_agg.sql", crate::models::builtin::MODELS[1].1).unwrap();
+        assert_eq!(m.key, vec!["day", "address"]);
+        assert_eq!(
+            m.write,
+            WriteMode::ReplaceDay {
+                column: "day".into()
+            }
+        );
+    }
+
+    #[test]
+    fn header_errors_name_the_line() {
+        let err = ModelSpec::parse("m.sql", "-- key: day\n-- grain: weekly\nSELECT 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("model m.sql:2:"), "{err}");
+        let err = ModelSpec::parse("m.sql", "-- key: day\n-- grian: day\nSELECT 1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.sql:2") && err.contains("grian"), "{err}");
+        let err = ModelSpec::parse("m.sql", "-- grain: day\n-- write: upsert\nSELECT 1").unwrap_err();
+        assert!(err.to_string().contains("key"));
+    }
+
+    #[test]
+    fn error_line_finds_the_identifier() {
+        let m = ModelSpec::parse(
+            "m.sql",
+            "-- key: day\n-- grain: day\n-- write: replace_day\nSELECT\n  day,\n  nosuch\nFROM blocks",
+        )
+        .unwrap();
+        assert_eq!(m.error_line("Schema error: No field named nosuch."), 6);
+        assert_eq!(m.error_line("Schema error: No field named 'nosuch'."), 6);
+        assert_eq!(m.error_line("sql parser error: Expected x at Line: 7, Column: 3"), 7);
+    }
+}

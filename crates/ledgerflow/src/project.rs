@@ -1,0 +1,77 @@
+//! `ledgerflow init DIR`: a new project on embedded defaults (Parquet batch
+//! layer, landing-dir speed layer, SQLite serving database).
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::models::builtin;
+
+pub const CONFIG_FILE: &str = "ledgerflow.toml";
+
+pub const DEFAULT_CONFIG: &str = r#"# ledgerflow project. Paths are relative to this file.
+# Every key is documented in the README ("Configuration").
+
+[project]
+# Directory of model SQL files (one table per file).
+models_dir = "models"
+
+[batch]
+# Batch layer root: <url>/<table>/date=YYYY-MM-DD/*.parquet (env: LEDGERFLOW_BATCH_URL).
+url = "data/batch"
+# A partition is committed once this marker exists; it is written last.
+marker = "_SUCCESS"
+# Rows per Parquet file when ledgerflow writes a partition.
+rows_per_file = 500000
+
+[speed]
+# Speed layer: landing dir of micro-batch Parquet files (env: LEDGERFLOW_SPEED_URL).
+url = "data/landing"
+
+[serving]
+# sqlite://PATH or postgres://user@host:port/db (env: LEDGERFLOW_SERVING_URL).
+url = "sqlite://serving.db"
+# PostgreSQL schema for metric tables and the run ledger.
+schema = "public"
+
+[engine]
+# Memory the query engine may use before spilling to spill_dir.
+memory_limit = "1 GiB"
+spill_dir = ".ledgerflow/spill"
+# target_partitions = 2     # default: number of cores
+# batch_size = 8192
+"#;
+
+/// Writes ledgerflow.toml and the default models into `dir`. Refuses to
+/// touch an existing project.
+pub fn init(dir: &Path) -> Result<()> {
+    let config = dir.join(CONFIG_FILE);
+    if config.exists() || dir.join("models").exists() {
+        return Err(Error::Usage(format!(
+            "{} already holds a project; refusing to overwrite it",
+            dir.display()
+        )));
+    }
+    let models = dir.join("models");
+    std::fs::create_dir_all(&models).map_err(|e| Error::io(&models, e))?;
+    std::fs::write(&config, DEFAULT_CONFIG).map_err(|e| Error::io(&config, e))?;
+    for (name, sql) in builtin::MODELS {
+        let path = models.join(name);
+        std::fs::write(&path, sql).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_a_valid_project_and_refuses_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("demo");
+        init(&dir).unwrap();
+        let c = crate::config::Config::load(&dir.join(CONFIG_FILE)).unwrap();
+        assert_eq!(crate::models::load_dir(&c.models_dir()).unwrap().len(), 3);
+        assert!(init(&dir).unwrap_err().to_string().contains("refusing"));
+    }
+}

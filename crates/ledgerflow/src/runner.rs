@@ -1,0 +1,377 @@
+//! One (model, day) run, all-or-nothing: plan the day's inputs (one layer
+//! per day), validate every input file, skip if the inputs' fingerprint is
+//! unchanged, run the model's SQL with the window bound as parameters, and
+//! hand the output to the sink, which writes it and closes the ledger row in
+//! one transaction.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{NaiveDate, Utc};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::schema::UTC;
+use crate::catalog::unified::{Catalog, DayPlan, Layer};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ledger::{NewRun, RunOutcome, RunState};
+use crate::models::{self, ModelSpec};
+use crate::sinks::{self, Sink, WriteMode, WriteRequest};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run even if the inputs' fingerprint equals the last success's.
+    pub force: bool,
+    /// Write an empty result for a day found in neither layer.
+    pub allow_empty: bool,
+    /// What started the run (`run`, `backfill`, `schedule`), for the ledger.
+    pub trigger: String,
+    /// Attempt number recorded in the ledger.
+    pub attempt: i32,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            force: false,
+            allow_empty: false,
+            trigger: "run".into(),
+            attempt: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum RunStatus {
+    Success {
+        rows: u64,
+        /// Seconds planning and executing the SQL (reads included).
+        compute_s: f64,
+        /// Seconds in the sink (staging, COPY, replace, commit).
+        write_s: f64,
+    },
+    Skipped { reason: String },
+    Failed { error: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub model: String,
+    pub day: NaiveDate,
+    pub layer: Layer,
+    #[serde(flatten)]
+    pub status: RunStatus,
+    pub seconds: f64,
+}
+
+/// What a run would do, for `backfill --dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRun {
+    pub model: String,
+    pub day: NaiveDate,
+    pub layer: Layer,
+    pub source_layers: String,
+    pub files: usize,
+    /// `run`, `skip (unchanged)` or `error: ...`.
+    pub action: String,
+}
+
+pub struct Runner {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub sink: Arc<dyn Sink>,
+    pub models: Vec<ModelSpec>,
+}
+
+impl Runner {
+    pub async fn open(config: Config) -> Result<Runner> {
+        let models = models::load_dir(&config.models_dir())?;
+        let catalog = Catalog::open(&config)?;
+        let sink = sinks::open(&config).await?;
+        Ok(Runner {
+            config,
+            catalog,
+            sink,
+            models,
+        })
+    }
+
+    /// The models to run, in dependency order; unknown names are a usage
+    /// error.
+    pub fn select(&self, names: &[String]) -> Result<Vec<ModelSpec>> {
+        if names.is_empty() {
+            return Ok(self.models.clone());
+        }
+        for n in names {
+            if !self.models.iter().any(|m| &m.name == n) {
+                let known: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+                return Err(Error::Usage(format!(
+                    "unknown model `{n}` (models: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        Ok(self
+            .models
+            .iter()
+            .filter(|m| names.contains(&m.name))
+            .cloned()
+            .collect())
+    }
+
+    pub fn fingerprint(model: &ModelSpec, plan: &DayPlan) -> String {
+        let mut h = Sha256::new();
+        h.update(model.sql.as_bytes());
+        plan.hash_into(&mut h);
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// Runs `models` for one day in dependency order. A failed model's
+    /// dependents are skipped, never run on missing inputs.
+    pub async fn run_day(
+        &self,
+        day: NaiveDate,
+        models: &[ModelSpec],
+        opts: &RunOptions,
+    ) -> Result<Vec<RunReport>> {
+        let plan = self.catalog.plan_day(day).await;
+        let input_error = match &plan {
+            Err(e) => Some(e.to_string()),
+            Ok(p) if p.layer == Layer::None && !opts.allow_empty => {
+                Some(self.catalog.day_not_found(day).to_string())
+            }
+            Ok(p) => self.catalog.validate(p).await.err().map(|e| e.to_string()),
+        };
+        let layer = plan.as_ref().map_or(Layer::None, |p| p.layer);
+        let mut ctx: Option<SessionContext> = None;
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        let mut reports = Vec::new();
+        for model in models {
+            let started = Instant::now();
+            let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
+            let status = if let Some(error) = &input_error {
+                self.record(model, day, RunState::Failed, None, plan.as_ref().ok(), Some(error.clone()), opts)
+                    .await?;
+                RunStatus::Failed {
+                    error: error.clone(),
+                }
+            } else if let Some(up) = upstream {
+                let reason = format!("upstream model `{up}` failed");
+                self.record(model, day, RunState::Skipped, None, plan.as_ref().ok(), Some(reason.clone()), opts)
+                    .await?;
+                RunStatus::Skipped { reason }
+            } else {
+                let plan = plan.as_ref().expect("no input error means a plan");
+                if ctx.is_none() {
+                    let session = crate::engine::session(&self.config)?;
+                    self.catalog.register(&session, std::slice::from_ref(plan)).await?;
+                    ctx = Some(session);
+                }
+                self.run_model(ctx.as_ref().expect("set above"), model, plan, opts)
+                    .await?
+            };
+            if matches!(status, RunStatus::Failed { .. }) {
+                failed.insert(model.name.clone());
+            }
+            reports.push(RunReport {
+                model: model.name.clone(),
+                day,
+                layer,
+                status,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        Ok(reports)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        model: &ModelSpec,
+        day: NaiveDate,
+        state: RunState,
+        fingerprint: Option<String>,
+        plan: Option<&DayPlan>,
+        error: Option<String>,
+        opts: &RunOptions,
+    ) -> Result<i64> {
+        self.sink
+            .ledger_insert(&NewRun {
+                model: model.name.clone(),
+                day,
+                state,
+                attempt: opts.attempt,
+                trigger: opts.trigger.clone(),
+                fingerprint,
+                source_layers: plan.map(DayPlan::source_layers),
+                error,
+            })
+            .await
+    }
+
+    /// One model over one planned day. Errors of the model itself become a
+    /// `Failed` status (recorded in the ledger); errors reaching the ledger
+    /// itself are returned.
+    async fn run_model(
+        &self,
+        ctx: &SessionContext,
+        model: &ModelSpec,
+        plan: &DayPlan,
+        opts: &RunOptions,
+    ) -> Result<RunStatus> {
+        let fingerprint = Self::fingerprint(model, plan);
+        if !opts.force {
+            if let Some(last) = self.sink.last_success_fingerprint(&model.name, plan.day).await? {
+                if last == fingerprint {
+                    let reason = "inputs and SQL unchanged since the last success (use --force to re-run)".to_string();
+                    self.record(model, plan.day, RunState::Skipped, Some(fingerprint), Some(plan), Some(reason.clone()), opts)
+                        .await?;
+                    return Ok(RunStatus::Skipped { reason });
+                }
+            }
+        }
+        let id = self
+            .record(model, plan.day, RunState::Running, Some(fingerprint), Some(plan), None, opts)
+            .await?;
+        match self.execute(ctx, model, plan, id).await {
+            Ok((rows, compute_s, write_s)) => Ok(RunStatus::Success {
+                rows,
+                compute_s,
+                write_s,
+            }),
+            Err(e) => {
+                let error = e.to_string();
+                self.sink
+                    .ledger_update(
+                        id,
+                        &RunOutcome {
+                            state: RunState::Failed,
+                            rows_written: None,
+                            error: Some(error.clone()),
+                        },
+                    )
+                    .await?;
+                Ok(RunStatus::Failed { error })
+            }
+        }
+    }
+
+    async fn execute(
+        &self,
+        ctx: &SessionContext,
+        model: &ModelSpec,
+        plan: &DayPlan,
+        run_id: i64,
+    ) -> Result<(u64, f64, f64)> {
+        let started = Instant::now();
+        let (start, end) = crate::day::bounds(plan.day);
+        let ts = |t: chrono::DateTime<Utc>| {
+            ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some(UTC.into()))
+        };
+        let days_since_epoch = (plan.day - NaiveDate::default()).num_days() as i32;
+        let params = vec![
+            ("day", ScalarValue::Date32(Some(days_since_epoch))),
+            ("start", ts(start)),
+            ("end", ts(end)),
+            ("run_at", ts(Utc::now())),
+        ];
+        let model_err = |e: datafusion::error::DataFusionError| {
+            let message = e.to_string();
+            Error::Model {
+                file: model.file.clone(),
+                line: model.error_line(&message),
+                message,
+            }
+        };
+        let df = ctx
+            .sql(&model.sql)
+            .await
+            .and_then(|df| df.with_param_values(params))
+            .map_err(model_err)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        for k in &model.key {
+            if schema.field_with_name(k).is_err() {
+                return Err(Error::Model {
+                    file: model.file.clone(),
+                    line: 1,
+                    message: format!("key column `{k}` is not in the model's output"),
+                });
+            }
+        }
+        if let WriteMode::ReplaceDay { column } = &model.write {
+            match schema.field_with_name(column).map(|f| f.data_type()) {
+                Ok(DataType::Date32) => {}
+                _ => {
+                    return Err(Error::Model {
+                        file: model.file.clone(),
+                        line: 1,
+                        message: format!(
+                            "replace_day needs a DATE output column `{column}` (set `-- partition:`)"
+                        ),
+                    })
+                }
+            }
+        }
+        let batches = df.collect().await.map_err(|e| Error::Engine {
+            model: model.name.clone(),
+            day: plan.day,
+            source: e,
+        })?;
+        let compute_s = started.elapsed().as_secs_f64();
+        let rows = self
+            .sink
+            .write(WriteRequest {
+                table: model.name.clone(),
+                key: model.key.clone(),
+                mode: model.write.clone(),
+                day: plan.day,
+                schema,
+                batches,
+                run_id,
+            })
+            .await?;
+        let write_s = started.elapsed().as_secs_f64() - compute_s;
+        tracing::info!(model = %model.name, day = %plan.day, layer = plan.layer.as_str(), rows, compute_s, write_s, "model written");
+        Ok((rows, compute_s, write_s))
+    }
+
+    /// What `backfill` would do for each (model, day), without running.
+    pub async fn preview(
+        &self,
+        days: &[NaiveDate],
+        models: &[ModelSpec],
+        opts: &RunOptions,
+    ) -> Result<Vec<PlannedRun>> {
+        let mut out = Vec::new();
+        for &day in days {
+            let plan = self.catalog.plan_day(day).await?;
+            for model in models {
+                let action = if plan.layer == Layer::None && !opts.allow_empty {
+                    format!("error: {}", self.catalog.day_not_found(day))
+                } else if !opts.force
+                    && self.sink.last_success_fingerprint(&model.name, day).await?
+                        == Some(Self::fingerprint(model, &plan))
+                {
+                    "skip (unchanged)".to_string()
+                } else {
+                    "run".to_string()
+                };
+                out.push(PlannedRun {
+                    model: model.name.clone(),
+                    day,
+                    layer: plan.layer,
+                    source_layers: plan.source_layers(),
+                    files: plan.file_count(),
+                    action,
+                });
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,89 @@
+//! The serving layer. A [`Sink`] owns the metric tables and the run ledger,
+//! and writes a model's output exactly once: staged, then one transaction
+//! that replaces the day (or upserts by key) and closes the ledger row.
+
+pub mod ident;
+pub mod postgres;
+pub mod sqlite;
+pub mod values;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+
+use crate::config::{Config, ServingTarget};
+use crate::error::Result;
+use crate::ledger::{NewRun, RunFilter, RunOutcome, RunRecord};
+
+/// How a model's rows land in its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Delete every row whose `column` equals the run's day, then insert.
+    ReplaceDay { column: String },
+    /// `INSERT .. ON CONFLICT (key) DO UPDATE`, after de-duplicating keys.
+    Upsert,
+}
+
+/// One model's output for one day, to be written atomically together with
+/// the ledger row `run_id` being closed as success.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    /// Validated table name (see [`ident::validate`]).
+    pub table: String,
+    /// Primary key columns; the table is created with this key.
+    pub key: Vec<String>,
+    pub mode: WriteMode,
+    pub day: NaiveDate,
+    /// The output schema: column names and Arrow types. Supported types:
+    /// Int64, Int32, Float64, Utf8, Boolean, Date32, Timestamp(any unit, any
+    /// tz → stored as UTC), Decimal128(p, s).
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Ledger row closed as `success` (with the row count) in the same
+    /// transaction.
+    pub run_id: i64,
+}
+
+#[async_trait]
+pub trait Sink: Send + Sync {
+    /// Where it writes, safe for logs (never a password).
+    fn describe(&self) -> String;
+
+    /// Creates the ledger table (and schema) if missing.
+    async fn prepare(&self) -> Result<()>;
+
+    /// Creates the table if missing (primary key = `req.key`), checks an
+    /// existing table has every column with a compatible type, then in one
+    /// transaction: replace or upsert, and close ledger row `req.run_id` as
+    /// success with the number of rows written. Returns that number.
+    async fn write(&self, req: WriteRequest) -> Result<u64>;
+
+    /// Inserts a ledger row; returns its id.
+    async fn ledger_insert(&self, run: &NewRun) -> Result<i64>;
+
+    /// Closes (or moves) a ledger row: sets state, rows, error, finished_at
+    /// (and started_at when it moves to running).
+    async fn ledger_update(&self, id: i64, outcome: &RunOutcome) -> Result<()>;
+
+    /// Newest first.
+    async fn ledger_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+
+    /// Fingerprint of the latest successful run of (model, day), if any.
+    async fn last_success_fingerprint(&self, model: &str, day: NaiveDate)
+        -> Result<Option<String>>;
+}
+
+/// Opens the configured serving database.
+pub async fn open(config: &Config) -> Result<Arc<dyn Sink>> {
+    let sink: Arc<dyn Sink> = match config.serving_target()? {
+        ServingTarget::Postgres { url } => {
+            Arc::new(postgres::PostgresSink::connect(&url, &config.serving.schema).await?)
+        }
+        ServingTarget::Sqlite { path } => Arc::new(sqlite::SqliteSink::open(&path)?),
+    };
+    sink.prepare().await?;
+    Ok(sink)
+}

@@ -1,0 +1,1385 @@
+//! The PostgreSQL sink. A write streams the batches by binary COPY into a
+//! temporary staging table, then, in the same transaction, replaces the day
+//! (or upserts by key) in the target table and closes the ledger row. A
+//! crash before COMMIT leaves the old day; after it, the new one.
+//!
+//! Two writers of the same (table, day) are serialised by an advisory lock;
+//! DDL that can race between processes (`CREATE .. IF NOT EXISTS` collides on
+//! `pg_type`'s unique index) runs under one too.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+
+use arrow::datatypes::DataType;
+use async_trait::async_trait;
+use bytes::{Buf, BufMut, BytesMut};
+use chrono::NaiveDate;
+use postgres_types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
+
+use super::ident::{self, quote};
+use super::values::{self, Column, Datum};
+use super::{Sink, WriteMode, WriteRequest};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+/// Per-session temporary table, dropped at COMMIT; one write at a time per
+/// session, so a fixed name cannot collide.
+const STAGING: &str = "ledgerflow_staging";
+/// Staging order for upserts: among duplicate keys the last row wins.
+const STAGING_SEQ: &str = "ledgerflow_seq";
+/// PostgreSQL's epoch, 2000-01-01, from 1970-01-01.
+const PG_EPOCH_DAYS: i32 = 10_957;
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+const LEDGER_COLUMNS: &str = "id, model, day, state, attempt, \"trigger\", started_at, \
+                              finished_at, rows_written, fingerprint, source_layers, error";
+
+pub struct PostgresSink {
+    /// Holds the password: never logged, only used to reconnect.
+    config: Config,
+    /// `host:port/dbname`, for messages.
+    target: String,
+    schema: String,
+    /// One session, so writes through one sink are serialised.
+    client: Mutex<Client>,
+}
+
+impl PostgresSink {
+    /// Connects to `url` (`postgres://user:pass@host:port/db` or key=value);
+    /// metric tables and the ledger live in `schema`.
+    pub async fn connect(url: &str, schema: &str) -> Result<PostgresSink> {
+        let config: Config = url.parse().map_err(|e| Error::Serving {
+            target: "PostgreSQL".into(),
+            message: format!("invalid connection URL: {}", chain(&e)),
+        })?;
+        let target = target_of(&config);
+        ident::validate(schema).map_err(|m| Error::Serving {
+            target: target.clone(),
+            message: format!("schema {m}"),
+        })?;
+        let client = open(&config, &target).await?;
+        Ok(PostgresSink {
+            config,
+            target,
+            schema: schema.to_owned(),
+            client: Mutex::new(client),
+        })
+    }
+
+    /// The session, reopened if the server closed it (restart, idle
+    /// timeout), so a long-running scheduler survives a database restart.
+    async fn client(&self) -> Result<MutexGuard<'_, Client>> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            *client = open(&self.config, &self.target).await?;
+        }
+        Ok(client)
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}.{}", quote(&self.schema), quote(name))
+    }
+
+    fn fail(&self, context: &str, e: &dyn StdError) -> Error {
+        self.message(format!("{context}: {}", chain(e)))
+    }
+
+    fn message(&self, message: String) -> Error {
+        Error::Serving {
+            target: self.target.clone(),
+            message,
+        }
+    }
+
+    /// Blocks until no other session holds `key`, until the transaction ends.
+    async fn lock(&self, tx: &Transaction<'_>, key: &str) -> Result<()> {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&format!("ledgerflow {key}")],
+        )
+        .await
+        .map_err(|e| self.fail(&format!("locking {key}"), &e))?;
+        Ok(())
+    }
+
+    /// Creates the target table if missing, otherwise checks it has every
+    /// output column with the type this sink writes. Never alters a table.
+    async fn ensure_table(&self, client: &mut Client, req: &WriteRequest) -> Result<()> {
+        let name = format!("{}.{}", self.schema, req.table);
+        let fail = |step: &str, e: tokio_postgres::Error| self.fail(&format!("{step} {name}"), &e);
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| fail("creating", e))?;
+        self.lock(&tx, &format!("table {name}")).await?;
+        let rows = tx
+            .query(
+                "SELECT column_name::text, data_type::text, numeric_precision::int, \
+                 numeric_scale::int FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2",
+                &[&self.schema, &req.table],
+            )
+            .await
+            .map_err(|e| fail("reading the columns of", e))?;
+        if rows.is_empty() {
+            let mut defs: Vec<String> = req
+                .schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let not_null = if req.key.contains(f.name()) {
+                        " NOT NULL"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{} {}{not_null}",
+                        quote(f.name()),
+                        PgType::of(f.data_type()).ddl()
+                    )
+                })
+                .collect();
+            if !req.key.is_empty() {
+                defs.push(format!("PRIMARY KEY ({})", quoted_list(&req.key)));
+            }
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} ({})",
+                self.table(&req.table),
+                defs.join(", ")
+            );
+            tx.batch_execute(&sql)
+                .await
+                .map_err(|e| fail("creating", e))?;
+        } else {
+            let existing: HashMap<String, PgType> = rows
+                .iter()
+                .map(|r| {
+                    let name: String = r.get(1);
+                    // information_schema gives integers a precision too.
+                    let numeric = (name == "numeric")
+                        .then(|| r.get::<_, Option<i32>>(2).zip(r.get::<_, Option<i32>>(3)))
+                        .flatten();
+                    (r.get(0), PgType { name, numeric })
+                })
+                .collect();
+            for field in req.schema.fields() {
+                let want = PgType::of(field.data_type());
+                let problem = match existing.get(field.name()) {
+                    None => "is missing".to_owned(),
+                    Some(have) if !have.holds(&want) => format!("is {}", have.ddl()),
+                    Some(_) => continue,
+                };
+                return Err(Error::SinkSchema {
+                    table: name,
+                    message: format!(
+                        "column `{}` {problem}, but the model writes {} ({}); ledgerflow does \
+                         not alter existing tables: migrate or drop it",
+                        field.name(),
+                        want.ddl(),
+                        field.data_type()
+                    ),
+                });
+            }
+        }
+        tx.commit().await.map_err(|e| fail("creating", e))
+    }
+}
+
+async fn open(config: &Config, target: &str) -> Result<Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| Error::Serving {
+        target: target.to_owned(),
+        message: format!("cannot connect: {}", chain(&e)),
+    })?;
+    let target = target.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("serving database {target}: connection lost: {}", chain(&e));
+        }
+    });
+    Ok(client)
+}
+
+/// `host:port/dbname` (hosts comma-separated), without user or password.
+fn target_of(config: &Config) -> String {
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let mut hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| match host {
+            Host::Tcp(name) => format!("{name}:{}", port(i)),
+            #[cfg(unix)]
+            Host::Unix(dir) => format!("{}:{}", dir.display(), port(i)),
+        })
+        .collect();
+    if hosts.is_empty() {
+        hosts = config
+            .get_hostaddrs()
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| format!("{addr}:{}", port(i)))
+            .collect();
+    }
+    // libpq's default database is the user's name.
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{}/{db}", hosts.join(","))
+}
+
+/// tokio-postgres errors say only "db error"; the server's message is in the
+/// source chain.
+fn chain(e: &dyn StdError) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !message.contains(&part) {
+            message.push_str(": ");
+            message.push_str(&part);
+        }
+        source = s.source();
+    }
+    message
+}
+
+fn quoted_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    names
+        .into_iter()
+        .map(|n| quote(n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A column type as `information_schema.columns` names it.
+#[derive(Debug, Clone, PartialEq)]
+struct PgType {
+    name: String,
+    /// numeric's (precision, scale); `None` for an unconstrained numeric.
+    numeric: Option<(i32, i32)>,
+}
+
+impl PgType {
+    fn of(data_type: &DataType) -> PgType {
+        let name = match data_type {
+            DataType::Int64 => "bigint",
+            DataType::Int32 => "integer",
+            DataType::Float64 => "double precision",
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
+            DataType::Boolean => "boolean",
+            DataType::Date32 => "date",
+            DataType::Timestamp(..) => "timestamp with time zone",
+            DataType::Decimal128(p, s) => {
+                return PgType {
+                    name: "numeric".into(),
+                    numeric: Some((i32::from(*p), i32::from(*s))),
+                }
+            }
+            other => unreachable!("values::validate_request refuses {other}"),
+        };
+        PgType {
+            name: name.into(),
+            numeric: None,
+        }
+    }
+
+    fn wire(&self) -> Type {
+        match self.name.as_str() {
+            "bigint" => Type::INT8,
+            "integer" => Type::INT4,
+            "double precision" => Type::FLOAT8,
+            "boolean" => Type::BOOL,
+            "date" => Type::DATE,
+            "timestamp with time zone" => Type::TIMESTAMPTZ,
+            "numeric" => Type::NUMERIC,
+            _ => Type::TEXT,
+        }
+    }
+
+    fn ddl(&self) -> String {
+        match self.numeric {
+            Some((p, s)) => format!("{}({p},{s})", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Whether a column of this type stores `want`'s values unchanged: the
+    /// same type, and for numeric the same scale and at least the precision.
+    fn holds(&self, want: &PgType) -> bool {
+        self.name == want.name
+            && match (self.numeric, want.numeric) {
+                (None, _) => true,
+                (Some((p, s)), Some((wp, ws))) => s == ws && p >= wp,
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// One value of a batch, encoded straight from the Arrow array into the COPY
+/// buffer: no per-row allocation.
+#[derive(Debug)]
+struct Cell<'c, 'a> {
+    column: &'c Column<'a>,
+    row: usize,
+}
+
+impl ToSql for Cell<'_, '_> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self.column.value(self.row)? {
+            Datum::Null => return Ok(IsNull::Yes),
+            Datum::Int64(v) => out.put_i64(v),
+            Datum::Int32(v) => out.put_i32(v),
+            Datum::Float64(v) => out.put_f64(v),
+            Datum::Text(v) => out.put_slice(v.as_bytes()),
+            Datum::Boolean(v) => out.put_u8(v.into()),
+            Datum::Date(days) => {
+                out.put_i32(days.checked_sub(PG_EPOCH_DAYS).ok_or("date out of range")?)
+            }
+            Datum::Timestamp(micros) => out.put_i64(
+                micros
+                    .checked_sub(PG_EPOCH_MICROS)
+                    .ok_or("timestamp out of range")?,
+            ),
+            Datum::Decimal(v, scale) => put_numeric(v, scale.into(), out)?,
+        }
+        Ok(IsNull::No)
+    }
+
+    /// The COPY's column types are derived from the same Arrow schema as the
+    /// cells, so they always agree.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// The cells of one row. A named iterator rather than a closure: the COPY
+/// future holds it across an await, and closures there trip rustc's
+/// `Send` inference for the `async_trait` future.
+struct RowCells<'c, 'a> {
+    columns: std::slice::Iter<'c, Column<'a>>,
+    row: usize,
+}
+
+impl<'c, 'a> Iterator for RowCells<'c, 'a> {
+    type Item = Cell<'c, 'a>;
+
+    fn next(&mut self) -> Option<Cell<'c, 'a>> {
+        let row = self.row;
+        self.columns.next().map(|column| Cell { column, row })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.columns.size_hint()
+    }
+}
+
+impl ExactSizeIterator for RowCells<'_, '_> {}
+
+/// An exact NUMERIC: `unscaled * 10^-scale`. postgres-types has no exact
+/// numeric type; this one carries DECIMAL(38, s) values both ways.
+/// Read back, `scale` is the value's display scale (the column's scale for a
+/// constrained `numeric(p, s)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgNumeric(pub i128, pub i16);
+
+impl fmt::Display for PgNumeric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&values::decimal_text(self.0, self.1))
+    }
+}
+
+impl ToSql for PgNumeric {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        put_numeric(self.0, self.1, out)?;
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for PgNumeric {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        get_numeric(raw)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+const NUMERIC_NEG: u16 = 0x4000;
+const NUMERIC_MAX_DSCALE: i16 = 0x3FFF;
+
+/// Binary NUMERIC: ndigits, weight, sign, dscale (i16/i16/u16/u16), then
+/// base-10000 digits, most significant first; digit `k` is worth
+/// `10000^(weight - k)`, so the groups align on the decimal point.
+fn put_numeric(unscaled: i128, scale: i16, out: &mut BytesMut) -> Result<(), BoxError> {
+    if !(-NUMERIC_MAX_DSCALE..=NUMERIC_MAX_DSCALE).contains(&scale) {
+        return Err(format!("numeric scale {scale} is out of range").into());
+    }
+    let dscale = scale.max(0) as u16;
+    // Decimal digits of |unscaled|, least significant first: digits[i] is
+    // worth 10^(i - scale). Split into u64 parts first: u128 division is a
+    // slow library call, and a day's COPY encodes millions of these.
+    const TEN19: u64 = 10_000_000_000_000_000_000;
+    let mag = unscaled.unsigned_abs();
+    let parts = match u64::try_from(mag) {
+        Ok(m) => [m % TEN19, m / TEN19, 0],
+        Err(_) => {
+            let (ten19, high) = (u128::from(TEN19), mag / u128::from(TEN19));
+            [
+                (mag % ten19) as u64,
+                (high % ten19) as u64,
+                (high / ten19) as u64,
+            ]
+        }
+    };
+    let mut digits = [0u8; 57];
+    for (k, mut part) in parts.into_iter().enumerate() {
+        for d in &mut digits[k * 19..(k + 1) * 19] {
+            *d = (part % 10) as u8;
+            part /= 10;
+        }
+    }
+    let n = digits.iter().rposition(|&d| d != 0).map_or(0, |i| i + 1);
+    if n == 0 {
+        out.put_slice(&[0, 0, 0, 0, 0, 0]);
+        out.put_u16(dscale);
+        return Ok(());
+    }
+    let scale = i32::from(scale);
+    let digit = |power: i32| {
+        usize::try_from(power + scale)
+            .ok()
+            .filter(|&i| i < n)
+            .map_or(0, |i| i16::from(digits[i]))
+    };
+    // Group g holds the powers 4g..4g+3.
+    let group = |g: i32| {
+        (0..4)
+            .rev()
+            .fold(0i16, |acc, j| acc * 10 + digit(4 * g + j))
+    };
+    let top = (n as i32 - 1 - scale).div_euclid(4);
+    let mut bottom = (-scale).div_euclid(4);
+    // Terminates: the top group holds the leading non-zero digit.
+    while group(bottom) == 0 {
+        bottom += 1;
+    }
+    out.put_i16((top - bottom + 1) as i16);
+    out.put_i16(top as i16);
+    out.put_u16(if unscaled < 0 { NUMERIC_NEG } else { 0 });
+    out.put_u16(dscale);
+    for g in (bottom..=top).rev() {
+        out.put_i16(group(g));
+    }
+    Ok(())
+}
+
+fn get_numeric(mut raw: &[u8]) -> Result<PgNumeric, BoxError> {
+    if raw.len() < 8 {
+        return Err("numeric: value too short".into());
+    }
+    let ndigits = raw.get_i16();
+    let weight = i32::from(raw.get_i16());
+    let negative = match raw.get_u16() {
+        0 => false,
+        NUMERIC_NEG => true,
+        _ => return Err("numeric: NaN and infinity have no exact value".into()),
+    };
+    let dscale = raw.get_u16();
+    if usize::try_from(ndigits).map_or(true, |n| n * 2 != raw.len()) {
+        return Err("numeric: digit count does not match the value's length".into());
+    }
+    let overflow = || -> BoxError { "numeric: value does not fit in 128 bits".into() };
+    let mut value: i128 = 0;
+    for k in 0..i32::from(ndigits) {
+        let d = i128::from(raw.get_i16());
+        if !(0..10_000).contains(&d) {
+            return Err(format!("numeric: invalid base-10000 digit {d}").into());
+        }
+        if d == 0 {
+            continue;
+        }
+        let exp = 4 * (weight - k) + i32::from(dscale);
+        let term = if exp >= 0 {
+            10i128
+                .checked_pow(exp as u32)
+                .and_then(|p| d.checked_mul(p))
+                .ok_or_else(overflow)?
+        } else {
+            let p = 10i128.pow((-exp).min(4) as u32);
+            if -exp > 4 || d % p != 0 {
+                return Err("numeric: more fractional digits than its scale".into());
+            }
+            d / p
+        };
+        value = value.checked_add(term).ok_or_else(overflow)?;
+    }
+    Ok(PgNumeric(
+        if negative { -value } else { value },
+        dscale as i16,
+    ))
+}
+
+fn is_finished(state: RunState) -> bool {
+    matches!(
+        state,
+        RunState::Success | RunState::Failed | RunState::Skipped
+    )
+}
+
+fn record(row: &Row) -> Result<RunRecord, BoxError> {
+    let state: String = row.try_get(3)?;
+    Ok(RunRecord {
+        id: row.try_get(0)?,
+        model: row.try_get(1)?,
+        day: row.try_get(2)?,
+        state: RunState::parse(&state).ok_or_else(|| format!("unknown state `{state}`"))?,
+        attempt: row.try_get(4)?,
+        trigger: row.try_get(5)?,
+        started_at: row.try_get(6)?,
+        finished_at: row.try_get(7)?,
+        rows_written: row.try_get(8)?,
+        fingerprint: row.try_get(9)?,
+        source_layers: row.try_get(10)?,
+        error: row.try_get(11)?,
+    })
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    fn describe(&self) -> String {
+        format!("PostgreSQL {} (schema {})", self.target, self.schema)
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        let ledger = self.table(ledger::TABLE);
+        let fail = |e: tokio_postgres::Error| self.fail(&format!("creating {ledger}"), &e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(fail)?;
+        self.lock(&tx, &format!("prepare {}", self.schema)).await?;
+        // CREATE SCHEMA checks the CREATE privilege even when the schema
+        // exists; a user that may only use an existing schema must not fail.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+                &[&self.schema],
+            )
+            .await
+            .map_err(fail)?
+            .is_some();
+        if !exists {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&self.schema));
+            tx.batch_execute(&sql).await.map_err(fail)?;
+        }
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {ledger} (
+                id bigserial PRIMARY KEY,
+                model text NOT NULL,
+                day date NOT NULL,
+                state text NOT NULL,
+                attempt integer NOT NULL,
+                \"trigger\" text NOT NULL,
+                started_at timestamptz,
+                finished_at timestamptz,
+                rows_written bigint,
+                fingerprint text,
+                source_layers text,
+                error text
+            );
+            CREATE INDEX IF NOT EXISTS {} ON {ledger} (model, day, id);",
+            quote(&format!("{}_model_day", ledger::TABLE)),
+        ))
+        .await
+        .map_err(fail)?;
+        tx.commit().await.map_err(fail)
+    }
+
+    async fn write(&self, req: WriteRequest) -> Result<u64> {
+        values::validate_request(&req)?;
+        let context = format!("writing {}.{} for {}", self.schema, req.table, req.day);
+        let fail = |step: &str, e: &dyn StdError| self.fail(&format!("{context}: {step}"), e);
+        let table = self.table(&req.table);
+        let fields = req.schema.fields();
+        let columns = quoted_list(fields.iter().map(|f| f.name()));
+        let types: Vec<Type> = fields
+            .iter()
+            .map(|f| PgType::of(f.data_type()).wire())
+            .collect();
+
+        let mut client = self.client().await?;
+        self.ensure_table(&mut client, &req).await?;
+        let tx = client.transaction().await.map_err(|e| fail("begin", &e))?;
+        self.lock(
+            &tx,
+            &format!("day {}.{} {}", self.schema, req.table, req.day),
+        )
+        .await?;
+
+        let seq = match req.mode {
+            WriteMode::Upsert => format!(", {STAGING_SEQ} bigserial"),
+            WriteMode::ReplaceDay { .. } => String::new(),
+        };
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE {STAGING} (LIKE {table}{seq}) ON COMMIT DROP"
+        ))
+        .await
+        .map_err(|e| fail("creating the staging table", &e))?;
+        let copy = tx
+            .copy_in(&format!(
+                "COPY {STAGING} ({columns}) FROM STDIN (FORMAT binary)"
+            ))
+            .await
+            .map_err(|e| fail("COPY", &e))?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(copy, &types));
+        for (i, batch) in req.batches.iter().enumerate() {
+            let arrays = batch
+                .columns()
+                .iter()
+                .map(|a| Column::new(a.as_ref()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| self.message(format!("{context}: {m}")))?;
+            for row in 0..batch.num_rows() {
+                writer
+                    .as_mut()
+                    .write_raw(RowCells {
+                        columns: arrays.iter(),
+                        row,
+                    })
+                    .await
+                    .map_err(|e| fail("COPY", &e))?;
+            }
+            if i == 0 {
+                failpoint::hit("during_copy").await;
+            }
+        }
+        writer
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|e| fail("COPY", &e))?;
+
+        let written = match &req.mode {
+            WriteMode::ReplaceDay { column } => {
+                let delete = format!("DELETE FROM {table} WHERE {} = $1", quote(column));
+                tx.execute(&delete, &[&req.day])
+                    .await
+                    .map_err(|e| fail("deleting the day", &e))?;
+                let insert =
+                    format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {STAGING}");
+                tx.execute(&insert, &[])
+                    .await
+                    .map_err(|e| fail("inserting", &e))?
+            }
+            WriteMode::Upsert => {
+                let key = quoted_list(&req.key);
+                let updates: Vec<String> = fields
+                    .iter()
+                    .filter(|f| !req.key.contains(f.name()))
+                    .map(|f| format!("{0} = EXCLUDED.{0}", quote(f.name())))
+                    .collect();
+                let action = if updates.is_empty() {
+                    "NOTHING".to_owned()
+                } else {
+                    format!("UPDATE SET {}", updates.join(", "))
+                };
+                // ON CONFLICT cannot update one row twice: keep the last
+                // staged row of each key.
+                let upsert = format!(
+                    "INSERT INTO {table} ({columns}) SELECT DISTINCT ON ({key}) {columns} \
+                     FROM {STAGING} ORDER BY {key}, {STAGING_SEQ} DESC \
+                     ON CONFLICT ({key}) DO {action}"
+                );
+                tx.execute(&upsert, &[])
+                    .await
+                    .map_err(|e| fail("upserting", &e))?
+            }
+        };
+
+        let close = format!(
+            "UPDATE {} SET state = 'success', rows_written = $1, finished_at = now(), \
+             error = NULL WHERE id = $2",
+            self.table(ledger::TABLE)
+        );
+        let closed = tx
+            .execute(&close, &[&(written as i64), &req.run_id])
+            .await
+            .map_err(|e| fail("closing the ledger row", &e))?;
+        if closed != 1 {
+            return Err(self.message(format!(
+                "{context}: ledger row {} does not exist",
+                req.run_id
+            )));
+        }
+        failpoint::hit("before_commit").await;
+        tx.commit().await.map_err(|e| fail("COMMIT", &e))?;
+        Ok(written)
+    }
+
+    async fn ledger_insert(&self, run: &NewRun) -> Result<i64> {
+        let sql = format!(
+            "INSERT INTO {} (model, day, state, attempt, \"trigger\", started_at, finished_at, \
+             fingerprint, source_layers, error) VALUES ($1, $2, $3, $4, $5, \
+             CASE WHEN $6 THEN now() END, CASE WHEN $7 THEN now() END, $8, $9, $10) RETURNING id",
+            self.table(ledger::TABLE)
+        );
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                &sql,
+                &[
+                    &run.model,
+                    &run.day,
+                    &run.state.as_str(),
+                    &run.attempt,
+                    &run.trigger,
+                    &(run.state == RunState::Running),
+                    &is_finished(run.state),
+                    &run.fingerprint,
+                    &run.source_layers,
+                    &run.error,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                self.fail(
+                    &format!("recording a run of {} for {}", run.model, run.day),
+                    &e,
+                )
+            })?;
+        Ok(row.get(0))
+    }
+
+    async fn ledger_update(&self, id: i64, outcome: &RunOutcome) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET state = $2, rows_written = $3, error = $4, \
+             finished_at = CASE WHEN $5 THEN now() ELSE finished_at END, \
+             started_at = CASE WHEN $6 THEN coalesce(started_at, now()) ELSE started_at END \
+             WHERE id = $1",
+            self.table(ledger::TABLE)
+        );
+        let updated = self
+            .client()
+            .await?
+            .execute(
+                &sql,
+                &[
+                    &id,
+                    &outcome.state.as_str(),
+                    &outcome.rows_written,
+                    &outcome.error,
+                    &is_finished(outcome.state),
+                    &(outcome.state == RunState::Running),
+                ],
+            )
+            .await
+            .map_err(|e| self.fail(&format!("updating ledger row {id}"), &e))?;
+        if updated != 1 {
+            return Err(self.message(format!("ledger row {id} does not exist")));
+        }
+        Ok(())
+    }
+
+    async fn ledger_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM {} \
+             WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR state = $2) \
+             AND ($3::date IS NULL OR day >= $3) AND ($4::date IS NULL OR day <= $4) \
+             ORDER BY id DESC LIMIT $5",
+            self.table(ledger::TABLE)
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &sql,
+                &[
+                    &filter.model,
+                    &filter.state.map(RunState::as_str),
+                    &filter.from,
+                    &filter.to,
+                    &filter.limit,
+                ],
+            )
+            .await
+            .map_err(|e| self.fail("listing runs", &e))?;
+        rows.iter()
+            .map(|r| record(r).map_err(|e| self.fail("reading the ledger", e.as_ref())))
+            .collect()
+    }
+
+    async fn last_success_fingerprint(
+        &self,
+        model: &str,
+        day: NaiveDate,
+    ) -> Result<Option<String>> {
+        let sql = format!(
+            "SELECT fingerprint FROM {} WHERE model = $1 AND day = $2 AND state = 'success' \
+             ORDER BY id DESC LIMIT 1",
+            self.table(ledger::TABLE)
+        );
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&model, &day])
+            .await
+            .map_err(|e| self.fail(&format!("reading the last run of {model} for {day}"), &e))?;
+        Ok(row.and_then(|r| r.get(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampSecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use arrow::record_batch::RecordBatch;
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::sinks::values::fixtures::{self, day};
+
+    fn url() -> String {
+        std::env::var("LEDGERFLOW_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// A sink on a schema of its own, prepared; drop it with [`cleanup`].
+    async fn fresh() -> PostgresSink {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!(
+            "t_{}_{nanos}_{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let sink = PostgresSink::connect(&url(), &schema).await.unwrap();
+        sink.prepare().await.unwrap();
+        sink
+    }
+
+    async fn cleanup(sink: PostgresSink) {
+        let sql = format!("DROP SCHEMA {} CASCADE", quote(&sink.schema));
+        sink.client()
+            .await
+            .unwrap()
+            .batch_execute(&sql)
+            .await
+            .unwrap();
+    }
+
+    async fn query(sink: &PostgresSink, sql: &str) -> Vec<Row> {
+        sink.client().await.unwrap().query(sql, &[]).await.unwrap()
+    }
+
+    /// (address, n, v) of a day, ordered by address.
+    async fn day_rows(sink: &PostgresSink, table: &str, d: NaiveDate) -> Vec<(String, i64, i128)> {
+        let sql = format!(
+            "SELECT address, n, v FROM {} WHERE day = $1 ORDER BY address",
+            sink.table(table)
+        );
+        let client = sink.client().await.unwrap();
+        let rows = client.query(&sql, &[&d]).await.unwrap();
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get::<_, PgNumeric>(2).0))
+            .collect()
+    }
+
+    fn expect(rows: &[fixtures::Row]) -> Vec<(String, i64, i128)> {
+        let mut rows: Vec<_> = rows
+            .iter()
+            .map(|r| (r.0.unwrap().to_owned(), r.1, r.2))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    async fn run(sink: &PostgresSink, model: &str, d: NaiveDate) -> i64 {
+        sink.ledger_insert(&fixtures::running(model, d))
+            .await
+            .unwrap()
+    }
+
+    async fn state(sink: &PostgresSink, id: i64) -> RunRecord {
+        let all = sink.ledger_list(&RunFilter::default()).await.unwrap();
+        all.into_iter().find(|r| r.id == id).unwrap()
+    }
+
+    #[tokio::test]
+    async fn numeric_round_trips_exactly() {
+        let sink = PostgresSink::connect(&url(), "public").await.unwrap();
+        let client = sink.client().await.unwrap();
+        let max = 10i128.pow(38) - 1;
+        let cases = [
+            (0, 0, "0"),
+            (1, 0, "1"),
+            (-1, 0, "-1"),
+            (10_000, 0, "10000"),
+            ((1 << 64) + 1, 0, "18446744073709551617"),
+            (10i128.pow(37), 0, "10000000000000000000000000000000000000"),
+            (max, 0, "99999999999999999999999999999999999999"),
+            (-max, 0, "-99999999999999999999999999999999999999"),
+            (-(10i128.pow(30)), 0, "-1000000000000000000000000000000"),
+            (12345, 2, "123.45"),
+            (-5, 3, "-0.005"),
+            (1, 4, "0.0001"),
+            (10_000_001, 4, "1000.0001"),
+            (0, 2, "0.00"),
+            (max, 38, "0.99999999999999999999999999999999999999"),
+        ];
+        for (value, scale, text) in cases {
+            let n = PgNumeric(value, scale);
+            assert_eq!(n.to_string(), text);
+            // Ours -> server, and the server's own encoding of the text -> ours.
+            let row = client
+                .query_one("SELECT $1::numeric::text, $2::text::numeric", &[&n, &text])
+                .await
+                .unwrap();
+            assert_eq!(
+                row.get::<_, String>(0),
+                text,
+                "encoding {value} scale {scale}"
+            );
+            assert_eq!(row.get::<_, PgNumeric>(1), n, "decoding {text}");
+        }
+        let row = client
+            .query_one("SELECT $1::numeric::text", &[&PgNumeric(123, -2)])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "12300");
+        // A constrained column reports its scale.
+        let row = client
+            .query_one("SELECT 7::numeric(10,3)", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, PgNumeric>(0), PgNumeric(7000, 3));
+        let err = client
+            .query_one("SELECT 'NaN'::numeric", &[])
+            .await
+            .unwrap();
+        assert!(err.try_get::<_, PgNumeric>(0).is_err());
+    }
+
+    #[tokio::test]
+    async fn replace_day_is_idempotent_and_touches_only_its_day() {
+        let sink = fresh().await;
+        let (d1, d2) = (day(3), day(4));
+        let first = fixtures::big_rows();
+        let id = run(&sink, "activity", d1).await;
+        let req = fixtures::replace("activity", d1, vec![fixtures::activity(d1, &first)], id);
+        assert_eq!(sink.write(req).await.unwrap(), 3);
+        let other: Vec<fixtures::Row> = vec![(Some("0xdd"), 9, 99)];
+        let id = run(&sink, "activity", d2).await;
+        let req = fixtures::replace("activity", d2, vec![fixtures::activity(d2, &other)], id);
+        assert_eq!(sink.write(req).await.unwrap(), 1);
+
+        // The same day twice, from two batches: the day's rows are replaced,
+        // never appended.
+        let second: Vec<fixtures::Row> = vec![(Some("0xaa"), 4, 5), (Some("0xee"), 6, 7)];
+        for _ in 0..2 {
+            let id = run(&sink, "activity", d1).await;
+            let batches = vec![
+                fixtures::activity(d1, &second[..1]),
+                fixtures::activity(d1, &second[1..]),
+            ];
+            let req = fixtures::replace("activity", d1, batches, id);
+            assert_eq!(sink.write(req).await.unwrap(), 2);
+            let rec = state(&sink, id).await;
+            assert_eq!((rec.state, rec.rows_written), (RunState::Success, Some(2)));
+            assert!(rec.finished_at.is_some());
+        }
+        assert_eq!(day_rows(&sink, "activity", d1).await, expect(&second));
+        assert_eq!(day_rows(&sink, "activity", d2).await, expect(&other));
+
+        // Every type, read back.
+        let id = run(&sink, "activity", d1).await;
+        let req = fixtures::replace("activity", d1, vec![fixtures::activity(d1, &first)], id);
+        sink.write(req).await.unwrap();
+        assert_eq!(day_rows(&sink, "activity", d1).await, expect(&first));
+        let sql = format!(
+            "SELECT i, f, b, amt, ts, ts_ns, day FROM {} WHERE address = '0xbb'",
+            sink.table("activity")
+        );
+        let row = &query(&sink, &sql).await[0];
+        let ts = DateTime::<Utc>::from_timestamp_micros(fixtures::ts_micros(2)).unwrap();
+        assert_eq!(row.get::<_, i32>(0), 2);
+        assert_eq!(row.get::<_, f64>(1), 2.5);
+        assert!(row.get::<_, bool>(2));
+        assert_eq!(row.get::<_, PgNumeric>(3), PgNumeric(fixtures::amt(2), 2));
+        assert_eq!(row.get::<_, DateTime<Utc>>(4), ts);
+        assert_eq!(row.get::<_, DateTime<Utc>>(5), ts);
+        assert_eq!(row.get::<_, NaiveDate>(6), d1);
+        let sql = format!(
+            "SELECT string_agg(column_name || ' ' || data_type || coalesce('(' || \
+             numeric_precision || ',' || numeric_scale || ')', '') || ' ' || is_nullable, '; ' \
+             ORDER BY ordinal_position) FROM information_schema.columns \
+             WHERE table_schema = '{}' AND table_name = 'activity'",
+            sink.schema
+        );
+        let ddl: String = query(&sink, &sql).await[0].get(0);
+        assert!(
+            ddl.starts_with(
+                "day date NO; address text NO; n bigint(64,0) YES; i integer(32,0) YES"
+            ),
+            "{ddl}"
+        );
+        assert!(
+            ddl.contains(
+                "v numeric(38,0) YES; amt numeric(20,2) YES; ts timestamp with time zone YES"
+            ),
+            "{ddl}"
+        );
+        cleanup(sink).await;
+    }
+
+    fn minutes(rows: &[(i64, i64, Option<i128>)]) -> (arrow::datatypes::SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "minute",
+                DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+                false,
+            ),
+            Field::new("block_count", DataType::Int64, false),
+            Field::new("value_wei", DataType::Decimal128(38, 0), true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(
+                TimestampSecondArray::from(rows.iter().map(|r| r.0 * 60).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from(
+                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+            )),
+            Arc::new(
+                Decimal128Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                    .with_precision_and_scale(38, 0)
+                    .unwrap(),
+            ),
+        ];
+        (
+            schema.clone(),
+            RecordBatch::try_new(schema, columns).unwrap(),
+        )
+    }
+
+    pub(crate) fn upsert(
+        table: &str,
+        rows: &[(i64, i64, Option<i128>)],
+        run_id: i64,
+    ) -> WriteRequest {
+        let (schema, batch) = minutes(rows);
+        WriteRequest {
+            table: table.into(),
+            key: vec!["minute".into()],
+            mode: WriteMode::Upsert,
+            day: day(5),
+            schema,
+            batches: vec![batch],
+            run_id,
+        }
+    }
+
+    #[tokio::test]
+    async fn upsert_dedupes_keys_and_the_last_row_wins() {
+        let sink = fresh().await;
+        let id = run(&sink, "dash", day(5)).await;
+        let big = Some(1i128 << 100);
+        let req = upsert("dash", &[(1, 1, None), (2, 2, big), (1, 3, Some(30))], id);
+        assert_eq!(sink.write(req).await.unwrap(), 2);
+        let id = run(&sink, "dash", day(5)).await;
+        let req = upsert("dash", &[(2, 5, Some(50)), (3, 6, big)], id);
+        assert_eq!(sink.write(req).await.unwrap(), 2);
+        assert_eq!(state(&sink, id).await.rows_written, Some(2));
+        let sql = format!(
+            "SELECT extract(epoch FROM minute)::bigint / 60, block_count, value_wei FROM {} ORDER BY 1",
+            sink.table("dash")
+        );
+        let rows: Vec<(i64, i64, Option<i128>)> = query(&sink, &sql)
+            .await
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get::<_, Option<PgNumeric>>(2).map(|n| n.0),
+                )
+            })
+            .collect();
+        assert_eq!(rows, vec![(1, 3, Some(30)), (2, 5, Some(50)), (3, 6, big)]);
+
+        // A table that is all key: duplicates collapse, nothing to update.
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["x", "y", "x"])) as ArrayRef],
+        )
+        .unwrap();
+        for expected in [2, 0] {
+            let id = run(&sink, "keys", day(5)).await;
+            let req = WriteRequest {
+                table: "keys".into(),
+                key: vec!["a".into()],
+                mode: WriteMode::Upsert,
+                day: day(5),
+                schema: schema.clone(),
+                batches: vec![batch.clone()],
+                run_id: id,
+            };
+            assert_eq!(sink.write(req).await.unwrap(), expected);
+        }
+        cleanup(sink).await;
+    }
+
+    #[tokio::test]
+    async fn a_mismatched_table_is_refused_and_left_alone() {
+        let sink = fresh().await;
+        let rows = fixtures::big_rows();
+        let id = run(&sink, "activity", day(3)).await;
+        let req = fixtures::replace(
+            "activity",
+            day(3),
+            vec![fixtures::activity(day(3), &rows)],
+            id,
+        );
+        sink.write(req).await.unwrap();
+
+        // `n` as text instead of bigint.
+        let mut fields: Vec<Field> = fixtures::activity_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[2] = Field::new("n", DataType::Utf8, true);
+        let mut req = fixtures::replace(
+            "activity",
+            day(3),
+            vec![],
+            run(&sink, "activity", day(3)).await,
+        );
+        req.schema = Arc::new(Schema::new(fields.clone()));
+        let err = sink.write(req).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::SinkSchema { table, .. } if table.ends_with(".activity")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("column `n` is bigint"), "{err}");
+
+        // A column the table does not have.
+        fields[2] = Field::new("n", DataType::Int64, true);
+        fields.push(Field::new("extra", DataType::Int64, true));
+        let mut req = fixtures::replace(
+            "activity",
+            day(3),
+            vec![],
+            run(&sink, "activity", day(3)).await,
+        );
+        req.schema = Arc::new(Schema::new(fields));
+        let err = sink.write(req).await.unwrap_err();
+        assert!(
+            err.to_string().contains("column `extra` is missing"),
+            "{err}"
+        );
+
+        // Narrower decimals fit a wider column; another scale does not.
+        let mut fields: Vec<Field> = fixtures::activity_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields[7] = Field::new("amt", DataType::Decimal128(20, 3), true);
+        let mut req = fixtures::replace(
+            "activity",
+            day(3),
+            vec![],
+            run(&sink, "activity", day(3)).await,
+        );
+        req.schema = Arc::new(Schema::new(fields));
+        let err = sink.write(req).await.unwrap_err();
+        assert!(
+            err.to_string().contains("column `amt` is numeric(20,2)"),
+            "{err}"
+        );
+
+        assert_eq!(day_rows(&sink, "activity", day(3)).await, expect(&rows));
+        cleanup(sink).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_keeps_the_old_day_and_the_run_open() {
+        let sink = fresh().await;
+        let rows = fixtures::big_rows();
+        let id = run(&sink, "activity", day(3)).await;
+        let req = fixtures::replace(
+            "activity",
+            day(3),
+            vec![fixtures::activity(day(3), &rows)],
+            id,
+        );
+        sink.write(req).await.unwrap();
+
+        // The NULL key is in the second batch, after the first was copied.
+        let id = run(&sink, "activity", day(3)).await;
+        let batches = vec![
+            fixtures::activity(day(3), &[(Some("0x01"), 1, 1)]),
+            fixtures::activity(day(3), &[(None, 2, 2)]),
+        ];
+        let err = sink
+            .write(fixtures::replace("activity", day(3), batches, id))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Serving { .. }), "{err}");
+        assert!(err.to_string().contains("address"), "{err}");
+        assert_eq!(day_rows(&sink, "activity", day(3)).await, expect(&rows));
+        assert_eq!(state(&sink, id).await.state, RunState::Running);
+
+        // Closing a ledger row that does not exist rolls the data back too.
+        let batches = vec![fixtures::activity(day(3), &[(Some("0x01"), 1, 1)])];
+        let err = sink
+            .write(fixtures::replace("activity", day(3), batches, 999_999))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("ledger row 999999"), "{err}");
+        assert_eq!(day_rows(&sink, "activity", day(3)).await, expect(&rows));
+        // The session is usable after the rollbacks.
+        assert!(sink.ledger_list(&RunFilter::default()).await.is_ok());
+        cleanup(sink).await;
+    }
+
+    #[tokio::test]
+    async fn ledger_records_runs() {
+        let sink = fresh().await;
+        // A second process preparing the same schema at the same time.
+        let other = PostgresSink::connect(&url(), &sink.schema).await.unwrap();
+        let (a, b) = tokio::join!(sink.prepare(), other.prepare());
+        a.unwrap();
+        b.unwrap();
+
+        let mut pending = fixtures::running("m", day(1));
+        pending.state = RunState::Pending;
+        let p = sink.ledger_insert(&pending).await.unwrap();
+        let r1 = run(&sink, "m", day(1)).await;
+        let r2 = run(&sink, "m", day(2)).await;
+        let other_model = run(&sink, "other", day(1)).await;
+        assert!(state(&sink, p).await.started_at.is_none());
+        let rec = state(&sink, r1).await;
+        assert!(rec.started_at.is_some() && rec.finished_at.is_none());
+        assert_eq!(rec.source_layers.as_deref(), Some("blocks=batch"));
+
+        let ok = RunOutcome {
+            state: RunState::Success,
+            rows_written: Some(7),
+            error: None,
+        };
+        let failed = RunOutcome {
+            state: RunState::Failed,
+            rows_written: None,
+            error: Some("boom".into()),
+        };
+        sink.ledger_update(r1, &ok).await.unwrap();
+        sink.ledger_update(r2, &failed).await.unwrap();
+        let running = RunOutcome {
+            state: RunState::Running,
+            rows_written: None,
+            error: None,
+        };
+        sink.ledger_update(p, &running).await.unwrap();
+        assert!(state(&sink, p).await.started_at.is_some());
+        let rec = state(&sink, r2).await;
+        assert_eq!(
+            (rec.state, rec.error.as_deref()),
+            (RunState::Failed, Some("boom"))
+        );
+        assert!(rec.finished_at.is_some());
+        assert!(sink.ledger_update(999_999, &ok).await.is_err());
+
+        let ids = |rs: Vec<RunRecord>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let all = sink.ledger_list(&RunFilter::default()).await.unwrap();
+        assert_eq!(ids(all), vec![other_model, r2, r1, p]);
+        let filter = RunFilter {
+            model: Some("m".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(sink.ledger_list(&filter).await.unwrap()),
+            vec![r2, r1, p]
+        );
+        let filter = RunFilter {
+            state: Some(RunState::Success),
+            ..Default::default()
+        };
+        assert_eq!(ids(sink.ledger_list(&filter).await.unwrap()), vec![r1]);
+        let filter = RunFilter {
+            from: Some(day(2)),
+            to: Some(day(2)),
+            ..Default::default()
+        };
+        assert_eq!(ids(sink.ledger_list(&filter).await.unwrap()), vec![r2]);
+        let filter = RunFilter {
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            ids(sink.ledger_list(&filter).await.unwrap()),
+            vec![other_model, r2]
+        );
+
+        assert_eq!(
+            sink.last_success_fingerprint("m", day(1))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("fp-m-2026-11-01")
+        );
+        assert_eq!(
+            sink.last_success_fingerprint("m", day(2)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            sink.last_success_fingerprint("other", day(1))
+                .await
+                .unwrap(),
+            None
+        );
+        cleanup(sink).await;
+    }
+
+    #[tokio::test]
+    async fn connection_errors_name_the_target_but_not_the_password() {
+        let err = PostgresSink::connect("postgres://me:s3cret@127.0.0.1:1/ledger", "public")
+            .await
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.contains("127.0.0.1:1/ledger"), "{text}");
+        assert!(text.contains("refused"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let err = PostgresSink::connect("postgres://me:s3cret@127.0.0.1:1/ledger", "bad-name")
+            .await
+            .err()
+            .unwrap();
+        assert!(!err.to_string().contains("s3cret"));
+    }
+}
