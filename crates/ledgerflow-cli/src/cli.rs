@@ -14,7 +14,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Project configuration file.
-    #[arg(long, global = true, default_value = "ledgerflow.toml", env = "LEDGERFLOW_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "ledgerflow.toml",
+        env = "LEDGERFLOW_CONFIG"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

@@ -57,7 +57,10 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
         let tick = |n: u64| bar.set_position(offset + n.min(per_day));
         let mut parts = Vec::new();
         if speed_days.contains(d) {
-            parts.push(generate::write_speed_day(&landing, &params, *d, args.blocks_per_file, &tick).await?);
+            parts.push(
+                generate::write_speed_day(&landing, &params, *d, args.blocks_per_file, &tick)
+                    .await?,
+            );
         }
         if !speed_days.contains(d) || args.also_batch {
             parts.push(generate::write_batch_day(&batch, &params, *d, &tick).await?);
@@ -94,7 +97,11 @@ fn print_report(r: &RunReport, json: bool) {
         return;
     }
     let what = match &r.status {
-        RunStatus::Success { rows, compute_s, write_s } => {
+        RunStatus::Success {
+            rows,
+            compute_s,
+            write_s,
+        } => {
             format!("success  {rows} rows (compute {compute_s:.2}s, write {write_s:.2}s)")
         }
         RunStatus::Skipped { reason } => format!("skipped  {reason}"),
@@ -110,7 +117,10 @@ fn print_report(r: &RunReport, json: bool) {
 }
 
 fn exit_code(reports: &[RunReport]) -> u8 {
-    if reports.iter().any(|r| matches!(r.status, RunStatus::Failed { .. })) {
+    if reports
+        .iter()
+        .any(|r| matches!(r.status, RunStatus::Failed { .. }))
+    {
         1
     } else {
         0
@@ -164,7 +174,11 @@ pub async fn backfill(config: &Path, args: BackfillArgs) -> anyhow::Result<u8> {
             .run_day(d, &models, &opts)
             .await
             .with_context(|| format!("backfill at {d}"))?;
-        bar.suspend(|| reports.iter().for_each(|r| print_report(r, args.select.json)));
+        bar.suspend(|| {
+            reports
+                .iter()
+                .for_each(|r| print_report(r, args.select.json))
+        });
         all.extend(reports);
         bar.inc(1);
     }

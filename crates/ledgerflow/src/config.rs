@@ -254,8 +254,9 @@ impl Config {
     pub fn serving_target(&self) -> Result<ServingTarget> {
         let url = self.serving.url.trim();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.parse::<tokio_postgres::Config>()
-                .map_err(|e| self.invalid("serving.url", format!("not a valid PostgreSQL URL: {e}")))?;
+            url.parse::<tokio_postgres::Config>().map_err(|e| {
+                self.invalid("serving.url", format!("not a valid PostgreSQL URL: {e}"))
+            })?;
             Ok(ServingTarget::Postgres {
                 url: url.to_string(),
             })
@@ -327,6 +328,10 @@ url = "sqlite://serving.db"
         assert!(err.contains("serving.url"), "{err}");
         let mut c = Config::parse(MINIMAL, Path::new("l.toml")).unwrap();
         c.serving.schema = "a".repeat(64);
-        assert!(c.validate().unwrap_err().to_string().contains("serving.schema"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("serving.schema"));
     }
 }

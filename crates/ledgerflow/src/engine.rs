@@ -17,7 +17,7 @@ pub fn session(config: &Config) -> Result<SessionContext> {
     std::fs::create_dir_all(&spill_dir).map_err(|e| Error::io(&spill_dir, e))?;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(
-            engine.memory_limit.as_u64() as usize,
+            engine.memory_limit.as_u64() as usize
         )))
         .with_disk_manager_builder(
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Directories(vec![spill_dir])),

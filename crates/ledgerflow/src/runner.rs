@@ -56,8 +56,12 @@ pub enum RunStatus {
         /// Seconds in the sink (staging, COPY, replace, commit).
         write_s: f64,
     },
-    Skipped { reason: String },
-    Failed { error: String },
+    Skipped {
+        reason: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,21 +160,39 @@ impl Runner {
             let started = Instant::now();
             let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
             let status = if let Some(error) = &input_error {
-                self.record(model, day, RunState::Failed, None, plan.as_ref().ok(), Some(error.clone()), opts)
-                    .await?;
+                self.record(
+                    model,
+                    day,
+                    RunState::Failed,
+                    None,
+                    plan.as_ref().ok(),
+                    Some(error.clone()),
+                    opts,
+                )
+                .await?;
                 RunStatus::Failed {
                     error: error.clone(),
                 }
             } else if let Some(up) = upstream {
                 let reason = format!("upstream model `{up}` failed");
-                self.record(model, day, RunState::Skipped, None, plan.as_ref().ok(), Some(reason.clone()), opts)
-                    .await?;
+                self.record(
+                    model,
+                    day,
+                    RunState::Skipped,
+                    None,
+                    plan.as_ref().ok(),
+                    Some(reason.clone()),
+                    opts,
+                )
+                .await?;
                 RunStatus::Skipped { reason }
             } else {
                 let plan = plan.as_ref().expect("no input error means a plan");
                 if ctx.is_none() {
                     let session = crate::engine::session(&self.config)?;
-                    self.catalog.register(&session, std::slice::from_ref(plan)).await?;
+                    self.catalog
+                        .register(&session, std::slice::from_ref(plan))
+                        .await?;
                     ctx = Some(session);
                 }
                 self.run_model(ctx.as_ref().expect("set above"), model, plan, opts)
@@ -227,17 +249,39 @@ impl Runner {
     ) -> Result<RunStatus> {
         let fingerprint = Self::fingerprint(model, plan);
         if !opts.force {
-            if let Some(last) = self.sink.last_success_fingerprint(&model.name, plan.day).await? {
+            if let Some(last) = self
+                .sink
+                .last_success_fingerprint(&model.name, plan.day)
+                .await?
+            {
                 if last == fingerprint {
-                    let reason = "inputs and SQL unchanged since the last success (use --force to re-run)".to_string();
-                    self.record(model, plan.day, RunState::Skipped, Some(fingerprint), Some(plan), Some(reason.clone()), opts)
-                        .await?;
+                    let reason =
+                        "inputs and SQL unchanged since the last success (use --force to re-run)"
+                            .to_string();
+                    self.record(
+                        model,
+                        plan.day,
+                        RunState::Skipped,
+                        Some(fingerprint),
+                        Some(plan),
+                        Some(reason.clone()),
+                        opts,
+                    )
+                    .await?;
                     return Ok(RunStatus::Skipped { reason });
                 }
             }
         }
         let id = self
-            .record(model, plan.day, RunState::Running, Some(fingerprint), Some(plan), None, opts)
+            .record(
+                model,
+                plan.day,
+                RunState::Running,
+                Some(fingerprint),
+                Some(plan),
+                None,
+                opts,
+            )
             .await?;
         match self.execute(ctx, model, plan, id).await {
             Ok((rows, compute_s, write_s)) => Ok(RunStatus::Success {
@@ -307,15 +351,13 @@ impl Runner {
         if let WriteMode::ReplaceDay { column } = &model.write {
             match schema.field_with_name(column).map(|f| f.data_type()) {
                 Ok(DataType::Date32) => {}
-                _ => {
-                    return Err(Error::Model {
-                        file: model.file.clone(),
-                        line: 1,
-                        message: format!(
-                            "replace_day needs a DATE output column `{column}` (set `-- partition:`)"
-                        ),
-                    })
-                }
+                _ => return Err(Error::Model {
+                    file: model.file.clone(),
+                    line: 1,
+                    message: format!(
+                        "replace_day needs a DATE output column `{column}` (set `-- partition:`)"
+                    ),
+                }),
             }
         }
         let batches = df.collect().await.map_err(|e| Error::Engine {

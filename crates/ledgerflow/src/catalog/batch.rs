@@ -5,9 +5,9 @@
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::ObjectMeta;
-use object_store::buffered::BufWriter;
 use parquet::arrow::AsyncArrowWriter;
 
 use super::schema::Entity;
@@ -32,7 +32,9 @@ impl BatchLayer {
     }
 
     fn marker_path(&self, table: &str, day: NaiveDate) -> Path {
-        PartitionStore::day_prefix(table, day).clone().join(self.marker.as_str())
+        PartitionStore::day_prefix(table, day)
+            .clone()
+            .join(self.marker.as_str())
     }
 
     pub async fn is_committed(&self, table: &str, day: NaiveDate) -> Result<bool> {

@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn a_gap_does_not_orphan_earlier_blocks() {
-        let hs = vec![h(1, "a1", "a0", 0), h(2, "a2", "a1", 1), h(4, "a4", "a3", 2)];
+        let hs = vec![
+            h(1, "a1", "a0", 0),
+            h(2, "a2", "a1", 1),
+            h(4, "a4", "a3", 2),
+        ];
         assert!(orphans(&hs).is_empty());
     }
 }

@@ -162,7 +162,10 @@ mod tests {
         let err = check_file("a.parquet", &expected, &Schema::new(fields))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("a.parquet") && err.contains("gas_used") && err.contains("missing"), "{err}");
+        assert!(
+            err.contains("a.parquet") && err.contains("gas_used") && err.contains("missing"),
+            "{err}"
+        );
         let fields: Vec<Field> = expected
             .fields()
             .iter()
@@ -177,6 +180,9 @@ mod tests {
         let err = check_file("b.parquet", &expected, &Schema::new(fields))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("number") && err.contains("Int64") && err.contains("Utf8"), "{err}");
+        assert!(
+            err.contains("number") && err.contains("Int64") && err.contains("Utf8"),
+            "{err}"
+        );
     }
 }

@@ -9,10 +9,10 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
-use object_store::buffered::BufWriter;
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -190,7 +190,9 @@ impl PartitionStore {
         schema: SchemaRef,
     ) -> Result<AsyncArrowWriter<BufWriter>> {
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).expect("valid level"),
+            ))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
         let object_writer = BufWriter::new(self.store.clone(), path.clone());
@@ -202,8 +204,11 @@ impl PartitionStore {
     // still does exactly what we need (ranged reads with a known size).
     #[allow(deprecated)]
     fn reader(&self, meta: &ObjectMeta) -> parquet::arrow::async_reader::ParquetObjectReader {
-        parquet::arrow::async_reader::ParquetObjectReader::new(self.store.clone(), meta.location.clone())
-            .with_file_size(meta.size)
+        parquet::arrow::async_reader::ParquetObjectReader::new(
+            self.store.clone(),
+            meta.location.clone(),
+        )
+        .with_file_size(meta.size)
     }
 
     /// Reads the footer of a data file: its Arrow schema. A truncated or
@@ -220,7 +225,11 @@ impl PartitionStore {
     }
 
     /// Reads a few columns of a file in full (small files: block headers).
-    pub async fn read_columns(&self, meta: &ObjectMeta, columns: &[&str]) -> Result<Vec<RecordBatch>> {
+    pub async fn read_columns(
+        &self,
+        meta: &ObjectMeta,
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>> {
         let corrupt = |e: parquet::errors::ParquetError| Error::CorruptFile {
             file: self.describe(&meta.location),
             message: e.to_string(),

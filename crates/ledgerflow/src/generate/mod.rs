@@ -49,7 +49,11 @@ pub async fn write_batch_day(
         ..Default::default()
     };
     let mut txs_out = batch
-        .begin_partition(Entity::Transactions.name(), day, Entity::Transactions.schema())
+        .begin_partition(
+            Entity::Transactions.name(),
+            day,
+            Entity::Transactions.schema(),
+        )
         .await?;
     let mut blocks: Vec<Block> = Vec::new();
     let mut txs: Vec<Tx> = Vec::with_capacity(TX_CHUNK);

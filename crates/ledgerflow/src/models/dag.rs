@@ -61,7 +61,9 @@ mod tests {
     use super::*;
 
     fn m(name: &str, deps: &str) -> ModelSpec {
-        let text = format!("-- key: day\n-- grain: day\n-- write: replace_day\n-- depends_on: {deps}\nSELECT 1");
+        let text = format!(
+            "-- key: day\n-- grain: day\n-- write: replace_day\n-- depends_on: {deps}\nSELECT 1"
+        );
         ModelSpec::parse(&format!("{name}.sql"), &text).unwrap()
     }
 
@@ -73,7 +75,9 @@ mod tests {
             .map(|m| m.name)
             .collect();
         assert_eq!(names, ["a", "b", "c"]);
-        let err = order(vec![m("a", "b"), m("b", "a")]).unwrap_err().to_string();
+        let err = order(vec![m("a", "b"), m("b", "a")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cycle"), "{err}");
         let err = order(vec![m("a", "zzz")]).unwrap_err().to_string();
         assert!(err.contains("zzz") && err.contains("a.sql"), "{err}");

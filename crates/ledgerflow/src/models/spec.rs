@@ -109,13 +109,19 @@ impl ModelSpec {
         let key = key
             .filter(|k| !k.is_empty())
             .ok_or_else(|| err(1, "missing header `-- key: col[, col]`".into()))?;
-        let grain = grain.ok_or_else(|| err(1, "missing header `-- grain: day|realtime`".into()))?;
+        let grain =
+            grain.ok_or_else(|| err(1, "missing header `-- grain: day|realtime`".into()))?;
         let write = match write.as_deref() {
             Some("upsert") => WriteMode::Upsert,
             Some(_) => WriteMode::ReplaceDay {
                 column: partition.unwrap_or_else(|| key[0].clone()),
             },
-            None => return Err(err(1, "missing header `-- write: replace_day|upsert`".into())),
+            None => {
+                return Err(err(
+                    1,
+                    "missing header `-- write: replace_day|upsert`".into(),
+                ))
+            }
         };
         Ok(ModelSpec {
             name,
@@ -133,7 +139,12 @@ impl ModelSpec {
     /// the error quotes, else the first SQL line.
     pub fn error_line(&self, message: &str) -> usize {
         if let Some(rest) = message.split("Line: ").nth(1) {
-            if let Ok(n) = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse() {
+            if let Ok(n) = rest
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+            {
                 return n;
             }
         }
@@ -173,7 +184,8 @@ mod tests {
             let m = ModelSpec::parse(file, sql).unwrap();
             assert!(!m.key.is_empty());
         }
-        let m = ModelSpec::parse("user_activity_agg.sql", crate::models::builtin::MODELS[1].1).unwrap();
+        let m =
+            ModelSpec::parse("user_activity_agg.sql", crate::models::builtin::MODELS[1].1).unwrap();
         assert_eq!(m.key, vec!["day", "address"]);
         assert_eq!(
             m.write,
@@ -193,7 +205,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("m.sql:2") && err.contains("grian"), "{err}");
-        let err = ModelSpec::parse("m.sql", "-- grain: day\n-- write: upsert\nSELECT 1").unwrap_err();
+        let err =
+            ModelSpec::parse("m.sql", "-- grain: day\n-- write: upsert\nSELECT 1").unwrap_err();
         assert!(err.to_string().contains("key"));
     }
 
@@ -206,6 +219,9 @@ mod tests {
         .unwrap();
         assert_eq!(m.error_line("Schema error: No field named nosuch."), 6);
         assert_eq!(m.error_line("Schema error: No field named 'nosuch'."), 6);
-        assert_eq!(m.error_line("sql parser error: Expected x at Line: 7, Column: 3"), 7);
+        assert_eq!(
+            m.error_line("sql parser error: Expected x at Line: 7, Column: 3"),
+            7
+        );
     }
 }

@@ -66,8 +66,12 @@ impl LandingLayer {
                     })
                 };
                 let numbers = col("number")?.as_primitive_opt::<Int64Type>().cloned();
-                let (hashes, parents) = (col("hash")?.as_string_opt::<i32>(), col("parent_hash")?.as_string_opt::<i32>());
-                let (Some(numbers), Some(hashes), Some(parents)) = (numbers, hashes, parents) else {
+                let (hashes, parents) = (
+                    col("hash")?.as_string_opt::<i32>(),
+                    col("parent_hash")?.as_string_opt::<i32>(),
+                );
+                let (Some(numbers), Some(hashes), Some(parents)) = (numbers, hashes, parents)
+                else {
                     return Err(Error::Schema {
                         file: self.files.describe(&meta.location),
                         column: "number, hash, parent_hash".into(),

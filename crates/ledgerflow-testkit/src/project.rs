@@ -1,0 +1,117 @@
+//! A temporary ledgerflow project on disk, driven through the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+use crate::serving::{Serving, TestDb};
+
+pub struct TestProject {
+    pub dir: TempDir,
+    pub bin: PathBuf,
+    pub db: TestDb,
+}
+
+impl TestProject {
+    /// `ledgerflow init` in a fresh temp dir, serving into `serving`.
+    pub async fn new(bin: &Path, serving: Serving) -> TestProject {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = TestDb::create(serving, dir.path()).await;
+        let project = TestProject {
+            dir,
+            bin: bin.to_path_buf(),
+            db,
+        };
+        let out = project.cmd(&["init", "."]).output().expect("run init");
+        // init refuses nothing here: the temp dir is empty.
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        project.set_config("url = \"sqlite://serving.db\"", &project.db.serving_toml());
+        project
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("ledgerflow.toml")
+    }
+
+    /// Replaces one exact piece of ledgerflow.toml.
+    pub fn set_config(&self, from: &str, to: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).expect("read config");
+        assert!(text.contains(from), "config has no `{from}`");
+        std::fs::write(&path, text.replacen(from, to, 1)).expect("write config");
+    }
+
+    /// The binary, in the project dir, with a clean environment for the
+    /// variables that would override the config.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.current_dir(self.path())
+            .args(args)
+            .env_remove("LEDGERFLOW_SERVING_URL")
+            .env_remove("LEDGERFLOW_BATCH_URL")
+            .env_remove("LEDGERFLOW_SPEED_URL")
+            .env_remove("LEDGERFLOW_FAILPOINT")
+            .env("LEDGERFLOW_LOG", "warn");
+        c
+    }
+
+    /// Runs the binary; panics with its output unless the exit code is `code`.
+    pub fn expect(&self, args: &[&str], code: i32) -> Output {
+        let out = self.cmd(args).output().expect("spawn ledgerflow");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "ledgerflow {args:?}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Output {
+        self.expect(args, 0)
+    }
+
+    /// `generate` a few days at a small scale (`speed` days go to the landing dir).
+    pub fn generate(&self, from: &str, to: &str, scale: &str, speed_days: &[&str], extra: &[&str]) {
+        let speed = if speed_days.is_empty() {
+            "1999-01-01".to_string()
+        } else {
+            speed_days.join(",")
+        };
+        let mut args = vec![
+            "generate",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--scale",
+            scale,
+            "--speed-days",
+            &speed,
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
+    }
+
+    pub async fn drop_db(self) {
+        self.db.drop().await;
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
