@@ -115,3 +115,32 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
+
+/// Rewrites a Parquet file through `f` (to corrupt a column's name or type).
+pub fn rewrite_parquet(
+    path: &Path,
+    f: impl Fn(arrow::record_batch::RecordBatch) -> arrow::record_batch::RecordBatch,
+) {
+    let file = std::fs::File::open(path).expect("open parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192)
+        .expect("parquet reader");
+    let batches: Vec<_> = reader.map(|b| f(b.expect("batch"))).collect();
+    let out = std::fs::File::create(path).expect("create parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), None).expect("writer");
+    for b in &batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
+}
+
+/// The data files of a partition, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    files.sort();
+    files
+}

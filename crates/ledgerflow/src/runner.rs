@@ -351,13 +351,15 @@ impl Runner {
         if let WriteMode::ReplaceDay { column } = &model.write {
             match schema.field_with_name(column).map(|f| f.data_type()) {
                 Ok(DataType::Date32) => {}
-                _ => return Err(Error::Model {
-                    file: model.file.clone(),
-                    line: 1,
-                    message: format!(
+                _ => {
+                    return Err(Error::Model {
+                        file: model.file.clone(),
+                        line: 1,
+                        message: format!(
                         "replace_day needs a DATE output column `{column}` (set `-- partition:`)"
                     ),
-                }),
+                    })
+                }
             }
         }
         let batches = df.collect().await.map_err(|e| Error::Engine {

@@ -145,7 +145,7 @@ impl PartitionWriter {
             let name = self.prefix.clone().join(format!("part-{i:05}.parquet"));
             self.files.rename(tmp, &name).await?;
         }
-        crate::failpoint::hit("before_marker").await;
+        crate::failpoint::hit("before_marker", self.prefix.as_ref()).await;
         self.files.put(&self.marker, Vec::new()).await?;
         Ok(self.rows)
     }

@@ -667,7 +667,7 @@ impl Sink for PostgresSink {
                     .map_err(|e| fail("COPY", &e))?;
             }
             if i == 0 {
-                failpoint::hit("during_copy").await;
+                failpoint::hit("during_copy", &req.table).await;
             }
         }
         writer
@@ -728,7 +728,7 @@ impl Sink for PostgresSink {
                 req.run_id
             )));
         }
-        failpoint::hit("before_commit").await;
+        failpoint::hit("before_commit", &req.table).await;
         tx.commit().await.map_err(|e| fail("COMMIT", &e))?;
         Ok(written)
     }

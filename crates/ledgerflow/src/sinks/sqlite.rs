@@ -261,7 +261,7 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
                     .map_err(|e| fail("inserting", e))? as u64;
             }
             if i == 0 {
-                failpoint::hit_blocking("during_copy");
+                failpoint::hit_blocking("during_copy", &req.table);
             }
         }
     }
@@ -308,7 +308,7 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
             format!("{context}: ledger row {} does not exist", req.run_id),
         ));
     }
-    failpoint::hit_blocking("before_commit");
+    failpoint::hit_blocking("before_commit", &req.table);
     tx.commit().map_err(|e| fail("COMMIT", e))?;
     Ok(written)
 }

@@ -1,0 +1,92 @@
+//! Re-running never appends: the same day twice, and a backfill twice, give
+//! identical tables; unchanged inputs are skipped; the ledger shows it all.
+
+use ledgerflow_testkit::project::stdout;
+use ledgerflow_testkit::serving::TestDb;
+
+use crate::{project, SINKS};
+
+const TABLES: [&str; 3] = [
+    "block_daily_metrics",
+    "user_activity_agg",
+    "realtime_dashboard",
+];
+
+async fn dump_all(db: &TestDb) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for t in TABLES {
+        // updated_at is when a row was last written, by definition.
+        out.push(db.dump(t, &["updated_at"]).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn runs_and_backfills_are_idempotent() {
+    for serving in SINKS {
+        let p = project(serving).await;
+        p.generate("2026-11-01", "2026-11-03", "0.005", &[], &[]);
+
+        p.ok(&["run", "--date", "2026-11-02"]);
+        let once = dump_all(&p.db).await;
+        assert!(once.iter().all(|t| !t.is_empty()));
+        p.ok(&["run", "--date", "2026-11-02", "--force"]);
+        assert_eq!(
+            dump_all(&p.db).await,
+            once,
+            "{serving:?}: forced re-run changed the day"
+        );
+
+        // Unchanged inputs: skipped, tables untouched.
+        let out = p.ok(&["run", "--date", "2026-11-02"]);
+        assert_eq!(
+            stdout(&out).matches("skipped").count(),
+            3,
+            "{}",
+            stdout(&out)
+        );
+
+        p.ok(&["backfill", "--from", "2026-11-01", "--to", "2026-11-03"]);
+        let week = dump_all(&p.db).await;
+        assert_eq!(week[0].len(), 3);
+        p.ok(&[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-03",
+            "--force",
+        ]);
+        assert_eq!(
+            dump_all(&p.db).await,
+            week,
+            "{serving:?}: backfill twice differs"
+        );
+
+        // The dry run reports the plan and changes nothing.
+        let out = p.ok(&[
+            "backfill",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-04",
+            "--dry-run",
+        ]);
+        let plan = stdout(&out);
+        assert_eq!(plan.matches("skip (unchanged)").count(), 9, "{plan}");
+        assert_eq!(
+            plan.matches("error: no data for 2026-11-04").count(),
+            3,
+            "{plan}"
+        );
+        assert_eq!(dump_all(&p.db).await, week);
+
+        let runs = p.db.runs().await;
+        let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
+        // day 2: run, forced run, 3 skips; backfill: 2 new days + day 2 skipped; forced: 9.
+        assert_eq!(count("success"), 3 + 3 + 6 + 9, "{runs:?}");
+        assert_eq!(count("skipped"), 3 + 3, "{runs:?}");
+        assert_eq!(count("running") + count("failed"), 0, "{runs:?}");
+        p.drop_db().await;
+    }
+}

@@ -1,0 +1,74 @@
+//! Each default model against the independent reference computation, for a
+//! batch day, a day present in both layers (counted once), and a speed day
+//! with reorgs.
+
+use chrono::NaiveDate;
+use ledgerflow::generate::chain::GenParams;
+use ledgerflow_testkit::reference::{self, generated_day};
+use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq};
+
+use crate::{project, SINKS};
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn models_equal_the_reference_on_batch_both_and_speed_days() {
+    let params = GenParams {
+        seed: 42,
+        scale: 0.01,
+        reorg_rate: 0.15,
+    };
+    // Day 1 batch only; day 2 in both layers; day 3 speed only, with reorgs.
+    let days = [d("2026-11-01"), d("2026-11-02"), d("2026-11-03")];
+    let data: Vec<_> = days
+        .iter()
+        .enumerate()
+        .map(|(i, day)| generated_day(&params, *day, i > 0))
+        .collect();
+    let orphans = data[2].0.iter().filter(|b| !b.canonical).count();
+    assert!(
+        orphans > 0,
+        "the speed day must contain reorgs to test the rule"
+    );
+
+    for serving in SINKS {
+        let p = project(serving).await;
+        let reorgs = ["--reorg-rate", "0.15"];
+        p.generate(
+            "2026-11-01",
+            "2026-11-02",
+            "0.01",
+            &["2026-11-02"],
+            &[&reorgs[..], &["--also-batch"]].concat(),
+        );
+        p.generate("2026-11-03", "2026-11-03", "0.01", &["2026-11-03"], &reorgs);
+        let out = p.ok(&["backfill", "--from", "2026-11-01", "--to", "2026-11-03"]);
+        let text = ledgerflow_testkit::project::stdout(&out);
+        assert!(
+            text.contains("2026-11-02 block_daily_metrics      batch"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2026-11-03 block_daily_metrics      speed"),
+            "{text}"
+        );
+
+        let daily = p.db.block_daily_metrics().await;
+        assert_eq!(daily.len(), 3, "{serving:?}");
+        let mut minutes_expected = Vec::new();
+        for (i, day) in days.iter().enumerate() {
+            let (blocks, txs) = &data[i];
+            let expected = reference::block_daily_metrics(*day, blocks, txs).unwrap();
+            assert_daily_eq(&daily[i], &expected);
+            let users = p.db.user_activity(*day).await;
+            let expected_users = reference::user_activity(*day, blocks, txs);
+            assert_eq!(users.len(), expected_users.len(), "{serving:?} {day}");
+            assert_eq!(users, expected_users, "{serving:?} {day}");
+            minutes_expected.extend(reference::realtime_minutes(*day, blocks, txs));
+        }
+        assert_minutes_eq(&p.db.realtime_minutes().await, &minutes_expected);
+        p.drop_db().await;
+    }
+}
