@@ -171,6 +171,20 @@ impl TestDb {
         }
     }
 
+    /// The three default metric tables, dumped. `updated_at` is left out: it
+    /// records when a row was last written, so a forced re-run changes it.
+    pub async fn dump_metrics(&self) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for t in [
+            "block_daily_metrics",
+            "user_activity_agg",
+            "realtime_dashboard",
+        ] {
+            out.push(self.dump(t, &["updated_at"]).await);
+        }
+        out
+    }
+
     pub async fn count(&self, table: &str) -> usize {
         self.dump(table, &[]).await.len()
     }
@@ -405,5 +419,24 @@ pub fn assert_minutes_eq(actual: &[RealtimeMinute], expected: &[RealtimeMinute])
         }
         a.avg_gas_price_wei = e.avg_gas_price_wei;
         assert_eq!(&a, e);
+    }
+}
+
+/// Asserts two dumps (one `Vec<String>` per table) are equal, reporting the
+/// table and first differing row rather than the whole tables.
+pub fn assert_dumps_eq(actual: &[Vec<String>], expected: &[Vec<String>], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: table count");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        if a == e {
+            continue;
+        }
+        let first = a.iter().zip(e).position(|(x, y)| x != y);
+        panic!(
+            "{what}: table #{i} differs: {} vs {} rows; first difference at row {first:?}: {:?} vs {:?}",
+            a.len(),
+            e.len(),
+            first.map(|j| &a[j]),
+            first.map(|j| &e[j]),
+        );
     }
 }

@@ -7,30 +7,18 @@ use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use ledgerflow_testkit::project::{parquet_files, rewrite_parquet, stderr, stdout, TestProject};
-use ledgerflow_testkit::serving::{Serving, TestDb};
+use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
 
 use crate::{project, SINKS};
 
 const DAY: &str = "2026-11-10";
-
-async fn dump_all(db: &TestDb) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for t in [
-        "block_daily_metrics",
-        "user_activity_agg",
-        "realtime_dashboard",
-    ] {
-        out.push(db.dump(t, &[]).await);
-    }
-    out
-}
 
 /// A project with DAY loaded once; returns it and its tables.
 async fn loaded(serving: Serving) -> (TestProject, Vec<Vec<String>>) {
     let p = project(serving).await;
     p.generate(DAY, DAY, "0.005", &[], &[]);
     p.ok(&["run", "--date", DAY]);
-    let before = dump_all(&p.db).await;
+    let before = p.db.dump_metrics().await;
     assert!(before.iter().all(|t| !t.is_empty()));
     (p, before)
 }
@@ -56,12 +44,12 @@ async fn a_day_in_neither_layer_names_the_day_and_both_places() {
             text.contains("data/landing/blocks/date=2026-11-12"),
             "{text}"
         );
-        assert_eq!(dump_all(&p.db).await, before);
+        assert_dumps_eq(&p.db.dump_metrics().await, &before, "tables");
         let failed = p.db.runs().await.iter().filter(|r| r.2 == "failed").count();
         assert_eq!(failed, 3, "each model's failure is in the ledger");
         // --allow-empty writes an empty day instead.
         p.ok(&["run", "--date", "2026-11-12", "--allow-empty"]);
-        assert_eq!(dump_all(&p.db).await, before);
+        assert_dumps_eq(&p.db.dump_metrics().await, &before, "tables");
         p.drop_db().await;
     }
 }
@@ -83,7 +71,7 @@ async fn a_truncated_parquet_file_is_named_and_nothing_changes() {
             text.contains("corrupt or unreadable Parquet file"),
             "{text}"
         );
-        assert_eq!(dump_all(&p.db).await, before);
+        assert_dumps_eq(&p.db.dump_metrics().await, &before, "tables");
         p.drop_db().await;
     }
 }
@@ -106,7 +94,7 @@ async fn missing_and_mistyped_columns_name_column_file_and_type() {
             text.contains("column `gas_used` is missing") && text.contains("part-00000.parquet"),
             "{text}"
         );
-        assert_eq!(dump_all(&p.db).await, before);
+        assert_dumps_eq(&p.db.dump_metrics().await, &before, "tables");
 
         std::fs::write(&file, &original).unwrap();
         rewrite_parquet(&file, |b| {
@@ -135,7 +123,7 @@ async fn missing_and_mistyped_columns_name_column_file_and_type() {
             text.contains("column `number` has type Utf8 (expected Int64)"),
             "{text}"
         );
-        assert_eq!(dump_all(&p.db).await, before);
+        assert_dumps_eq(&p.db.dump_metrics().await, &before, "tables");
         p.drop_db().await;
     }
 }
@@ -158,7 +146,7 @@ async fn a_model_sql_error_names_file_and_line() {
             "line {line}: {text}"
         );
         assert!(text.contains("gas_usedd"), "{text}");
-        assert_eq!(dump_all(&p.db).await, before);
+        assert_dumps_eq(&p.db.dump_metrics().await, &before, "tables");
         p.drop_db().await;
     }
 }

@@ -2,24 +2,9 @@
 //! identical tables; unchanged inputs are skipped; the ledger shows it all.
 
 use ledgerflow_testkit::project::stdout;
-use ledgerflow_testkit::serving::TestDb;
+use ledgerflow_testkit::serving::assert_dumps_eq;
 
 use crate::{project, SINKS};
-
-const TABLES: [&str; 3] = [
-    "block_daily_metrics",
-    "user_activity_agg",
-    "realtime_dashboard",
-];
-
-async fn dump_all(db: &TestDb) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for t in TABLES {
-        // updated_at is when a row was last written, by definition.
-        out.push(db.dump(t, &["updated_at"]).await);
-    }
-    out
-}
 
 #[tokio::test]
 async fn runs_and_backfills_are_idempotent() {
@@ -28,14 +13,10 @@ async fn runs_and_backfills_are_idempotent() {
         p.generate("2026-11-01", "2026-11-03", "0.005", &[], &[]);
 
         p.ok(&["run", "--date", "2026-11-02"]);
-        let once = dump_all(&p.db).await;
+        let once = p.db.dump_metrics().await;
         assert!(once.iter().all(|t| !t.is_empty()));
         p.ok(&["run", "--date", "2026-11-02", "--force"]);
-        assert_eq!(
-            dump_all(&p.db).await,
-            once,
-            "{serving:?}: forced re-run changed the day"
-        );
+        assert_dumps_eq(&p.db.dump_metrics().await, &once, "forced re-run");
 
         // Unchanged inputs: skipped, tables untouched.
         let out = p.ok(&["run", "--date", "2026-11-02"]);
@@ -47,7 +28,7 @@ async fn runs_and_backfills_are_idempotent() {
         );
 
         p.ok(&["backfill", "--from", "2026-11-01", "--to", "2026-11-03"]);
-        let week = dump_all(&p.db).await;
+        let week = p.db.dump_metrics().await;
         assert_eq!(week[0].len(), 3);
         p.ok(&[
             "backfill",
@@ -57,11 +38,7 @@ async fn runs_and_backfills_are_idempotent() {
             "2026-11-03",
             "--force",
         ]);
-        assert_eq!(
-            dump_all(&p.db).await,
-            week,
-            "{serving:?}: backfill twice differs"
-        );
+        assert_dumps_eq(&p.db.dump_metrics().await, &week, "backfill twice");
 
         // The dry run reports the plan and changes nothing.
         let out = p.ok(&[
@@ -79,7 +56,7 @@ async fn runs_and_backfills_are_idempotent() {
             3,
             "{plan}"
         );
-        assert_eq!(dump_all(&p.db).await, week);
+        assert_dumps_eq(&p.db.dump_metrics().await, &week, "tables");
 
         let runs = p.db.runs().await;
         let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
