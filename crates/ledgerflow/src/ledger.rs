@@ -84,6 +84,22 @@ pub struct RunOutcome {
     pub state: RunState,
     pub rows_written: Option<i64>,
     pub error: Option<String>,
+    /// Set when known; `None` keeps the stored value.
+    pub fingerprint: Option<String>,
+    /// Set when known; `None` keeps the stored value.
+    pub source_layers: Option<String>,
+}
+
+impl RunOutcome {
+    pub fn new(state: RunState) -> Self {
+        Self {
+            state,
+            rows_written: None,
+            error: None,
+            fingerprint: None,
+            source_layers: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -153,38 +153,42 @@ impl Runner {
             Ok(p) => self.catalog.validate(p).await.err().map(|e| e.to_string()),
         };
         let layer = plan.as_ref().map_or(Layer::None, |p| p.layer);
+        let source_layers = plan.as_ref().ok().map(DayPlan::source_layers);
+        // Every (model, day) of this run is visible as pending before the
+        // first one starts; each row then moves to its final state.
+        let mut ids = Vec::with_capacity(models.len());
+        for model in models {
+            ids.push(
+                self.sink
+                    .ledger_insert(&NewRun {
+                        model: model.name.clone(),
+                        day,
+                        state: RunState::Pending,
+                        attempt: opts.attempt,
+                        trigger: opts.trigger.clone(),
+                        fingerprint: None,
+                        source_layers: source_layers.clone(),
+                        error: None,
+                    })
+                    .await?,
+            );
+        }
         let mut ctx: Option<SessionContext> = None;
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut reports = Vec::new();
-        for model in models {
+        for (model, id) in models.iter().zip(ids) {
             let started = Instant::now();
             let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
             let status = if let Some(error) = &input_error {
-                self.record(
-                    model,
-                    day,
-                    RunState::Failed,
-                    None,
-                    plan.as_ref().ok(),
-                    Some(error.clone()),
-                    opts,
-                )
-                .await?;
+                self.close(id, RunState::Failed, None, error.clone())
+                    .await?;
                 RunStatus::Failed {
                     error: error.clone(),
                 }
             } else if let Some(up) = upstream {
                 let reason = format!("upstream model `{up}` failed");
-                self.record(
-                    model,
-                    day,
-                    RunState::Skipped,
-                    None,
-                    plan.as_ref().ok(),
-                    Some(reason.clone()),
-                    opts,
-                )
-                .await?;
+                self.close(id, RunState::Skipped, None, reason.clone())
+                    .await?;
                 RunStatus::Skipped { reason }
             } else {
                 let plan = plan.as_ref().expect("no input error means a plan");
@@ -195,8 +199,8 @@ impl Runner {
                         .await?;
                     ctx = Some(session);
                 }
-                self.run_model(ctx.as_ref().expect("set above"), model, plan, opts)
-                    .await?
+                let ctx = ctx.as_ref().expect("set above");
+                self.run_model(ctx, model, plan, opts, id).await?
             };
             if matches!(status, RunStatus::Failed { .. }) {
                 failed.insert(model.name.clone());
@@ -212,75 +216,59 @@ impl Runner {
         Ok(reports)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
+    /// Moves ledger row `id` to a final state without data.
+    async fn close(
         &self,
-        model: &ModelSpec,
-        day: NaiveDate,
+        id: i64,
         state: RunState,
         fingerprint: Option<String>,
-        plan: Option<&DayPlan>,
-        error: Option<String>,
-        opts: &RunOptions,
-    ) -> Result<i64> {
+        error: String,
+    ) -> Result<()> {
         self.sink
-            .ledger_insert(&NewRun {
-                model: model.name.clone(),
-                day,
-                state,
-                attempt: opts.attempt,
-                trigger: opts.trigger.clone(),
-                fingerprint,
-                source_layers: plan.map(DayPlan::source_layers),
-                error,
-            })
+            .ledger_update(
+                id,
+                &RunOutcome {
+                    error: Some(error),
+                    fingerprint,
+                    ..RunOutcome::new(state)
+                },
+            )
             .await
     }
 
-    /// One model over one planned day. Errors of the model itself become a
-    /// `Failed` status (recorded in the ledger); errors reaching the ledger
-    /// itself are returned.
+    /// One model over one planned day, ledger row `id`. Errors of the model
+    /// itself become a `Failed` status (recorded in the ledger); errors
+    /// reaching the ledger itself are returned.
     async fn run_model(
         &self,
         ctx: &SessionContext,
         model: &ModelSpec,
         plan: &DayPlan,
         opts: &RunOptions,
+        id: i64,
     ) -> Result<RunStatus> {
         let fingerprint = Self::fingerprint(model, plan);
         if !opts.force {
-            if let Some(last) = self
+            let last = self
                 .sink
                 .last_success_fingerprint(&model.name, plan.day)
-                .await?
-            {
-                if last == fingerprint {
-                    let reason =
-                        "inputs and SQL unchanged since the last success (use --force to re-run)"
-                            .to_string();
-                    self.record(
-                        model,
-                        plan.day,
-                        RunState::Skipped,
-                        Some(fingerprint),
-                        Some(plan),
-                        Some(reason.clone()),
-                        opts,
-                    )
+                .await?;
+            if last.as_deref() == Some(fingerprint.as_str()) {
+                let reason =
+                    "inputs and SQL unchanged since the last success (use --force to re-run)"
+                        .to_string();
+                self.close(id, RunState::Skipped, Some(fingerprint), reason.clone())
                     .await?;
-                    return Ok(RunStatus::Skipped { reason });
-                }
+                return Ok(RunStatus::Skipped { reason });
             }
         }
-        let id = self
-            .record(
-                model,
-                plan.day,
-                RunState::Running,
-                Some(fingerprint),
-                Some(plan),
-                None,
-                opts,
+        self.sink
+            .ledger_update(
+                id,
+                &RunOutcome {
+                    fingerprint: Some(fingerprint),
+                    ..RunOutcome::new(RunState::Running)
+                },
             )
             .await?;
         match self.execute(ctx, model, plan, id).await {
@@ -291,15 +279,7 @@ impl Runner {
             }),
             Err(e) => {
                 let error = e.to_string();
-                self.sink
-                    .ledger_update(
-                        id,
-                        &RunOutcome {
-                            state: RunState::Failed,
-                            rows_written: None,
-                            error: Some(error.clone()),
-                        },
-                    )
+                self.close(id, RunState::Failed, None, error.clone())
                     .await?;
                 Ok(RunStatus::Failed { error })
             }

@@ -15,20 +15,23 @@ async fn tables(db: &TestDb) -> [Vec<String>; 2] {
     ]
 }
 
+/// The two replace-day models, for the day under test.
+const RUN_BOTH: [&str; 7] = [
+    "run",
+    "--date",
+    "2026-11-05",
+    "--model",
+    "block_daily_metrics",
+    "--model",
+    "user_activity_agg",
+];
+
 #[tokio::test]
 async fn sigkill_mid_run_leaves_old_or_new_day() {
     for serving in SINKS {
         let p = project(serving).await;
         p.generate("2026-11-05", "2026-11-05", "0.01", &[], &[]);
-        p.ok(&[
-            "run",
-            "--date",
-            "2026-11-05",
-            "--model",
-            "block_daily_metrics",
-            "--model",
-            "user_activity_agg",
-        ]);
+        p.ok(&RUN_BOTH);
         let old = tables(&p.db).await;
 
         // New data for the same day (another seed), then kill the re-run at
@@ -82,16 +85,14 @@ async fn sigkill_mid_run_leaves_old_or_new_day() {
                 );
             }
         }
+        // Each killed run left its row `running` (the scheduler marks such
+        // rows abandoned); a model never reached stays `pending`.
+        let runs = p.db.runs().await;
+        let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
+        assert_eq!(count("running"), 3, "{runs:?}");
+        assert_eq!(count("pending"), 0, "{runs:?}");
         // The next run completes: the new day, once.
-        p.ok(&[
-            "run",
-            "--date",
-            "2026-11-05",
-            "--model",
-            "block_daily_metrics",
-            "--model",
-            "user_activity_agg",
-        ]);
+        p.ok(&RUN_BOTH);
         let new = tables(&p.db).await;
         assert_ne!(new[1], old[1]);
         assert_eq!(new[0].len(), 1);

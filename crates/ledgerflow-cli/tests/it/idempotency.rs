@@ -63,7 +63,11 @@ async fn runs_and_backfills_are_idempotent() {
         // day 2: run, forced run, 3 skips; backfill: 2 new days + day 2 skipped; forced: 9.
         assert_eq!(count("success"), 3 + 3 + 6 + 9, "{runs:?}");
         assert_eq!(count("skipped"), 3 + 3, "{runs:?}");
-        assert_eq!(count("running") + count("failed"), 0, "{runs:?}");
+        assert_eq!(
+            count("running") + count("failed") + count("pending"),
+            0,
+            "{runs:?}"
+        );
         p.drop_db().await;
     }
 }

@@ -148,13 +148,28 @@ impl ModelSpec {
                 return n;
             }
         }
-        let quoted: Vec<&str> = message
+        let ident = |s: &str| -> String {
+            s.chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.')
+                .collect()
+        };
+        // Quoted names, and the bare name in "No field named x".
+        let mut quoted: Vec<String> = message
             .split(['\'', '"', '`'])
             .skip(1)
             .step_by(2)
             .filter(|s| !s.is_empty())
+            .map(str::to_string)
             .collect();
+        quoted.extend(
+            message
+                .split("named ")
+                .skip(1)
+                .map(ident)
+                .filter(|s| !s.is_empty()),
+        );
         for word in quoted {
+            let word = word.trim_end_matches('.');
             let bare = word.rsplit('.').next().unwrap_or(word);
             if let Some(i) = self
                 .sql

@@ -4,7 +4,10 @@
 
 pub mod ident;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 pub mod values;
 
 use std::sync::Arc;

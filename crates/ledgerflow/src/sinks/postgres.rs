@@ -21,7 +21,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
 
-use super::ident::{self, quote};
+use super::ident::{self, quote, quoted_list};
+use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
 use super::{Sink, WriteMode, WriteRequest};
 use crate::error::{Error, Result};
@@ -38,9 +39,6 @@ const STAGING_SEQ: &str = "ledgerflow_seq";
 /// PostgreSQL's epoch, 2000-01-01, from 1970-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-const LEDGER_COLUMNS: &str = "id, model, day, state, attempt, \"trigger\", started_at, \
-                              finished_at, rows_written, fingerprint, source_layers, error";
 
 pub struct PostgresSink {
     /// Holds the password: never logged, only used to reconnect.
@@ -130,30 +128,10 @@ impl PostgresSink {
             .await
             .map_err(|e| fail("reading the columns of", e))?;
         if rows.is_empty() {
-            let mut defs: Vec<String> = req
-                .schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let not_null = if req.key.contains(f.name()) {
-                        " NOT NULL"
-                    } else {
-                        ""
-                    };
-                    format!(
-                        "{} {}{not_null}",
-                        quote(f.name()),
-                        PgType::of(f.data_type()).ddl()
-                    )
-                })
-                .collect();
-            if !req.key.is_empty() {
-                defs.push(format!("PRIMARY KEY ({})", quoted_list(&req.key)));
-            }
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS {} ({})",
                 self.table(&req.table),
-                defs.join(", ")
+                sql::table_defs(req, |t| PgType::of(t).ddl())
             );
             tx.batch_execute(&sql)
                 .await
@@ -177,16 +155,7 @@ impl PostgresSink {
                     Some(have) if !have.holds(&want) => format!("is {}", have.ddl()),
                     Some(_) => continue,
                 };
-                return Err(Error::SinkSchema {
-                    table: name,
-                    message: format!(
-                        "column `{}` {problem}, but the model writes {} ({}); ledgerflow does \
-                         not alter existing tables: migrate or drop it",
-                        field.name(),
-                        want.ddl(),
-                        field.data_type()
-                    ),
-                });
+                return Err(sql::column_mismatch(name, field, &problem, want.ddl()));
             }
         }
         tx.commit().await.map_err(|e| fail("creating", e))
@@ -251,14 +220,6 @@ fn chain(e: &dyn StdError) -> String {
         source = s.source();
     }
     message
-}
-
-fn quoted_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
-    names
-        .into_iter()
-        .map(|n| quote(n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// A column type as `information_schema.columns` names it.
@@ -538,13 +499,6 @@ fn get_numeric(mut raw: &[u8]) -> Result<PgNumeric, BoxError> {
     ))
 }
 
-fn is_finished(state: RunState) -> bool {
-    matches!(
-        state,
-        RunState::Success | RunState::Failed | RunState::Skipped
-    )
-}
-
 fn record(row: &Row) -> Result<RunRecord, BoxError> {
     let state: String = row.try_get(3)?;
     Ok(RunRecord {
@@ -650,11 +604,7 @@ impl Sink for PostgresSink {
             .map_err(|e| fail("COPY", &e))?;
         let mut writer = std::pin::pin!(BinaryCopyInWriter::new(copy, &types));
         for (i, batch) in req.batches.iter().enumerate() {
-            let arrays = batch
-                .columns()
-                .iter()
-                .map(|a| Column::new(a.as_ref()))
-                .collect::<Result<Vec<_>, _>>()
+            let arrays = values::batch_columns(batch)
                 .map_err(|m| self.message(format!("{context}: {m}")))?;
             for row in 0..batch.num_rows() {
                 writer
@@ -690,16 +640,7 @@ impl Sink for PostgresSink {
             }
             WriteMode::Upsert => {
                 let key = quoted_list(&req.key);
-                let updates: Vec<String> = fields
-                    .iter()
-                    .filter(|f| !req.key.contains(f.name()))
-                    .map(|f| format!("{0} = EXCLUDED.{0}", quote(f.name())))
-                    .collect();
-                let action = if updates.is_empty() {
-                    "NOTHING".to_owned()
-                } else {
-                    format!("UPDATE SET {}", updates.join(", "))
-                };
+                let action = sql::conflict_action(&req);
                 // ON CONFLICT cannot update one row twice: keep the last
                 // staged row of each key.
                 let upsert = format!(
@@ -772,7 +713,8 @@ impl Sink for PostgresSink {
         let sql = format!(
             "UPDATE {} SET state = $2, rows_written = $3, error = $4, \
              finished_at = CASE WHEN $5 THEN now() ELSE finished_at END, \
-             started_at = CASE WHEN $6 THEN coalesce(started_at, now()) ELSE started_at END \
+             started_at = CASE WHEN $6 THEN coalesce(started_at, now()) ELSE started_at END, \
+             fingerprint = coalesce($7, fingerprint), source_layers = coalesce($8, source_layers) \
              WHERE id = $1",
             self.table(ledger::TABLE)
         );
@@ -788,6 +730,8 @@ impl Sink for PostgresSink {
                     &outcome.error,
                     &is_finished(outcome.state),
                     &(outcome.state == RunState::Running),
+                    &outcome.fingerprint,
+                    &outcome.source_layers,
                 ],
             )
             .await
@@ -849,14 +793,12 @@ impl Sink for PostgresSink {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, Decimal128Array, Int64Array, StringArray, TimestampSecondArray};
-    use arrow::datatypes::{Field, Schema, TimeUnit};
-    use arrow::record_batch::RecordBatch;
+    use arrow::datatypes::Field;
     use chrono::{DateTime, Utc};
 
     use super::*;
+    use crate::sinks::suite::{self, Reader};
     use crate::sinks::values::fixtures::{self, day};
 
     fn url() -> String {
@@ -895,37 +837,39 @@ mod tests {
         sink.client().await.unwrap().query(sql, &[]).await.unwrap()
     }
 
-    /// (address, n, v) of a day, ordered by address.
-    async fn day_rows(sink: &PostgresSink, table: &str, d: NaiveDate) -> Vec<(String, i64, i128)> {
-        let sql = format!(
-            "SELECT address, n, v FROM {} WHERE day = $1 ORDER BY address",
-            sink.table(table)
-        );
-        let client = sink.client().await.unwrap();
-        let rows = client.query(&sql, &[&d]).await.unwrap();
-        rows.iter()
-            .map(|r| (r.get(0), r.get(1), r.get::<_, PgNumeric>(2).0))
-            .collect()
-    }
+    /// `v` and `value_wei` as [`PgNumeric`] text: the value and its scale.
+    #[async_trait]
+    impl Reader for PostgresSink {
+        async fn day_rows(&self, table: &str, d: NaiveDate) -> Vec<(String, i64, String)> {
+            let sql = format!(
+                "SELECT address, n, v FROM {} WHERE day = $1 ORDER BY address",
+                self.table(table)
+            );
+            let client = self.client().await.unwrap();
+            let rows = client.query(&sql, &[&d]).await.unwrap();
+            rows.iter()
+                .map(|r| (r.get(0), r.get(1), r.get::<_, PgNumeric>(2).to_string()))
+                .collect()
+        }
 
-    fn expect(rows: &[fixtures::Row]) -> Vec<(String, i64, i128)> {
-        let mut rows: Vec<_> = rows
-            .iter()
-            .map(|r| (r.0.unwrap().to_owned(), r.1, r.2))
-            .collect();
-        rows.sort();
-        rows
-    }
-
-    async fn run(sink: &PostgresSink, model: &str, d: NaiveDate) -> i64 {
-        sink.ledger_insert(&fixtures::running(model, d))
-            .await
-            .unwrap()
-    }
-
-    async fn state(sink: &PostgresSink, id: i64) -> RunRecord {
-        let all = sink.ledger_list(&RunFilter::default()).await.unwrap();
-        all.into_iter().find(|r| r.id == id).unwrap()
+        async fn minute_rows(&self, table: &str) -> Vec<(String, i64, Option<String>)> {
+            let sql = format!(
+                "SELECT minute, block_count, value_wei FROM {} ORDER BY minute",
+                self.table(table)
+            );
+            query(self, &sql)
+                .await
+                .iter()
+                .map(|r| {
+                    let minute = r.get::<_, DateTime<Utc>>(0).timestamp_micros();
+                    (
+                        values::timestamp_text(minute).unwrap(),
+                        r.get(1),
+                        r.get::<_, Option<PgNumeric>>(2).map(|n| n.to_string()),
+                    )
+                })
+                .collect()
+        }
     }
 
     #[tokio::test]
@@ -986,39 +930,9 @@ mod tests {
     #[tokio::test]
     async fn replace_day_is_idempotent_and_touches_only_its_day() {
         let sink = fresh().await;
-        let (d1, d2) = (day(3), day(4));
-        let first = fixtures::big_rows();
-        let id = run(&sink, "activity", d1).await;
-        let req = fixtures::replace("activity", d1, vec![fixtures::activity(d1, &first)], id);
-        assert_eq!(sink.write(req).await.unwrap(), 3);
-        let other: Vec<fixtures::Row> = vec![(Some("0xdd"), 9, 99)];
-        let id = run(&sink, "activity", d2).await;
-        let req = fixtures::replace("activity", d2, vec![fixtures::activity(d2, &other)], id);
-        assert_eq!(sink.write(req).await.unwrap(), 1);
-
-        // The same day twice, from two batches: the day's rows are replaced,
-        // never appended.
-        let second: Vec<fixtures::Row> = vec![(Some("0xaa"), 4, 5), (Some("0xee"), 6, 7)];
-        for _ in 0..2 {
-            let id = run(&sink, "activity", d1).await;
-            let batches = vec![
-                fixtures::activity(d1, &second[..1]),
-                fixtures::activity(d1, &second[1..]),
-            ];
-            let req = fixtures::replace("activity", d1, batches, id);
-            assert_eq!(sink.write(req).await.unwrap(), 2);
-            let rec = state(&sink, id).await;
-            assert_eq!((rec.state, rec.rows_written), (RunState::Success, Some(2)));
-            assert!(rec.finished_at.is_some());
-        }
-        assert_eq!(day_rows(&sink, "activity", d1).await, expect(&second));
-        assert_eq!(day_rows(&sink, "activity", d2).await, expect(&other));
+        suite::replace_day_is_idempotent_and_touches_only_its_day(&sink, &sink).await;
 
         // Every type, read back.
-        let id = run(&sink, "activity", d1).await;
-        let req = fixtures::replace("activity", d1, vec![fixtures::activity(d1, &first)], id);
-        sink.write(req).await.unwrap();
-        assert_eq!(day_rows(&sink, "activity", d1).await, expect(&first));
         let sql = format!(
             "SELECT i, f, b, amt, ts, ts_ns, day FROM {} WHERE address = '0xbb'",
             sink.table("activity")
@@ -1031,7 +945,7 @@ mod tests {
         assert_eq!(row.get::<_, PgNumeric>(3), PgNumeric(fixtures::amt(2), 2));
         assert_eq!(row.get::<_, DateTime<Utc>>(4), ts);
         assert_eq!(row.get::<_, DateTime<Utc>>(5), ts);
-        assert_eq!(row.get::<_, NaiveDate>(6), d1);
+        assert_eq!(row.get::<_, NaiveDate>(6), day(3));
         let sql = format!(
             "SELECT string_agg(column_name || ' ' || data_type || coalesce('(' || \
              numeric_precision || ',' || numeric_scale || ')', '') || ' ' || is_nullable, '; ' \
@@ -1055,216 +969,37 @@ mod tests {
         cleanup(sink).await;
     }
 
-    fn minutes(rows: &[(i64, i64, Option<i128>)]) -> (arrow::datatypes::SchemaRef, RecordBatch) {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "minute",
-                DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
-                false,
-            ),
-            Field::new("block_count", DataType::Int64, false),
-            Field::new("value_wei", DataType::Decimal128(38, 0), true),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(
-                TimestampSecondArray::from(rows.iter().map(|r| r.0 * 60).collect::<Vec<_>>())
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-            )),
-            Arc::new(
-                Decimal128Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-                    .with_precision_and_scale(38, 0)
-                    .unwrap(),
-            ),
-        ];
-        (
-            schema.clone(),
-            RecordBatch::try_new(schema, columns).unwrap(),
-        )
-    }
-
-    pub(crate) fn upsert(
-        table: &str,
-        rows: &[(i64, i64, Option<i128>)],
-        run_id: i64,
-    ) -> WriteRequest {
-        let (schema, batch) = minutes(rows);
-        WriteRequest {
-            table: table.into(),
-            key: vec!["minute".into()],
-            mode: WriteMode::Upsert,
-            day: day(5),
-            schema,
-            batches: vec![batch],
-            run_id,
-        }
-    }
-
     #[tokio::test]
     async fn upsert_dedupes_keys_and_the_last_row_wins() {
         let sink = fresh().await;
-        let id = run(&sink, "dash", day(5)).await;
-        let big = Some(1i128 << 100);
-        let req = upsert("dash", &[(1, 1, None), (2, 2, big), (1, 3, Some(30))], id);
-        assert_eq!(sink.write(req).await.unwrap(), 2);
-        let id = run(&sink, "dash", day(5)).await;
-        let req = upsert("dash", &[(2, 5, Some(50)), (3, 6, big)], id);
-        assert_eq!(sink.write(req).await.unwrap(), 2);
-        assert_eq!(state(&sink, id).await.rows_written, Some(2));
-        let sql = format!(
-            "SELECT extract(epoch FROM minute)::bigint / 60, block_count, value_wei FROM {} ORDER BY 1",
-            sink.table("dash")
-        );
-        let rows: Vec<(i64, i64, Option<i128>)> = query(&sink, &sql)
-            .await
-            .iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    r.get(1),
-                    r.get::<_, Option<PgNumeric>>(2).map(|n| n.0),
-                )
-            })
-            .collect();
-        assert_eq!(rows, vec![(1, 3, Some(30)), (2, 5, Some(50)), (3, 6, big)]);
-
-        // A table that is all key: duplicates collapse, nothing to update.
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(StringArray::from(vec!["x", "y", "x"])) as ArrayRef],
-        )
-        .unwrap();
-        for expected in [2, 0] {
-            let id = run(&sink, "keys", day(5)).await;
-            let req = WriteRequest {
-                table: "keys".into(),
-                key: vec!["a".into()],
-                mode: WriteMode::Upsert,
-                day: day(5),
-                schema: schema.clone(),
-                batches: vec![batch.clone()],
-                run_id: id,
-            };
-            assert_eq!(sink.write(req).await.unwrap(), expected);
-        }
+        suite::upsert_dedupes_keys_and_the_last_row_wins(&sink, &sink).await;
         cleanup(sink).await;
     }
 
     #[tokio::test]
     async fn a_mismatched_table_is_refused_and_left_alone() {
         let sink = fresh().await;
-        let rows = fixtures::big_rows();
-        let id = run(&sink, "activity", day(3)).await;
-        let req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![fixtures::activity(day(3), &rows)],
-            id,
-        );
-        sink.write(req).await.unwrap();
-
-        // `n` as text instead of bigint.
-        let mut fields: Vec<Field> = fixtures::activity_schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields[2] = Field::new("n", DataType::Utf8, true);
-        let mut req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![],
-            run(&sink, "activity", day(3)).await,
-        );
-        req.schema = Arc::new(Schema::new(fields.clone()));
-        let err = sink.write(req).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::SinkSchema { table, .. } if table.ends_with(".activity")),
-            "{err}"
-        );
-        assert!(err.to_string().contains("column `n` is bigint"), "{err}");
-
-        // A column the table does not have.
-        fields[2] = Field::new("n", DataType::Int64, true);
-        fields.push(Field::new("extra", DataType::Int64, true));
-        let mut req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![],
-            run(&sink, "activity", day(3)).await,
-        );
-        req.schema = Arc::new(Schema::new(fields));
-        let err = sink.write(req).await.unwrap_err();
-        assert!(
-            err.to_string().contains("column `extra` is missing"),
-            "{err}"
-        );
+        let table = format!("{}.activity", sink.schema);
+        let n_as_text = "column `n` is bigint";
+        suite::a_mismatched_table_is_refused_and_left_alone(&sink, &sink, &table, n_as_text).await;
 
         // Narrower decimals fit a wider column; another scale does not.
-        let mut fields: Vec<Field> = fixtures::activity_schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
+        let mut fields = suite::activity_fields();
         fields[7] = Field::new("amt", DataType::Decimal128(20, 3), true);
-        let mut req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![],
-            run(&sink, "activity", day(3)).await,
-        );
-        req.schema = Arc::new(Schema::new(fields));
-        let err = sink.write(req).await.unwrap_err();
+        let err = suite::refused(&sink, fields).await;
         assert!(
             err.to_string().contains("column `amt` is numeric(20,2)"),
             "{err}"
         );
-
-        assert_eq!(day_rows(&sink, "activity", day(3)).await, expect(&rows));
+        let rows = suite::expect(&fixtures::big_rows());
+        assert_eq!(sink.day_rows("activity", day(3)).await, rows);
         cleanup(sink).await;
     }
 
     #[tokio::test]
     async fn a_failed_write_keeps_the_old_day_and_the_run_open() {
         let sink = fresh().await;
-        let rows = fixtures::big_rows();
-        let id = run(&sink, "activity", day(3)).await;
-        let req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![fixtures::activity(day(3), &rows)],
-            id,
-        );
-        sink.write(req).await.unwrap();
-
-        // The NULL key is in the second batch, after the first was copied.
-        let id = run(&sink, "activity", day(3)).await;
-        let batches = vec![
-            fixtures::activity(day(3), &[(Some("0x01"), 1, 1)]),
-            fixtures::activity(day(3), &[(None, 2, 2)]),
-        ];
-        let err = sink
-            .write(fixtures::replace("activity", day(3), batches, id))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Serving { .. }), "{err}");
-        assert!(err.to_string().contains("address"), "{err}");
-        assert_eq!(day_rows(&sink, "activity", day(3)).await, expect(&rows));
-        assert_eq!(state(&sink, id).await.state, RunState::Running);
-
-        // Closing a ledger row that does not exist rolls the data back too.
-        let batches = vec![fixtures::activity(day(3), &[(Some("0x01"), 1, 1)])];
-        let err = sink
-            .write(fixtures::replace("activity", day(3), batches, 999_999))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("ledger row 999999"), "{err}");
-        assert_eq!(day_rows(&sink, "activity", day(3)).await, expect(&rows));
-        // The session is usable after the rollbacks.
-        assert!(sink.ledger_list(&RunFilter::default()).await.is_ok());
+        suite::a_failed_write_keeps_the_old_day_and_the_run_open(&sink, &sink, "address").await;
         cleanup(sink).await;
     }
 
@@ -1276,93 +1011,7 @@ mod tests {
         let (a, b) = tokio::join!(sink.prepare(), other.prepare());
         a.unwrap();
         b.unwrap();
-
-        let mut pending = fixtures::running("m", day(1));
-        pending.state = RunState::Pending;
-        let p = sink.ledger_insert(&pending).await.unwrap();
-        let r1 = run(&sink, "m", day(1)).await;
-        let r2 = run(&sink, "m", day(2)).await;
-        let other_model = run(&sink, "other", day(1)).await;
-        assert!(state(&sink, p).await.started_at.is_none());
-        let rec = state(&sink, r1).await;
-        assert!(rec.started_at.is_some() && rec.finished_at.is_none());
-        assert_eq!(rec.source_layers.as_deref(), Some("blocks=batch"));
-
-        let ok = RunOutcome {
-            state: RunState::Success,
-            rows_written: Some(7),
-            error: None,
-        };
-        let failed = RunOutcome {
-            state: RunState::Failed,
-            rows_written: None,
-            error: Some("boom".into()),
-        };
-        sink.ledger_update(r1, &ok).await.unwrap();
-        sink.ledger_update(r2, &failed).await.unwrap();
-        let running = RunOutcome {
-            state: RunState::Running,
-            rows_written: None,
-            error: None,
-        };
-        sink.ledger_update(p, &running).await.unwrap();
-        assert!(state(&sink, p).await.started_at.is_some());
-        let rec = state(&sink, r2).await;
-        assert_eq!(
-            (rec.state, rec.error.as_deref()),
-            (RunState::Failed, Some("boom"))
-        );
-        assert!(rec.finished_at.is_some());
-        assert!(sink.ledger_update(999_999, &ok).await.is_err());
-
-        let ids = |rs: Vec<RunRecord>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        let all = sink.ledger_list(&RunFilter::default()).await.unwrap();
-        assert_eq!(ids(all), vec![other_model, r2, r1, p]);
-        let filter = RunFilter {
-            model: Some("m".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            ids(sink.ledger_list(&filter).await.unwrap()),
-            vec![r2, r1, p]
-        );
-        let filter = RunFilter {
-            state: Some(RunState::Success),
-            ..Default::default()
-        };
-        assert_eq!(ids(sink.ledger_list(&filter).await.unwrap()), vec![r1]);
-        let filter = RunFilter {
-            from: Some(day(2)),
-            to: Some(day(2)),
-            ..Default::default()
-        };
-        assert_eq!(ids(sink.ledger_list(&filter).await.unwrap()), vec![r2]);
-        let filter = RunFilter {
-            limit: Some(2),
-            ..Default::default()
-        };
-        assert_eq!(
-            ids(sink.ledger_list(&filter).await.unwrap()),
-            vec![other_model, r2]
-        );
-
-        assert_eq!(
-            sink.last_success_fingerprint("m", day(1))
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("fp-m-2026-11-01")
-        );
-        assert_eq!(
-            sink.last_success_fingerprint("m", day(2)).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            sink.last_success_fingerprint("other", day(1))
-                .await
-                .unwrap(),
-            None
-        );
+        suite::ledger_records_runs(&sink, &other).await;
         cleanup(sink).await;
     }
 

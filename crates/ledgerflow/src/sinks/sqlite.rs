@@ -16,7 +16,8 @@ use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, ToSql, TransactionBehavior,
 };
 
-use super::ident::quote;
+use super::ident::{quote, quoted_list};
+use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
 use super::{Sink, WriteMode, WriteRequest};
 use crate::error::{Error, Result};
@@ -25,9 +26,6 @@ use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
 
 /// Temporary table for upserts, dropped before COMMIT.
 const STAGING: &str = "ledgerflow_staging";
-
-const LEDGER_COLUMNS: &str = "id, model, day, state, attempt, \"trigger\", started_at, \
-                              finished_at, rows_written, fingerprint, source_layers, error";
 
 pub struct SqliteSink {
     path: PathBuf,
@@ -95,23 +93,8 @@ fn sqlite_type(data_type: &DataType) -> &'static str {
     }
 }
 
-fn quoted_list<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
-    names
-        .into_iter()
-        .map(|n| quote(n.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn now_text() -> String {
     values::timestamp_text(Utc::now().timestamp_micros()).expect("the clock is within 0000-9999")
-}
-
-fn is_finished(state: RunState) -> bool {
-    matches!(
-        state,
-        RunState::Success | RunState::Failed | RunState::Skipped
-    )
 }
 
 /// One value of a batch as SQLite stores it; strings are bound without a copy.
@@ -151,30 +134,10 @@ fn ensure_table(conn: &Connection, target: &str, req: &WriteRequest) -> Result<(
     };
     let mut existing = columns().map_err(fail)?;
     if existing.is_empty() {
-        let mut defs: Vec<String> = req
-            .schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let not_null = if req.key.contains(f.name()) {
-                    " NOT NULL"
-                } else {
-                    ""
-                };
-                format!(
-                    "{} {}{not_null}",
-                    quote(f.name()),
-                    sqlite_type(f.data_type())
-                )
-            })
-            .collect();
-        if !req.key.is_empty() {
-            defs.push(format!("PRIMARY KEY ({})", quoted_list(&req.key)));
-        }
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             quote(&req.table),
-            defs.join(", ")
+            sql::table_defs(req, sqlite_type)
         );
         conn.execute_batch(&sql).map_err(fail)?;
         // Another process may have created it first, with other columns.
@@ -190,15 +153,12 @@ fn ensure_table(conn: &Connection, target: &str, req: &WriteRequest) -> Result<(
             Some((_, have)) if !have.eq_ignore_ascii_case(want) => format!("is declared {have}"),
             Some(_) => continue,
         };
-        return Err(Error::SinkSchema {
-            table: req.table.clone(),
-            message: format!(
-                "column `{}` {problem}, but the model writes {want} ({}); ledgerflow does not \
-                 alter existing tables: migrate or drop it",
-                field.name(),
-                field.data_type()
-            ),
-        });
+        return Err(sql::column_mismatch(
+            req.table.clone(),
+            field,
+            &problem,
+            want,
+        ));
     }
     Ok(())
 }
@@ -247,11 +207,7 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
         );
         let mut stmt = tx.prepare(&insert).map_err(|e| fail("inserting", e))?;
         for (i, batch) in req.batches.iter().enumerate() {
-            let arrays = batch
-                .columns()
-                .iter()
-                .map(|a| Column::new(a.as_ref()))
-                .collect::<Result<Vec<_>, _>>()
+            let arrays = values::batch_columns(batch)
                 .map_err(|m| serving(target, format!("{context}: {m}")))?;
             for row in 0..batch.num_rows() {
                 inserted += stmt
@@ -270,16 +226,7 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
         WriteMode::ReplaceDay { .. } => inserted,
         WriteMode::Upsert => {
             let key = quoted_list(&req.key);
-            let updates: Vec<String> = fields
-                .iter()
-                .filter(|f| !req.key.contains(f.name()))
-                .map(|f| format!("{0} = excluded.{0}", quote(f.name())))
-                .collect();
-            let action = if updates.is_empty() {
-                "NOTHING".to_owned()
-            } else {
-                format!("UPDATE SET {}", updates.join(", "))
-            };
+            let action = sql::conflict_action(req);
             // The last staged row of each key wins. (The WHERE also keeps
             // SQLite from reading ON CONFLICT as a join constraint.)
             let upsert = format!(
@@ -420,7 +367,8 @@ impl Sink for SqliteSink {
             let now = now_text();
             let sql = format!(
                 "UPDATE {} SET state = ?2, rows_written = ?3, error = ?4, \
-                 finished_at = coalesce(?5, finished_at), started_at = coalesce(started_at, ?6) \
+                 finished_at = coalesce(?5, finished_at), started_at = coalesce(started_at, ?6), \
+                 fingerprint = coalesce(?7, fingerprint), source_layers = coalesce(?8, source_layers) \
                  WHERE id = ?1",
                 quote(ledger::TABLE)
             );
@@ -434,6 +382,8 @@ impl Sink for SqliteSink {
                         outcome.error,
                         is_finished(outcome.state).then_some(&now),
                         (outcome.state == RunState::Running).then_some(&now),
+                        outcome.fingerprint,
+                        outcome.source_layers,
                     ],
                 )
                 .map_err(|e| serving(target, format!("updating ledger row {id}: {e}")))?;
@@ -504,15 +454,11 @@ impl Sink for SqliteSink {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use arrow::array::{ArrayRef, Decimal128Array, Int64Array, TimestampSecondArray};
-    use arrow::datatypes::{Field, Schema, TimeUnit};
-    use arrow::record_batch::RecordBatch;
     use tempfile::TempDir;
 
     use super::*;
-    use crate::sinks::values::fixtures::{self, day, Row};
+    use crate::sinks::suite::{self, Reader};
+    use crate::sinks::values::fixtures;
 
     /// A prepared sink in a directory that does not exist yet.
     async fn fresh() -> (TempDir, SqliteSink) {
@@ -535,69 +481,30 @@ mod tests {
             .unwrap()
     }
 
-    /// (address, n, v) of a day, ordered by address; `v` as stored (text).
-    fn day_rows(sink: &SqliteSink, d: NaiveDate) -> Vec<(String, i64, String)> {
-        let sql = format!("SELECT address, n, v FROM activity WHERE day = '{d}' ORDER BY address");
-        query(sink, &sql, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-    }
+    /// Values exactly as stored: reading text fails if SQLite holds a number.
+    #[async_trait]
+    impl Reader for SqliteSink {
+        async fn day_rows(&self, table: &str, d: NaiveDate) -> Vec<(String, i64, String)> {
+            let sql = format!(
+                "SELECT address, n, v FROM {} WHERE day = '{d}' ORDER BY address",
+                quote(table)
+            );
+            query(self, &sql, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        }
 
-    fn expect(rows: &[Row]) -> Vec<(String, i64, String)> {
-        let mut rows: Vec<_> = rows
-            .iter()
-            .map(|r| (r.0.unwrap().to_owned(), r.1, r.2.to_string()))
-            .collect();
-        rows.sort();
-        rows
-    }
-
-    async fn run(sink: &SqliteSink, model: &str, d: NaiveDate) -> i64 {
-        sink.ledger_insert(&fixtures::running(model, d))
-            .await
-            .unwrap()
-    }
-
-    async fn state(sink: &SqliteSink, id: i64) -> RunRecord {
-        let all = sink.ledger_list(&RunFilter::default()).await.unwrap();
-        all.into_iter().find(|r| r.id == id).unwrap()
+        async fn minute_rows(&self, table: &str) -> Vec<(String, i64, Option<String>)> {
+            let sql = format!(
+                "SELECT minute, block_count, value_wei FROM {} ORDER BY minute",
+                quote(table)
+            );
+            query(self, &sql, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        }
     }
 
     #[tokio::test]
     async fn replace_day_is_idempotent_and_stores_exact_text() {
         let (_dir, sink) = fresh().await;
-        let (d1, d2) = (day(3), day(4));
-        let first = fixtures::big_rows();
-        let id = run(&sink, "activity", d1).await;
-        let req = fixtures::replace("activity", d1, vec![fixtures::activity(d1, &first)], id);
-        assert_eq!(sink.write(req).await.unwrap(), 3);
-        let other: Vec<Row> = vec![(Some("0xdd"), 9, 99)];
-        let id = run(&sink, "activity", d2).await;
-        let req = fixtures::replace("activity", d2, vec![fixtures::activity(d2, &other)], id);
-        assert_eq!(sink.write(req).await.unwrap(), 1);
-
-        let second: Vec<Row> = vec![(Some("0xaa"), 4, 5), (Some("0xee"), 6, 7)];
-        for _ in 0..2 {
-            let id = run(&sink, "activity", d1).await;
-            let batches = vec![
-                fixtures::activity(d1, &second[..1]),
-                fixtures::activity(d1, &second[1..]),
-            ];
-            assert_eq!(
-                sink.write(fixtures::replace("activity", d1, batches, id))
-                    .await
-                    .unwrap(),
-                2
-            );
-            let rec = state(&sink, id).await;
-            assert_eq!((rec.state, rec.rows_written), (RunState::Success, Some(2)));
-            assert!(rec.finished_at.is_some());
-        }
-        assert_eq!(day_rows(&sink, d1), expect(&second));
-        assert_eq!(day_rows(&sink, d2), expect(&other));
-
-        let id = run(&sink, "activity", d1).await;
-        let req = fixtures::replace("activity", d1, vec![fixtures::activity(d1, &first)], id);
-        sink.write(req).await.unwrap();
-        assert_eq!(day_rows(&sink, d1), expect(&first));
+        suite::replace_day_is_idempotent_and_touches_only_its_day(&sink, &sink).await;
         let row = query(
             &sink,
             "SELECT i, f, b, amt, ts, ts_ns, day, typeof(v), typeof(amt) FROM activity WHERE address = '0xbb'",
@@ -648,149 +555,26 @@ mod tests {
         assert_eq!(types[6], ("v".into(), "TEXT".into(), false, 0));
     }
 
-    fn upsert(rows: &[(i64, i64, Option<i128>)], run_id: i64) -> WriteRequest {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "minute",
-                DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
-                false,
-            ),
-            Field::new("block_count", DataType::Int64, false),
-            Field::new("value_wei", DataType::Decimal128(38, 0), true),
-        ]));
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(
-                TimestampSecondArray::from(rows.iter().map(|r| r.0 * 60).collect::<Vec<_>>())
-                    .with_timezone("UTC"),
-            ),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-            )),
-            Arc::new(
-                Decimal128Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-                    .with_precision_and_scale(38, 0)
-                    .unwrap(),
-            ),
-        ];
-        WriteRequest {
-            table: "dash".into(),
-            key: vec!["minute".into()],
-            mode: WriteMode::Upsert,
-            day: day(5),
-            schema: schema.clone(),
-            batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
-            run_id,
-        }
-    }
-
     #[tokio::test]
     async fn upsert_dedupes_keys_and_the_last_row_wins() {
         let (_dir, sink) = fresh().await;
-        let big = Some(1i128 << 100);
-        let id = run(&sink, "dash", day(5)).await;
-        let req = upsert(&[(1, 1, None), (2, 2, big), (1, 3, Some(30))], id);
-        assert_eq!(sink.write(req).await.unwrap(), 2);
-        let id = run(&sink, "dash", day(5)).await;
-        assert_eq!(
-            sink.write(upsert(&[(2, 5, Some(50)), (3, 6, big)], id))
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(state(&sink, id).await.rows_written, Some(2));
-        let rows: Vec<(String, i64, Option<String>)> = query(
-            &sink,
-            "SELECT minute, block_count, value_wei FROM dash ORDER BY minute",
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        );
-        let big = (1i128 << 100).to_string();
-        assert_eq!(
-            rows,
-            vec![
-                ("1970-01-01T00:01:00.000000Z".into(), 3, Some("30".into())),
-                ("1970-01-01T00:02:00.000000Z".into(), 5, Some("50".into())),
-                ("1970-01-01T00:03:00.000000Z".into(), 6, Some(big)),
-            ]
-        );
+        suite::upsert_dedupes_keys_and_the_last_row_wins(&sink, &sink).await;
     }
 
     #[tokio::test]
     async fn a_mismatched_table_is_refused_and_left_alone() {
         let (_dir, sink) = fresh().await;
-        let rows = fixtures::big_rows();
-        let id = run(&sink, "activity", day(3)).await;
-        let req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![fixtures::activity(day(3), &rows)],
-            id,
-        );
-        sink.write(req).await.unwrap();
-
-        let mut fields: Vec<Field> = fixtures::activity_schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields[2] = Field::new("n", DataType::Utf8, true);
-        let mut req = fixtures::replace("activity", day(3), vec![], run(&sink, "a", day(3)).await);
-        req.schema = Arc::new(Schema::new(fields.clone()));
-        let err = sink.write(req).await.unwrap_err();
-        assert!(
-            matches!(&err, Error::SinkSchema { table, .. } if table == "activity"),
-            "{err}"
-        );
-        assert!(
-            err.to_string().contains("column `n` is declared INTEGER"),
-            "{err}"
-        );
-
-        fields[2] = Field::new("n", DataType::Int64, true);
-        fields.push(Field::new("extra", DataType::Int64, true));
-        let mut req = fixtures::replace("activity", day(3), vec![], run(&sink, "a", day(3)).await);
-        req.schema = Arc::new(Schema::new(fields));
-        let err = sink.write(req).await.unwrap_err();
-        assert!(
-            err.to_string().contains("column `extra` is missing"),
-            "{err}"
-        );
-        assert_eq!(day_rows(&sink, day(3)), expect(&rows));
+        let n_as_text = "column `n` is declared INTEGER";
+        suite::a_mismatched_table_is_refused_and_left_alone(&sink, &sink, "activity", n_as_text)
+            .await;
     }
 
     #[tokio::test]
     async fn a_failed_write_keeps_the_old_day_and_the_run_open() {
         let (_dir, sink) = fresh().await;
-        let rows = fixtures::big_rows();
-        let id = run(&sink, "activity", day(3)).await;
-        let req = fixtures::replace(
-            "activity",
-            day(3),
-            vec![fixtures::activity(day(3), &rows)],
-            id,
-        );
-        sink.write(req).await.unwrap();
-
-        let id = run(&sink, "activity", day(3)).await;
-        let batches = vec![
-            fixtures::activity(day(3), &[(Some("0x01"), 1, 1)]),
-            fixtures::activity(day(3), &[(None, 2, 2)]),
-        ];
-        let err = sink
-            .write(fixtures::replace("activity", day(3), batches, id))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Serving { .. }), "{err}");
-        assert!(err.to_string().contains("activity.address"), "{err}");
-        assert_eq!(day_rows(&sink, day(3)), expect(&rows));
-        assert_eq!(state(&sink, id).await.state, RunState::Running);
-
-        let batches = vec![fixtures::activity(day(3), &[(Some("0x01"), 1, 1)])];
-        let err = sink
-            .write(fixtures::replace("activity", day(3), batches, 999_999))
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("ledger row 999999"), "{err}");
-        assert_eq!(day_rows(&sink, day(3)), expect(&rows));
+        let null_key_error = "activity.address";
+        suite::a_failed_write_keeps_the_old_day_and_the_run_open(&sink, &sink, null_key_error)
+            .await;
     }
 
     #[tokio::test]
@@ -799,93 +583,7 @@ mod tests {
         // A second handle on the same file, as another process would open it.
         let other = SqliteSink::open(&dir.path().join("nested/dir/serving.db")).unwrap();
         other.prepare().await.unwrap();
-
-        let mut pending = fixtures::running("m", day(1));
-        pending.state = RunState::Pending;
-        let p = sink.ledger_insert(&pending).await.unwrap();
-        let r1 = run(&sink, "m", day(1)).await;
-        let r2 = run(&other, "m", day(2)).await;
-        let other_model = run(&sink, "other", day(1)).await;
-        assert!(state(&sink, p).await.started_at.is_none());
-        let rec = state(&sink, r1).await;
-        assert!(rec.started_at.is_some() && rec.finished_at.is_none());
-        assert_eq!(rec.source_layers.as_deref(), Some("blocks=batch"));
-
-        let ok = RunOutcome {
-            state: RunState::Success,
-            rows_written: Some(7),
-            error: None,
-        };
-        let failed = RunOutcome {
-            state: RunState::Failed,
-            rows_written: None,
-            error: Some("boom".into()),
-        };
-        sink.ledger_update(r1, &ok).await.unwrap();
-        sink.ledger_update(r2, &failed).await.unwrap();
-        let running = RunOutcome {
-            state: RunState::Running,
-            rows_written: None,
-            error: None,
-        };
-        sink.ledger_update(p, &running).await.unwrap();
-        assert!(state(&sink, p).await.started_at.is_some());
-        let rec = state(&sink, r2).await;
-        assert_eq!(
-            (rec.state, rec.error.as_deref()),
-            (RunState::Failed, Some("boom"))
-        );
-        assert!(rec.finished_at.unwrap() >= rec.started_at.unwrap());
-        assert!(sink.ledger_update(999_999, &ok).await.is_err());
-
-        let ids = |rs: Vec<RunRecord>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        let all = sink.ledger_list(&RunFilter::default()).await.unwrap();
-        assert_eq!(ids(all), vec![other_model, r2, r1, p]);
-        let filter = RunFilter {
-            model: Some("m".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            ids(sink.ledger_list(&filter).await.unwrap()),
-            vec![r2, r1, p]
-        );
-        let filter = RunFilter {
-            state: Some(RunState::Success),
-            ..Default::default()
-        };
-        assert_eq!(ids(sink.ledger_list(&filter).await.unwrap()), vec![r1]);
-        let filter = RunFilter {
-            from: Some(day(2)),
-            to: Some(day(2)),
-            ..Default::default()
-        };
-        assert_eq!(ids(sink.ledger_list(&filter).await.unwrap()), vec![r2]);
-        let filter = RunFilter {
-            limit: Some(2),
-            ..Default::default()
-        };
-        assert_eq!(
-            ids(sink.ledger_list(&filter).await.unwrap()),
-            vec![other_model, r2]
-        );
-
-        assert_eq!(
-            sink.last_success_fingerprint("m", day(1))
-                .await
-                .unwrap()
-                .as_deref(),
-            Some("fp-m-2026-11-01")
-        );
-        assert_eq!(
-            sink.last_success_fingerprint("m", day(2)).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            sink.last_success_fingerprint("other", day(1))
-                .await
-                .unwrap(),
-            None
-        );
+        suite::ledger_records_runs(&sink, &other).await;
         assert!(sink.describe().ends_with("serving.db"));
     }
 }

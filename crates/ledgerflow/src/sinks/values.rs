@@ -14,6 +14,7 @@ use arrow::datatypes::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
+use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate};
 
 use super::{ident, WriteMode, WriteRequest};
@@ -126,6 +127,15 @@ impl<'a> Column<'a> {
             Column::Decimal128(a, scale) => Datum::Decimal(a.value(row), *scale),
         })
     }
+}
+
+/// Every column of `batch`, in order.
+pub fn batch_columns(batch: &RecordBatch) -> Result<Vec<Column<'_>>, String> {
+    batch
+        .columns()
+        .iter()
+        .map(|a| Column::new(a.as_ref()))
+        .collect()
 }
 
 /// Sub-microsecond digits are floored, so a nanosecond timestamp lands in the
