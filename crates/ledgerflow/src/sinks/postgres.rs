@@ -110,6 +110,48 @@ impl PostgresSink {
 
     /// Creates the target table if missing, otherwise checks it has every
     /// output column with the type this sink writes. Never alters a table.
+    async fn is_partitioned(&self, tx: &Transaction<'_>, table: &str) -> Result<bool> {
+        let row = tx
+            .query_one(
+                "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&self.schema, &table],
+            )
+            .await
+            .map_err(|e| self.fail(&format!("inspecting {}.{table}", self.schema), &e))?;
+        Ok(row.get(0))
+    }
+
+    /// Turns the filled staging table into the day's partition: index and
+    /// check it while nothing else is locked, then drop the old partition
+    /// and attach the new one. The exclusive lock on the table is held only
+    /// for the last two steps; all of it commits or rolls back together.
+    async fn swap_partition(
+        &self,
+        tx: &Transaction<'_>,
+        req: &WriteRequest,
+        column: &str,
+        staging: &str,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let (day, next) = (req.day, req.day + chrono::Days::new(1));
+        let col = quote(column);
+        let partition = self.table(&partition_name(&req.table, day));
+        // Literal dates (from a NaiveDate, never user text): DDL takes no
+        // parameters. The CHECK lets ATTACH skip its validation scan.
+        tx.batch_execute(&format!(
+            "ALTER TABLE {staging} ADD PRIMARY KEY ({key}), \
+               ADD CHECK ({col} IS NOT NULL AND {col} >= DATE '{day}' AND {col} < DATE '{next}');
+             DROP TABLE IF EXISTS {partition};
+             ALTER TABLE {staging} RENAME TO {name};
+             ALTER TABLE {table} ATTACH PARTITION {partition} \
+               FOR VALUES FROM ('{day}') TO ('{next}');",
+            key = quoted_list(&req.key),
+            name = quote(&partition_name(&req.table, day)),
+            table = self.table(&req.table),
+        ))
+        .await
+    }
+
     async fn ensure_table(&self, client: &mut Client, req: &WriteRequest) -> Result<()> {
         let name = format!("{}.{}", self.schema, req.table);
         let fail = |step: &str, e: tokio_postgres::Error| self.fail(&format!("{step} {name}"), &e);
@@ -128,8 +170,14 @@ impl PostgresSink {
             .await
             .map_err(|e| fail("reading the columns of", e))?;
         if rows.is_empty() {
+            // One partition per day, so replacing a day is a partition swap
+            // rather than a delete that leaves a day of dead index entries.
+            let partitioning = match swap_partitions(req) {
+                Some(column) => format!(" PARTITION BY RANGE ({})", quote(column)),
+                None => String::new(),
+            };
             let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {} ({})",
+                "CREATE TABLE IF NOT EXISTS {} ({}){partitioning}",
                 self.table(&req.table),
                 sql::table_defs(req, |t| PgType::of(t).ddl())
             );
@@ -587,18 +635,31 @@ impl Sink for PostgresSink {
         )
         .await?;
 
-        let seq = match req.mode {
-            WriteMode::Upsert => format!(", {STAGING_SEQ} bigserial"),
-            WriteMode::ReplaceDay { .. } => String::new(),
+        let swap = match swap_partitions(&req) {
+            Some(column) if self.is_partitioned(&tx, &req.table).await? => Some(column),
+            _ => None,
         };
-        tx.batch_execute(&format!(
-            "CREATE TEMP TABLE {STAGING} (LIKE {table}{seq}) ON COMMIT DROP"
-        ))
-        .await
-        .map_err(|e| fail("creating the staging table", &e))?;
+        // A swap stages into a new regular table named after this run (the
+        // transaction drops it on rollback); otherwise into a temp table.
+        let staging = match swap {
+            Some(_) => self.table(&format!("{}_r{}", req.table, req.run_id)),
+            None => STAGING.to_owned(),
+        };
+        let create = match (&swap, &req.mode) {
+            (Some(_), _) => format!("CREATE TABLE {staging} (LIKE {table} INCLUDING DEFAULTS)"),
+            (None, WriteMode::Upsert) => format!(
+                "CREATE TEMP TABLE {STAGING} (LIKE {table}, {STAGING_SEQ} bigserial) ON COMMIT DROP"
+            ),
+            (None, WriteMode::ReplaceDay { .. }) => {
+                format!("CREATE TEMP TABLE {STAGING} (LIKE {table}) ON COMMIT DROP")
+            }
+        };
+        tx.batch_execute(&create)
+            .await
+            .map_err(|e| fail("creating the staging table", &e))?;
         let copy = tx
             .copy_in(&format!(
-                "COPY {STAGING} ({columns}) FROM STDIN (FORMAT binary)"
+                "COPY {staging} ({columns}) FROM STDIN (FORMAT binary)"
             ))
             .await
             .map_err(|e| fail("COPY", &e))?;
@@ -620,13 +681,19 @@ impl Sink for PostgresSink {
                 failpoint::hit("during_copy", &req.table).await;
             }
         }
-        writer
+        let copied = writer
             .as_mut()
             .finish()
             .await
             .map_err(|e| fail("COPY", &e))?;
 
         let written = match &req.mode {
+            WriteMode::ReplaceDay { column } if swap.is_some() => {
+                self.swap_partition(&tx, &req, column, &staging)
+                    .await
+                    .map_err(|e| fail("swapping the day's partition", &e))?;
+                copied
+            }
             WriteMode::ReplaceDay { column } => {
                 let delete = format!("DELETE FROM {table} WHERE {} = $1", quote(column));
                 tx.execute(&delete, &[&req.day])
@@ -788,6 +855,26 @@ impl Sink for PostgresSink {
             .map_err(|e| self.fail(&format!("reading the last run of {model} for {day}"), &e))?;
         Ok(row.and_then(|r| r.get(0)))
     }
+}
+
+/// The column a replace-day table is partitioned by: its day column, when
+/// that is part of the key (PostgreSQL requires it) and the partition names
+/// fit in 63 bytes. Other tables replace by delete + insert.
+fn swap_partitions(req: &WriteRequest) -> Option<&str> {
+    match &req.mode {
+        WriteMode::ReplaceDay { column }
+            if req.key.contains(column)
+                && req.table.len() + "_r".len() + 20 <= super::ident::MAX_LEN =>
+        {
+            Some(column)
+        }
+        _ => None,
+    }
+}
+
+/// `<table>_pYYYYMMDD`.
+fn partition_name(table: &str, day: chrono::NaiveDate) -> String {
+    format!("{table}_p{}", day.format("%Y%m%d"))
 }
 
 #[cfg(test)]
