@@ -185,6 +185,28 @@ impl TestDb {
         out
     }
 
+    /// Names of a PostgreSQL table's partitions, sorted (empty for SQLite).
+    pub async fn partitions(&self, table: &str) -> Vec<String> {
+        let TestDb::Postgres { schema, client, .. } = self else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = client
+            .query(
+                "SELECT c.relname::text FROM pg_inherits i \
+                 JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
+                 JOIN pg_namespace n ON n.oid = p.relnamespace \
+                 WHERE n.nspname = $1 AND p.relname = $2",
+                &[schema, &table],
+            )
+            .await
+            .expect("partitions")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        names.sort();
+        names
+    }
+
     pub async fn count(&self, table: &str) -> usize {
         self.dump(table, &[]).await.len()
     }

@@ -2,7 +2,7 @@
 //! identical tables; unchanged inputs are skipped; the ledger shows it all.
 
 use ledgerflow_testkit::project::stdout;
-use ledgerflow_testkit::serving::assert_dumps_eq;
+use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
 
 use crate::{project, SINKS};
 
@@ -39,6 +39,15 @@ async fn runs_and_backfills_are_idempotent() {
             "--force",
         ]);
         assert_dumps_eq(&p.db.dump_metrics().await, &week, "backfill twice");
+
+        if serving == Serving::Postgres {
+            // A day is replaced by swapping its partition: one per day, no strays.
+            let parts = p.db.partitions("user_activity_agg").await;
+            assert_eq!(
+                parts,
+                ["20261101", "20261102", "20261103"].map(|d| format!("user_activity_agg_p{d}")),
+            );
+        }
 
         // The dry run reports the plan and changes nothing.
         let out = p.ok(&[
