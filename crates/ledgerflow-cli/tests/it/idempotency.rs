@@ -77,6 +77,17 @@ async fn runs_and_backfills_are_idempotent() {
             0,
             "{runs:?}"
         );
+        // `runs` filters the ledger and prints JSON.
+        let out = p.ok(&["runs", "--state", "skipped", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let rows = rows.as_array().unwrap();
+        assert_eq!(rows.len(), 6);
+        assert!(rows
+            .iter()
+            .all(|r| r["state"] == "skipped" && r["fingerprint"].is_string()));
+        let out = p.ok(&["runs", "--model", "user_activity_agg", "--limit", "2"]);
+        assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
+        p.expect(&["runs", "--state", "done"], 2);
         p.drop_db().await;
     }
 }
