@@ -63,6 +63,9 @@ pub struct RunRecord {
     /// Which layer each input table came from, e.g. `blocks=batch,transactions=batch`.
     pub source_layers: Option<String>,
     pub error: Option<String>,
+    /// `host:pid` of the process that ran it, to tell a live run from one
+    /// whose process died.
+    pub owner: Option<String>,
 }
 
 /// A row about to be inserted.
@@ -76,6 +79,7 @@ pub struct NewRun {
     pub fingerprint: Option<String>,
     pub source_layers: Option<String>,
     pub error: Option<String>,
+    pub owner: Option<String>,
 }
 
 /// The end of a run: how a row is closed.
@@ -109,4 +113,52 @@ pub struct RunFilter {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
     pub limit: Option<i64>,
+}
+
+/// `host:pid` of this process.
+pub fn this_process() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether `owner` names a process on this host that no longer exists. A
+/// process elsewhere cannot be checked from here and counts as alive.
+pub fn owner_is_gone(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+        return false;
+    };
+    if host != hostname() || pid <= 0 {
+        return false;
+    }
+    // Signal 0 checks existence; EPERM means it exists under another user.
+    // SAFETY: kill with signal 0 sends nothing.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_local_process_is_gone_a_live_or_remote_one_is_not() {
+        assert!(!owner_is_gone(&this_process()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(owner_is_gone(&format!("{}:{pid}", hostname())));
+        assert!(!owner_is_gone(&format!("some-other-host:{pid}")));
+        assert!(!owner_is_gone("garbage"));
+    }
 }

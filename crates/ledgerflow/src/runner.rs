@@ -98,12 +98,41 @@ impl Runner {
         let models = models::load_dir(&config.models_dir())?;
         let catalog = Catalog::open(&config)?;
         let sink = sinks::open(&config).await?;
-        Ok(Runner {
+        let runner = Runner {
             config,
             catalog,
             sink,
             models,
-        })
+        };
+        runner.close_abandoned().await?;
+        Ok(runner)
+    }
+
+    /// Marks `pending`/`running` rows whose process on this host is gone as
+    /// failed (abandoned): a killed run never stays "running" in the ledger,
+    /// and its (model, day) is due again (its fingerprint never succeeded).
+    pub async fn close_abandoned(&self) -> Result<usize> {
+        let mut closed = 0;
+        for state in [RunState::Pending, RunState::Running] {
+            let filter = crate::ledger::RunFilter {
+                state: Some(state),
+                ..Default::default()
+            };
+            for run in self.sink.ledger_list(&filter).await? {
+                let Some(owner) = run
+                    .owner
+                    .as_deref()
+                    .filter(|o| crate::ledger::owner_is_gone(o))
+                else {
+                    continue;
+                };
+                let error = format!("abandoned: process {owner} is gone");
+                tracing::warn!(id = run.id, model = %run.model, day = %run.day, "{error}");
+                self.close(run.id, RunState::Failed, None, error).await?;
+                closed += 1;
+            }
+        }
+        Ok(closed)
     }
 
     /// The models to run, in dependency order; unknown names are a usage
@@ -169,6 +198,7 @@ impl Runner {
                         fingerprint: None,
                         source_layers: source_layers.clone(),
                         error: None,
+                        owner: Some(crate::ledger::this_process()),
                     })
                     .await?,
             );

@@ -85,15 +85,18 @@ async fn sigkill_mid_run_leaves_old_or_new_day() {
                 );
             }
         }
-        // Each killed run left its row `running` (the scheduler marks such
-        // rows abandoned); a model never reached stays `pending`.
+        // Each killed run left its row `running` until the next invocation
+        // found its process gone and closed it as failed (abandoned).
         let runs = p.db.runs().await;
         let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
-        assert_eq!(count("running"), 3, "{runs:?}");
+        assert_eq!((count("running"), count("failed")), (1, 2), "{runs:?}");
         assert_eq!(count("pending"), 0, "{runs:?}");
         // The next run completes: the new day, once.
         p.ok(&RUN_BOTH);
         let new = tables(&p.db).await;
+        let runs = p.db.runs().await;
+        let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
+        assert_eq!((count("running"), count("failed")), (0, 3), "{runs:?}");
         assert_ne!(new[1], old[1]);
         assert_eq!(new[0].len(), 1);
         p.drop_db().await;

@@ -562,6 +562,7 @@ fn record(row: &Row) -> Result<RunRecord, BoxError> {
         fingerprint: row.try_get(9)?,
         source_layers: row.try_get(10)?,
         error: row.try_get(11)?,
+        owner: row.try_get(12)?,
     })
 }
 
@@ -604,7 +605,8 @@ impl Sink for PostgresSink {
                 rows_written bigint,
                 fingerprint text,
                 source_layers text,
-                error text
+                error text,
+                owner text
             );
             CREATE INDEX IF NOT EXISTS {} ON {ledger} (model, day, id);",
             quote(&format!("{}_model_day", ledger::TABLE)),
@@ -744,8 +746,9 @@ impl Sink for PostgresSink {
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64> {
         let sql = format!(
             "INSERT INTO {} (model, day, state, attempt, \"trigger\", started_at, finished_at, \
-             fingerprint, source_layers, error) VALUES ($1, $2, $3, $4, $5, \
-             CASE WHEN $6 THEN now() END, CASE WHEN $7 THEN now() END, $8, $9, $10) RETURNING id",
+             fingerprint, source_layers, error, owner) VALUES ($1, $2, $3, $4, $5, \
+             CASE WHEN $6 THEN now() END, CASE WHEN $7 THEN now() END, $8, $9, $10, $11) \
+             RETURNING id",
             self.table(ledger::TABLE)
         );
         let row = self
@@ -764,6 +767,7 @@ impl Sink for PostgresSink {
                     &run.fingerprint,
                     &run.source_layers,
                     &run.error,
+                    &run.owner,
                 ],
             )
             .await

@@ -11,7 +11,7 @@ use crate::ledger::RunState;
 
 /// The ledger's columns, in the order each sink's `record` reads them.
 pub const LEDGER_COLUMNS: &str = "id, model, day, state, attempt, \"trigger\", started_at, \
-                                  finished_at, rows_written, fingerprint, source_layers, error";
+                                  finished_at, rows_written, fingerprint, source_layers, error, owner";
 
 /// Whether a run in `state` is over, so its row gets a `finished_at`.
 pub fn is_finished(state: RunState) -> bool {

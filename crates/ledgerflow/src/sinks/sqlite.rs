@@ -289,6 +289,7 @@ fn record(row: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
         fingerprint: row.get(9)?,
         source_layers: row.get(10)?,
         error: row.get(11)?,
+        owner: row.get(12)?,
     })
 }
 
@@ -313,7 +314,8 @@ impl Sink for SqliteSink {
                     rows_written INTEGER,
                     fingerprint TEXT,
                     source_layers TEXT,
-                    error TEXT
+                    error TEXT,
+                    owner TEXT
                 );
                 CREATE INDEX IF NOT EXISTS {1} ON {0} (model, day, id);",
                 quote(ledger::TABLE),
@@ -335,7 +337,8 @@ impl Sink for SqliteSink {
             let now = now_text();
             let sql = format!(
                 "INSERT INTO {} (model, day, state, attempt, \"trigger\", started_at, finished_at, \
-                 fingerprint, source_layers, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 fingerprint, source_layers, error, owner) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 quote(ledger::TABLE)
             );
             conn.execute(
@@ -351,10 +354,14 @@ impl Sink for SqliteSink {
                     run.fingerprint,
                     run.source_layers,
                     run.error,
+                    run.owner,
                 ],
             )
             .map_err(|e| {
-                serving(target, format!("recording a run of {} for {}: {e}", run.model, run.day))
+                serving(
+                    target,
+                    format!("recording a run of {} for {}: {e}", run.model, run.day),
+                )
             })?;
             Ok(conn.last_insert_rowid())
         })

@@ -488,6 +488,7 @@ pub(crate) mod fixtures {
             trigger: "run".into(),
             fingerprint: Some(format!("fp-{model}-{day}")),
             source_layers: Some("blocks=batch".into()),
+            owner: None,
             error: None,
         }
     }
