@@ -36,6 +36,12 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
     if !(args.scale > 0.0 && args.scale <= 100.0) {
         return Err(ledgerflow::Error::Usage("--scale must be in (0, 100]".into()).into());
     }
+    if !(0.0..=0.5).contains(&args.reorg_rate) {
+        return Err(ledgerflow::Error::Usage("--reorg-rate must be in [0, 0.5]".into()).into());
+    }
+    if args.blocks_per_file == 0 {
+        return Err(ledgerflow::Error::Usage("--blocks-per-file must be at least 1".into()).into());
+    }
     let batch = BatchLayer::open(&config)?;
     let landing = LandingLayer::open(&config)?;
     let params = chain::GenParams {

@@ -172,3 +172,27 @@ async fn an_unreachable_postgres_names_host_and_database_never_the_password() {
     assert!(text.contains("127.0.0.1:1/warehouse"), "{text}");
     assert!(!text.contains("s3cretpw"), "{text}");
 }
+
+#[tokio::test]
+async fn usage_errors_exit_2_and_name_the_flag() {
+    let p = project(Serving::Sqlite).await;
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["generate", "--from", DAY, "--to", DAY, "--reorg-rate", "2"],
+            "--reorg-rate",
+        ),
+        (
+            &["backfill", "--from", DAY, "--to", "2026-11-01"],
+            "--to is before --from",
+        ),
+        (
+            &["run", "--date", DAY, "--model", "nosuch"],
+            "unknown model `nosuch`",
+        ),
+        (&["run", "--date", "2026-13-01"], "--date"),
+    ];
+    for (args, needle) in cases {
+        let text = output(&p.expect(args, 2));
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+}
