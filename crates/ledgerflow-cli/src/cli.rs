@@ -127,8 +127,9 @@ pub struct RunsArgs {
     pub from: Option<NaiveDate>,
     #[arg(long)]
     pub to: Option<NaiveDate>,
-    #[arg(long, default_value_t = 50)]
-    pub limit: i64,
+    /// At most this many rows (newest first).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
     #[arg(long)]
     pub json: bool,
 }

@@ -209,7 +209,7 @@ pub async fn runs(config: &Path, args: RunsArgs) -> anyhow::Result<u8> {
             state,
             from: args.from,
             to: args.to,
-            limit: Some(args.limit),
+            limit: Some(i64::from(args.limit)),
         })
         .await?;
     if args.json {

@@ -91,7 +91,9 @@ impl Error {
     /// a failed run (see DESIGN.md).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Usage(_) => 2,
+            // A model error that reaches the exit code was found while loading
+            // the project (header, cycle); SQL errors of a run are run failures.
+            Error::Config { .. } | Error::Usage(_) | Error::Model { .. } => 2,
             _ => 1,
         }
     }

@@ -181,6 +181,15 @@ impl Runner {
             }
             Ok(p) => self.catalog.validate(p).await.err().map(|e| e.to_string()),
         };
+        // The session is part of the inputs: if it cannot be built, every
+        // model of the day fails with that reason (and the ledger says so).
+        let (ctx, input_error) = match (&plan, input_error) {
+            (Ok(plan), None) => match self.session_for(plan).await {
+                Ok(ctx) => (Some(ctx), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            (_, error) => (None, error),
+        };
         let layer = plan.as_ref().map_or(Layer::None, |p| p.layer);
         let source_layers = plan.as_ref().ok().map(DayPlan::source_layers);
         // Every (model, day) of this run is visible as pending before the
@@ -203,7 +212,6 @@ impl Runner {
                     .await?,
             );
         }
-        let mut ctx: Option<SessionContext> = None;
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut reports = Vec::new();
         for (model, id) in models.iter().zip(ids) {
@@ -222,14 +230,7 @@ impl Runner {
                 RunStatus::Skipped { reason }
             } else {
                 let plan = plan.as_ref().expect("no input error means a plan");
-                if ctx.is_none() {
-                    let session = crate::engine::session(&self.config)?;
-                    self.catalog
-                        .register(&session, std::slice::from_ref(plan))
-                        .await?;
-                    ctx = Some(session);
-                }
-                let ctx = ctx.as_ref().expect("set above");
+                let ctx = ctx.as_ref().expect("no input error means a session");
                 self.run_model(ctx, model, plan, opts, id).await?
             };
             if matches!(status, RunStatus::Failed { .. }) {
@@ -244,6 +245,14 @@ impl Runner {
             });
         }
         Ok(reports)
+    }
+
+    async fn session_for(&self, plan: &DayPlan) -> Result<SessionContext> {
+        let session = crate::engine::session(&self.config)?;
+        self.catalog
+            .register(&session, std::slice::from_ref(plan))
+            .await?;
+        Ok(session)
     }
 
     /// Moves ledger row `id` to a final state without data.

@@ -44,12 +44,24 @@ impl BatchLayer {
     /// A day is committed when every ledger table's partition is: a day is
     /// read from one layer as a whole, never half from each.
     pub async fn day_committed(&self, day: NaiveDate) -> Result<bool> {
+        Ok(self.markers(day).await?.is_some())
+    }
+
+    /// The day's markers (one per ledger table), or `None` if any is
+    /// missing. Their sizes and times identify one committed version.
+    pub async fn markers(&self, day: NaiveDate) -> Result<Option<Vec<(u64, i64)>>> {
+        let mut out = Vec::new();
         for entity in Entity::ALL {
-            if !self.is_committed(entity.name(), day).await? {
-                return Ok(false);
+            match self
+                .files
+                .head(&self.marker_path(entity.name(), day))
+                .await?
+            {
+                Some(m) => out.push((m.size, m.last_modified.timestamp_micros())),
+                None => return Ok(None),
             }
         }
-        Ok(true)
+        Ok(Some(out))
     }
 
     pub async fn list_day(&self, table: &str, day: NaiveDate) -> Result<Vec<ObjectMeta>> {

@@ -132,9 +132,13 @@ impl PartitionStore {
     }
 
     pub async fn exists(&self, path: &Path) -> Result<bool> {
+        Ok(self.head(path).await?.is_some())
+    }
+
+    pub async fn head(&self, path: &Path) -> Result<Option<ObjectMeta>> {
         match self.store.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.os_err(path, e)),
         }
     }

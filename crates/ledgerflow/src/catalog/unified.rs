@@ -7,9 +7,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
+use datafusion::common::JoinType;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{col, lit, DataFrame, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectMeta;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -20,6 +23,11 @@ use super::schema::{self, Entity};
 use super::speed::landing::LandingLayer;
 use crate::config::Config;
 use crate::error::{Error, Result};
+
+/// Re-listings of a batch day whose markers change while it is listed.
+const MAX_PLAN_ATTEMPTS: usize = 3;
+/// Column of the in-memory table of canonical block hashes.
+const CANONICAL_HASH: &str = "__ledgerflow_canonical_hash";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +56,10 @@ pub struct DayPlan {
     pub files: BTreeMap<Entity, Vec<ObjectMeta>>,
     /// Hashes of orphaned blocks (speed layer only), sorted.
     pub orphans: Vec<String>,
+    /// Hashes of the canonical blocks (speed layer only): rows are kept
+    /// only if their block is one of these, which also drops transactions
+    /// whose block had not landed when the day was listed.
+    pub canonical: Vec<String>,
 }
 
 impl DayPlan {
@@ -99,16 +111,31 @@ impl Catalog {
     /// day's directory is listed: partition pruning by construction).
     pub async fn plan_day(&self, day: NaiveDate) -> Result<DayPlan> {
         let mut files = BTreeMap::new();
-        if self.batch.day_committed(day).await? {
+        // The markers must be the same before and after listing: a partition
+        // being rewritten meanwhile would otherwise be read half old, half new.
+        for _ in 0..MAX_PLAN_ATTEMPTS {
+            let Some(before) = self.batch.markers(day).await? else {
+                break;
+            };
             for entity in Entity::ALL {
                 files.insert(entity, self.batch.list_day(entity.name(), day).await?);
             }
-            return Ok(DayPlan {
-                day,
-                layer: Layer::Batch,
-                files,
-                orphans: Vec::new(),
-            });
+            if self.batch.markers(day).await?.as_ref() == Some(&before) {
+                return Ok(DayPlan {
+                    day,
+                    layer: Layer::Batch,
+                    files,
+                    orphans: Vec::new(),
+                    canonical: Vec::new(),
+                });
+            }
+            files.clear();
+        }
+        if self.batch.day_committed(day).await? {
+            return Err(Error::data(
+                self.batch.files.describe_day("blocks", day),
+                format!("the batch partitions of {day} kept changing while being listed"),
+            ));
         }
         for entity in Entity::ALL {
             files.insert(entity, self.speed.list_day(entity.name(), day).await?);
@@ -119,16 +146,26 @@ impl Catalog {
                 layer: Layer::None,
                 files: BTreeMap::new(),
                 orphans: Vec::new(),
+                canonical: Vec::new(),
             });
         }
         let headers = self.speed.headers(&files[&Entity::Blocks]).await?;
-        let mut orphans: Vec<String> = reorg::orphans(&headers).into_iter().collect();
+        let orphan_set = reorg::orphans(&headers);
+        let mut orphans: Vec<String> = orphan_set.iter().cloned().collect();
         orphans.sort();
+        let mut canonical: Vec<String> = headers
+            .into_iter()
+            .map(|h| h.hash)
+            .filter(|h| !orphan_set.contains(h))
+            .collect();
+        canonical.sort();
+        canonical.dedup();
         Ok(DayPlan {
             day,
             layer: Layer::Speed,
             files,
             orphans,
+            canonical,
         })
     }
 
@@ -183,10 +220,27 @@ impl Catalog {
                     .read_parquet(urls, ParquetReadOptions::default().schema(&expected))
                     .await
                     .map_err(engine_err)?;
-                if !plan.orphans.is_empty() {
-                    let orphans = plan.orphans.iter().map(|h| lit(h.as_str())).collect();
+                if plan.layer == Layer::Speed {
+                    // Semi-join on the canonical hashes: orphans and rows of
+                    // blocks not (yet) seen both drop out.
+                    let canonical = RecordBatch::try_new(
+                        Arc::new(Schema::new(vec![Field::new(
+                            CANONICAL_HASH,
+                            DataType::Utf8,
+                            false,
+                        )])),
+                        vec![Arc::new(StringArray::from(plan.canonical.clone()))],
+                    )
+                    .map_err(|e| engine_err(e.into()))?;
+                    let canonical = ctx.read_batch(canonical).map_err(engine_err)?;
                     df = df
-                        .filter(col(entity.block_hash_column()).in_list(orphans, true))
+                        .join(
+                            canonical,
+                            JoinType::LeftSemi,
+                            &[entity.block_hash_column()],
+                            &[CANONICAL_HASH],
+                            None,
+                        )
                         .map_err(engine_err)?;
                 }
                 union = Some(match union {

@@ -3,9 +3,10 @@
 //! (or upserts by key) in the target table and closes the ledger row. A
 //! crash before COMMIT leaves the old day; after it, the new one.
 //!
-//! Two writers of the same (table, day) are serialised by an advisory lock;
-//! DDL that can race between processes (`CREATE .. IF NOT EXISTS` collides on
-//! `pg_type`'s unique index) runs under one too.
+//! Writers of one table are serialised by an advisory lock (a partition swap
+//! needs the parent exclusively); DDL that can race between processes
+//! (`CREATE .. IF NOT EXISTS` collides on `pg_type`'s unique index) runs
+//! under one too.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -108,8 +109,6 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// Creates the target table if missing, otherwise checks it has every
-    /// output column with the type this sink writes. Never alters a table.
     async fn is_partitioned(&self, tx: &Transaction<'_>, table: &str) -> Result<bool> {
         let row = tx
             .query_one(
@@ -152,6 +151,8 @@ impl PostgresSink {
         .await
     }
 
+    /// Creates the target table if missing, otherwise checks it has every
+    /// output column with the type this sink writes. Never alters a table.
     async fn ensure_table(&self, client: &mut Client, req: &WriteRequest) -> Result<()> {
         let name = format!("{}.{}", self.schema, req.table);
         let fail = |step: &str, e: tokio_postgres::Error| self.fail(&format!("{step} {name}"), &e);
@@ -631,11 +632,11 @@ impl Sink for PostgresSink {
         let mut client = self.client().await?;
         self.ensure_table(&mut client, &req).await?;
         let tx = client.transaction().await.map_err(|e| fail("begin", &e))?;
-        self.lock(
-            &tx,
-            &format!("day {}.{} {}", self.schema, req.table, req.day),
-        )
-        .await?;
+        // One writer per table at a time: a partition swap needs an exclusive
+        // lock on the parent, which two writers of different days holding
+        // share locks on it (from CREATE TABLE .. LIKE) would deadlock on.
+        self.lock(&tx, &format!("write {}.{}", self.schema, req.table))
+            .await?;
 
         let swap = match swap_partitions(&req) {
             Some(column) if self.is_partitioned(&tx, &req.table).await? => Some(column),

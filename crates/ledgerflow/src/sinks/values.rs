@@ -281,8 +281,32 @@ pub fn validate_request(req: &WriteRequest) -> Result<()> {
                 req.schema
             )));
         }
+        // Replacing a day deletes only that day: a row of another day would
+        // survive every later run and pile up.
+        if let WriteMode::ReplaceDay { column } = &req.mode {
+            let days = batch
+                .column_by_name(column)
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::Date32Array>());
+            let want = days_since_epoch(req.day);
+            if let Some(days) = days {
+                if let Some(other) = days.iter().find(|d| *d != Some(want)) {
+                    return Err(fail(format!(
+                        "replace_day for {} got a row whose `{column}` is {}; a run may only \
+                         write its own day",
+                        req.day,
+                        other
+                            .and_then(date_from_days)
+                            .map_or("NULL".into(), |d| d.to_string())
+                    )));
+                }
+            }
+        }
     }
     Ok(())
+}
+
+fn days_since_epoch(day: NaiveDate) -> i32 {
+    (day - NaiveDate::default()).num_days() as i32
 }
 
 pub fn supported(data_type: &DataType) -> bool {
