@@ -144,3 +144,21 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Every value of a string column of a Parquet file.
+pub fn string_column(path: &Path, column: &str) -> Vec<String> {
+    let file = std::fs::File::open(path).expect("open parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192)
+        .expect("parquet reader");
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.expect("batch");
+        let col = batch.column_by_name(column).expect("column");
+        let strings = col
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("a Utf8 column");
+        out.extend(strings.iter().map(|s| s.expect("non-null").to_string()));
+    }
+    out
+}

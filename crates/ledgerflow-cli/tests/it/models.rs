@@ -4,6 +4,7 @@
 
 use chrono::NaiveDate;
 use ledgerflow::generate::chain::GenParams;
+use ledgerflow_testkit::project::{parquet_files, string_column};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq};
 
@@ -71,4 +72,49 @@ async fn models_equal_the_reference_on_batch_both_and_speed_days() {
         assert_minutes_eq(&p.db.realtime_minutes().await, &minutes_expected);
         p.drop_db().await;
     }
+}
+
+/// Regression: a micro-batch's transactions land before its blocks; a run
+/// listing the day in between must not count transactions whose block it
+/// has not seen (they were kept when only known orphans were filtered out).
+#[tokio::test]
+async fn transactions_of_blocks_not_yet_landed_are_not_counted() {
+    let params = GenParams {
+        seed: 42,
+        scale: 0.01,
+        reorg_rate: 0.0,
+    };
+    let day = d("2026-11-04");
+    let p = project(ledgerflow_testkit::serving::Serving::Sqlite).await;
+    p.generate(
+        "2026-11-04",
+        "2026-11-04",
+        "0.01",
+        &["2026-11-04"],
+        &["--reorg-rate", "0"],
+    );
+    let blocks_dir = p.path().join("data/landing/blocks/date=2026-11-04");
+    let last = parquet_files(&blocks_dir).pop().unwrap();
+    let unlanded = string_column(&last, "hash");
+    std::fs::remove_file(&last).unwrap();
+    p.ok(&[
+        "run",
+        "--date",
+        "2026-11-04",
+        "--model",
+        "block_daily_metrics",
+    ]);
+
+    let (mut blocks, txs) = generated_day(&params, day, true);
+    blocks.retain(|b| !unlanded.contains(&b.hash));
+    let expected = reference::block_daily_metrics(day, &blocks, &txs).unwrap();
+    let daily = p.db.block_daily_metrics().await;
+    assert_daily_eq(&daily[0], &expected);
+    let all_txs = reference::block_daily_metrics(day, &generated_day(&params, day, true).0, &txs)
+        .unwrap()
+        .tx_count;
+    assert!(
+        daily[0].tx_count < all_txs,
+        "the unlanded block's transactions were counted"
+    );
 }

@@ -334,6 +334,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn replace_day_refuses_rows_of_another_day() {
+        use super::fixtures::{activity, big_rows, day, replace};
+        let ok = replace("t", day(1), vec![activity(day(1), &big_rows())], 1);
+        validate_request(&ok).unwrap();
+        let mixed = replace(
+            "t",
+            day(1),
+            vec![activity(day(1), &big_rows()), activity(day(2), &big_rows())],
+            1,
+        );
+        let err = validate_request(&mixed).unwrap_err().to_string();
+        assert!(err.contains("only write its own day"), "{err}");
+    }
+
+    #[test]
     fn decimal_text_is_exact() {
         assert_eq!(decimal_text(0, 0), "0");
         assert_eq!(decimal_text(0, 2), "0.00");
