@@ -24,19 +24,27 @@ tx AS (
     FROM transactions
     WHERE block_timestamp >= $start AND block_timestamp < $end
 ),
-t AS (
-    SELECT minute, count(*) AS tx_count, sum(moved) AS value_wei,
-           avg(CAST(gas_price AS DOUBLE)) AS avg_gas_price_wei
+-- One row per address side of a transaction; the transaction's own
+-- figures ride on its sender side only, so one aggregation gives both the
+-- per-transaction sums and the distinct active addresses.
+sides AS (
+    SELECT minute, from_address AS address, 1 AS is_tx, moved,
+           CAST(gas_price AS DOUBLE) AS gas_price
     FROM tx
-    GROUP BY minute
+    UNION ALL
+    SELECT minute, to_address AS address, 0 AS is_tx, CAST(0 AS DECIMAL(38, 0)) AS moved,
+           CAST(NULL AS DOUBLE) AS gas_price
+    FROM tx
+    WHERE to_address IS NOT NULL
 ),
-a AS (
-    SELECT minute, count(DISTINCT address) AS active_addresses
-    FROM (
-        SELECT minute, from_address AS address FROM tx
-        UNION ALL
-        SELECT minute, to_address AS address FROM tx WHERE to_address IS NOT NULL
-    ) sides
+t AS (
+    SELECT
+        minute,
+        sum(is_tx) AS tx_count,
+        sum(moved) AS value_wei,
+        avg(gas_price) AS avg_gas_price_wei,
+        count(DISTINCT address) AS active_addresses
+    FROM sides
     GROUP BY minute
 )
 SELECT
@@ -46,9 +54,8 @@ SELECT
     b.gas_used,
     CAST(coalesce(t.value_wei, 0) AS DECIMAL(38, 0)) AS value_wei,
     t.avg_gas_price_wei,
-    coalesce(a.active_addresses, 0) AS active_addresses,
+    coalesce(t.active_addresses, 0) AS active_addresses,
     b.last_block,
     $run_at AS updated_at
 FROM b
 LEFT JOIN t ON b.minute = t.minute
-LEFT JOIN a ON b.minute = a.minute
