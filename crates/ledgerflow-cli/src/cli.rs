@@ -49,8 +49,29 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// List the run ledger, newest first.
     Runs(RunsArgs),
+    /// Run the configured [[jobs]] on their schedules (long-running; one leader).
+    Schedule(ScheduleArgs),
+    /// Jobs: next tick, running, last success and lag per model, SLA misses, gaps.
+    Status(StatusArgs),
     /// Measure a mainnet-scale day (and a week) end to end.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// If another scheduler leads, wait and take over when it stops
+    /// (instead of refusing).
+    #[arg(long)]
+    pub standby: bool,
+    /// Run what is due now (with retries), then exit: 1 if a tick failed.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -217,7 +217,7 @@ pub async fn runs(config: &Path, args: RunsArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:>6} {:<24} {:<10} {:<8} {:>3} {:<9} {:<20} {:>8} {:>9}  {:<34} error",
+        "{:>6} {:<24} {:<10} {:<8} {:>3} {:<16} {:<20} {:>8} {:>9}  {:<34} error",
         "id", "model", "day", "state", "try", "trigger", "started", "secs", "rows", "layers"
     );
     for r in rows {
@@ -231,7 +231,7 @@ pub async fn runs(config: &Path, args: RunsArgs) -> anyhow::Result<u8> {
             error.push('…');
         }
         println!(
-            "{:>6} {:<24} {:<10} {:<8} {:>3} {:<9} {:<20} {:>8} {:>9}  {:<34} {}",
+            "{:>6} {:<24} {:<10} {:<8} {:>3} {:<16} {:<20} {:>8} {:>9}  {:<34} {}",
             r.id,
             r.model,
             r.day,

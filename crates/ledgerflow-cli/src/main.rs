@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod commands;
 mod progress;
+mod schedule;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => commands::run(&cli.config, args).await,
         Command::Backfill(args) => commands::backfill(&cli.config, args).await,
         Command::Runs(args) => commands::runs(&cli.config, args).await,
+        Command::Schedule(args) => schedule::schedule(&cli.config, args).await,
+        Command::Status(args) => schedule::status(&cli.config, args).await,
         Command::Bench(args) => bench::bench(args).await,
     }
 }

@@ -30,6 +30,12 @@ pub struct Config {
     /// Query engine limits.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// The long-running scheduler (`ledgerflow schedule`).
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    /// Scheduled jobs (`[[jobs]]`), validated by `schedule` and `status`.
+    #[serde(default)]
+    pub jobs: Vec<crate::schedule::job::JobConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -108,6 +114,11 @@ pub struct EngineConfig {
     /// Rows per Arrow batch. Default: 8192.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// How many independent models' queries run at once. One query already
+    /// uses every core; a finished model's write always overlaps the next
+    /// model's query whatever this is. Default: 1.
+    #[serde(default = "default_parallel_models")]
+    pub parallel_models: usize,
 }
 
 impl Default for EngineConfig {
@@ -117,10 +128,60 @@ impl Default for EngineConfig {
             spill_dir: default_spill_dir(),
             target_partitions: None,
             batch_size: default_batch_size(),
+            parallel_models: default_parallel_models(),
         }
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How often the leader looks for due work. Default: "1s".
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: std::time::Duration,
+    /// On SIGTERM/SIGINT, how long running runs may finish before they are
+    /// cancelled (rolled back). Default: "30s".
+    #[serde(default = "default_grace_period", with = "humantime_serde")]
+    pub grace_period: std::time::Duration,
+    /// How soon a dead leader's lock is released when its host vanishes
+    /// without closing the connection (TCP keepalive on the lock session),
+    /// and how often a standby retries. Default: "10s".
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: std::time::Duration,
+    /// URL that SLA alerts are POSTed to (JSON: job, day, deadline, state).
+    /// A job's own `webhook` overrides it. Default: none (log + ledger only).
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Delivery attempts per alert (exponential backoff with jitter).
+    /// Default: 5.
+    #[serde(default = "default_webhook_attempts")]
+    pub webhook_attempts: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: default_poll_interval(),
+            grace_period: default_grace_period(),
+            lease: default_lease(),
+            webhook: None,
+            webhook_attempts: default_webhook_attempts(),
+        }
+    }
+}
+
+fn default_poll_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(1)
+}
+fn default_grace_period() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+fn default_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(10)
+}
+fn default_webhook_attempts() -> usize {
+    5
+}
 fn default_models_dir() -> String {
     "models".into()
 }
@@ -141,6 +202,9 @@ fn default_spill_dir() -> String {
 }
 fn default_batch_size() -> usize {
     8192
+}
+fn default_parallel_models() -> usize {
+    1
 }
 
 /// Where the serving layer lives, parsed from `serving.url`.
@@ -214,6 +278,33 @@ impl Config {
         }
         if self.engine.batch_size == 0 {
             return Err(self.invalid("engine.batch_size", "must be at least 1"));
+        }
+        if self.scheduler.poll_interval.is_zero() {
+            return Err(self.invalid("scheduler.poll_interval", "must be above zero"));
+        }
+        if self.scheduler.lease < std::time::Duration::from_secs(2) {
+            return Err(self.invalid("scheduler.lease", "must be at least 2s"));
+        }
+        if self.scheduler.webhook_attempts == 0 {
+            return Err(self.invalid("scheduler.webhook_attempts", "must be at least 1"));
+        }
+        if let Some(url) = &self.scheduler.webhook {
+            crate::schedule::alert::check_url(url)
+                .map_err(|m| self.invalid("scheduler.webhook", m))?;
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, job) in self.jobs.iter().enumerate() {
+            job.validate()
+                .map_err(|(key, m)| self.invalid(&format!("jobs[{i}] ({}).{key}", job.name), m))?;
+            if !names.insert(job.name.as_str()) {
+                return Err(self.invalid(
+                    &format!("jobs[{i}].name"),
+                    format!("job `{}` is defined twice", job.name),
+                ));
+            }
+        }
+        if self.engine.parallel_models == 0 {
+            return Err(self.invalid("engine.parallel_models", "must be at least 1"));
         }
         if self.engine.target_partitions == Some(0) {
             return Err(self.invalid("engine.target_partitions", "must be at least 1"));

@@ -81,6 +81,10 @@ pub enum Error {
     #[error("sink table {table}: {message}")]
     SinkSchema { table: String, message: String },
 
+    /// The scheduler cannot lead (another one does) or cannot go on.
+    #[error("{0}")]
+    Scheduler(String),
+
     /// Anything else from Arrow or Parquet while writing files.
     #[error("{context}: {message}")]
     Data { context: String, message: String },

@@ -16,6 +16,7 @@ pub mod ledger;
 pub mod models;
 pub mod project;
 pub mod runner;
+pub mod schedule;
 pub mod sinks;
 
 pub use error::{Error, Result};

@@ -39,6 +39,28 @@ memory_limit = "1 GiB"
 spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
+# parallel_models = 1       # model queries at once; writes always overlap
+
+# `ledgerflow schedule` (one leader per serving database; see README).
+# [scheduler]
+# poll_interval = "1s"
+# grace_period = "30s"      # SIGTERM: running runs may finish this long
+# lease = "10s"             # a vanished leader's lock is released within ~this
+# webhook = "https://hooks.example.com/ledgerflow"   # SLA alerts (JSON POST)
+
+# [[jobs]]
+# name = "daily"
+# cron = "30 0 * * *"       # 5 fields, or 6 with seconds first
+# timezone = "UTC"
+# day = "yesterday"         # today | yesterday | today-N, from the tick's date
+# models = []               # default: all, in dependency order
+# retries = 3
+# retry_delay = "1m"        # doubles per retry, with jitter
+# retry_max_delay = "30m"
+# sla = "02:00"             # done by 02:00 in `timezone` (or a duration: "2h")
+# catchup = false           # after downtime only the latest interval runs
+# max_catchup = 3
+# max_active_runs = 1
 "#;
 
 /// Writes ledgerflow.toml and the default models into `dir`. Refuses to
@@ -59,6 +81,16 @@ pub fn init(dir: &Path) -> Result<()> {
         std::fs::write(&path, sql).map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
+}
+
+/// The default project's config rooted at `dir`, serving into `serving_url`.
+#[cfg(test)]
+pub(crate) fn test_config(dir: &Path, serving_url: &str) -> crate::config::Config {
+    let mut c = crate::config::Config::parse(DEFAULT_CONFIG, &dir.join(CONFIG_FILE))
+        .expect("default config parses");
+    c.serving.url = serving_url.to_owned();
+    c.validate().expect("default config is valid");
+    c
 }
 
 #[cfg(test)]

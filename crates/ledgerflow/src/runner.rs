@@ -135,6 +135,28 @@ impl Runner {
         Ok(closed)
     }
 
+    /// Closes this process's own `pending`/`running` rows as failed with
+    /// `reason`: a scheduler that cancels its runs at shutdown leaves no
+    /// row claiming to run.
+    pub async fn close_own(&self, reason: &str) -> Result<usize> {
+        let me = crate::ledger::this_process();
+        let mut closed = 0;
+        for state in [RunState::Pending, RunState::Running] {
+            let filter = crate::ledger::RunFilter {
+                state: Some(state),
+                ..Default::default()
+            };
+            for run in self.sink.ledger_list(&filter).await? {
+                if run.owner.as_deref() == Some(me.as_str()) {
+                    self.close(run.id, RunState::Failed, None, reason.to_owned())
+                        .await?;
+                    closed += 1;
+                }
+            }
+        }
+        Ok(closed)
+    }
+
     /// The models to run, in dependency order; unknown names are a usage
     /// error.
     pub fn select(&self, names: &[String]) -> Result<Vec<ModelSpec>> {
@@ -212,39 +234,93 @@ impl Runner {
                     .await?,
             );
         }
+        // Models run in waves: a wave holds the models whose upstreams in
+        // this run are done. Within a wave at most `engine.parallel_models`
+        // queries run at once (one already keeps every core busy), but
+        // writes proceed concurrently, so a large write on the database
+        // server overlaps the next query. The model that wrote the most last
+        // time goes first, as its write is the longest to hide.
+        let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        let last_rows = self.last_rows(models).await?;
+        let queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
         let mut failed: BTreeSet<String> = BTreeSet::new();
-        let mut reports = Vec::new();
-        for (model, id) in models.iter().zip(ids) {
-            let started = Instant::now();
-            let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
-            let status = if let Some(error) = &input_error {
-                self.close(id, RunState::Failed, None, error.clone())
-                    .await?;
-                RunStatus::Failed {
-                    error: error.clone(),
-                }
-            } else if let Some(up) = upstream {
-                let reason = format!("upstream model `{up}` failed");
-                self.close(id, RunState::Skipped, None, reason.clone())
-                    .await?;
-                RunStatus::Skipped { reason }
-            } else {
-                let plan = plan.as_ref().expect("no input error means a plan");
-                let ctx = ctx.as_ref().expect("no input error means a session");
-                self.run_model(ctx, model, plan, opts, id).await?
-            };
-            if matches!(status, RunStatus::Failed { .. }) {
-                failed.insert(model.name.clone());
-            }
-            reports.push(RunReport {
-                model: model.name.clone(),
-                day,
-                layer,
-                status,
-                seconds: started.elapsed().as_secs_f64(),
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
+        let mut remaining: Vec<usize> = (0..models.len()).collect();
+        while !remaining.is_empty() {
+            let (mut wave, rest): (Vec<usize>, Vec<usize>) = remaining.iter().partition(|&&i| {
+                models[i]
+                    .depends_on
+                    .iter()
+                    .all(|d| !in_run.contains(d.as_str()) || done.contains(d.as_str()))
             });
+            if wave.is_empty() {
+                return Err(Error::Usage(
+                    "models have a dependency cycle (see `depends_on`)".into(),
+                ));
+            }
+            wave.sort_by_key(|&i| std::cmp::Reverse(last_rows[i]));
+            let runs = wave.iter().map(|&i| {
+                let (model, id) = (&models[i], ids[i]);
+                let (failed, input_error, plan, ctx, queries) =
+                    (&failed, &input_error, &plan, &ctx, &queries);
+                async move {
+                    let started = Instant::now();
+                    let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
+                    let status = if let Some(error) = input_error {
+                        self.close(id, RunState::Failed, None, error.clone())
+                            .await?;
+                        RunStatus::Failed {
+                            error: error.clone(),
+                        }
+                    } else if let Some(up) = upstream {
+                        let reason = format!("upstream model `{up}` failed");
+                        self.close(id, RunState::Skipped, None, reason.clone())
+                            .await?;
+                        RunStatus::Skipped { reason }
+                    } else {
+                        let plan = plan.as_ref().expect("no input error means a plan");
+                        let ctx = ctx.as_ref().expect("no input error means a session");
+                        self.run_model(ctx, model, plan, opts, id, queries).await?
+                    };
+                    Ok::<_, Error>((i, status, started.elapsed().as_secs_f64()))
+                }
+            });
+            for result in futures::future::join_all(runs).await {
+                let (i, status, seconds) = result?;
+                if matches!(status, RunStatus::Failed { .. }) {
+                    failed.insert(models[i].name.clone());
+                }
+                done.insert(models[i].name.as_str());
+                reports[i] = Some(RunReport {
+                    model: models[i].name.clone(),
+                    day,
+                    layer,
+                    status,
+                    seconds,
+                });
+            }
+            remaining = rest;
         }
-        Ok(reports)
+        Ok(reports.into_iter().flatten().collect())
+    }
+
+    /// Rows each model wrote in its last successful run, any day (0 if none).
+    async fn last_rows(&self, models: &[ModelSpec]) -> Result<Vec<i64>> {
+        let mut out = Vec::with_capacity(models.len());
+        for model in models {
+            let last = self
+                .sink
+                .ledger_list(&crate::ledger::RunFilter {
+                    model: Some(model.name.clone()),
+                    state: Some(RunState::Success),
+                    limit: Some(1),
+                    ..Default::default()
+                })
+                .await?;
+            out.push(last.first().and_then(|r| r.rows_written).unwrap_or(0));
+        }
+        Ok(out)
     }
 
     async fn session_for(&self, plan: &DayPlan) -> Result<SessionContext> {
@@ -285,6 +361,7 @@ impl Runner {
         plan: &DayPlan,
         opts: &RunOptions,
         id: i64,
+        queries: &tokio::sync::Semaphore,
     ) -> Result<RunStatus> {
         let fingerprint = Self::fingerprint(model, plan);
         if !opts.force {
@@ -310,7 +387,7 @@ impl Runner {
                 },
             )
             .await?;
-        match self.execute(ctx, model, plan, id).await {
+        match self.execute(ctx, model, plan, id, queries).await {
             Ok((rows, compute_s, write_s)) => Ok(RunStatus::Success {
                 rows,
                 compute_s,
@@ -331,8 +408,20 @@ impl Runner {
         model: &ModelSpec,
         plan: &DayPlan,
         run_id: i64,
+        queries: &tokio::sync::Semaphore,
     ) -> Result<(u64, f64, f64)> {
+        let permit = queries
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let started = Instant::now();
+        if crate::failpoint::fail_now("model_error", &model.name) {
+            return Err(Error::Model {
+                file: model.file.clone(),
+                line: 1,
+                message: format!("injected failure ({})", crate::failpoint::ENV),
+            });
+        }
         let (start, end) = crate::day::bounds(plan.day);
         let ts = |t: chrono::DateTime<Utc>| {
             ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some(UTC.into()))
@@ -387,6 +476,7 @@ impl Runner {
             source: e,
         })?;
         let compute_s = started.elapsed().as_secs_f64();
+        drop(permit);
         let rows = self
             .sink
             .write(WriteRequest {

@@ -37,11 +37,15 @@ async fn sigkill_mid_run_leaves_old_or_new_day() {
         // New data for the same day (another seed), then kill the re-run at
         // each point of the write protocol.
         p.generate("2026-11-05", "2026-11-05", "0.01", &[], &["--seed", "7"]);
-        for (failpoint, model, expect_new_daily) in [
-            ("during_copy", None, false),
-            ("before_commit", None, false),
-            // block_daily_metrics commits first; the kill hits the second model.
-            ("before_commit", Some("user_activity_agg"), true),
+        // Each kill leaves a snapshot; every snapshot must hold, per table,
+        // the old day or the new one (known after the final run), whole.
+        let mut snapshots = Vec::new();
+        for (failpoint, model) in [
+            ("during_copy", None),
+            ("before_commit", None),
+            // Pause only the second model: the first may commit meanwhile
+            // (writes overlap other models' work), or not yet.
+            ("before_commit", Some("user_activity_agg")),
         ] {
             let mut args = vec!["run", "--date", "2026-11-05", "--force"];
             match model {
@@ -51,7 +55,6 @@ async fn sigkill_mid_run_leaves_old_or_new_day() {
             let mut cmd = p.cmd(&args);
             cmd.stderr(Stdio::piped()).stdout(Stdio::null());
             if model.is_some() {
-                // Pause only in the second model: the first runs through.
                 cmd.env(
                     "LEDGERFLOW_FAILPOINT",
                     format!("{failpoint}:user_activity_agg"),
@@ -73,32 +76,36 @@ async fn sigkill_mid_run_leaves_old_or_new_day() {
                 now[1], old[1],
                 "{serving:?} {failpoint}: user_activity_agg changed"
             );
-            if expect_new_daily {
-                assert_ne!(
-                    now[0], old[0],
-                    "{serving:?}: first model should have committed"
-                );
-            } else {
+            if model.is_none() {
                 assert_eq!(
                     now[0], old[0],
                     "{serving:?} {failpoint}: block_daily_metrics changed"
                 );
             }
+            snapshots.push((failpoint, now));
         }
-        // Each killed run left its row `running` until the next invocation
-        // found its process gone and closed it as failed (abandoned).
+        // Each killed run left its rows open until the next invocation found
+        // its process gone and closed them as failed (abandoned).
         let runs = p.db.runs().await;
         let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
-        assert_eq!((count("running"), count("failed")), (1, 2), "{runs:?}");
-        assert_eq!(count("pending"), 0, "{runs:?}");
+        assert_eq!(count("failed"), 2, "{runs:?}");
+        assert!(count("running") + count("pending") >= 1, "{runs:?}");
         // The next run completes: the new day, once.
         p.ok(&RUN_BOTH);
         let new = tables(&p.db).await;
         let runs = p.db.runs().await;
         let count = |state: &str| runs.iter().filter(|r| r.2 == state).count();
-        assert_eq!((count("running"), count("failed")), (0, 3), "{runs:?}");
+        assert_eq!(count("running") + count("pending"), 0, "{runs:?}");
+        assert!(count("failed") >= 3, "{runs:?}");
         assert_ne!(new[1], old[1]);
+        assert_ne!(new[0], old[0]);
         assert_eq!(new[0].len(), 1);
+        for (failpoint, snap) in &snapshots {
+            assert!(
+                snap[0] == old[0] || snap[0] == new[0],
+                "{serving:?} {failpoint}: block_daily_metrics is neither the old nor the new day"
+            );
+        }
         p.drop_db().await;
     }
 }

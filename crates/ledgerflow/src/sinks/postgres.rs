@@ -47,7 +47,7 @@ pub struct PostgresSink {
     /// `host:port/dbname`, for messages.
     target: String,
     schema: String,
-    /// One session, so writes through one sink are serialised.
+    /// The session for the ledger and DDL; each write opens its own.
     client: Mutex<Client>,
 }
 
@@ -75,7 +75,7 @@ impl PostgresSink {
 
     /// The session, reopened if the server closed it (restart, idle
     /// timeout), so a long-running scheduler survives a database restart.
-    async fn client(&self) -> Result<MutexGuard<'_, Client>> {
+    pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Client>> {
         let mut client = self.client.lock().await;
         if client.is_closed() {
             *client = open(&self.config, &self.target).await?;
@@ -83,11 +83,11 @@ impl PostgresSink {
         Ok(client)
     }
 
-    fn table(&self, name: &str) -> String {
+    pub(crate) fn table(&self, name: &str) -> String {
         format!("{}.{}", quote(&self.schema), quote(name))
     }
 
-    fn fail(&self, context: &str, e: &dyn StdError) -> Error {
+    pub(crate) fn fail(&self, context: &str, e: &dyn StdError) -> Error {
         self.message(format!("{context}: {}", chain(e)))
     }
 
@@ -226,7 +226,7 @@ async fn open(config: &Config, target: &str) -> Result<Client> {
 }
 
 /// `host:port/dbname` (hosts comma-separated), without user or password.
-fn target_of(config: &Config) -> String {
+pub(crate) fn target_of(config: &Config) -> String {
     let ports = config.get_ports();
     let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
     let mut hosts: Vec<String> = config
@@ -257,7 +257,7 @@ fn target_of(config: &Config) -> String {
 
 /// tokio-postgres errors say only "db error"; the server's message is in the
 /// source chain.
-fn chain(e: &dyn StdError) -> String {
+pub(crate) fn chain(e: &dyn StdError) -> String {
     let mut message = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -629,7 +629,9 @@ impl Sink for PostgresSink {
             .map(|f| PgType::of(f.data_type()).wire())
             .collect();
 
-        let mut client = self.client().await?;
+        // A session of its own: the shared one stays free for ledger
+        // updates, so other models' runs proceed while this COPY does.
+        let mut client = open(&self.config, &self.target).await?;
         self.ensure_table(&mut client, &req).await?;
         let tx = client.transaction().await.map_err(|e| fail("begin", &e))?;
         // One writer per table at a time: a partition swap needs an exclusive

@@ -55,7 +55,7 @@ impl SqliteSink {
 
     /// Runs `f` on a blocking thread with the connection and the target
     /// name for messages.
-    async fn run<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,

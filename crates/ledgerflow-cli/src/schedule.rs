@@ -1,0 +1,135 @@
+//! `schedule` and `status`: signals in, the library's scheduler, a report out.
+
+use std::path::Path;
+
+use ledgerflow::config::Config;
+use ledgerflow::schedule::{self, status, ScheduleOptions};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::cli::{ScheduleArgs, StatusArgs};
+
+/// SIGTERM or SIGINT turns the channel true: the scheduler stops starting
+/// runs and gives running ones the grace period.
+fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
+    let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: shutting down");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+pub async fn schedule(config: &Path, args: ScheduleArgs) -> anyhow::Result<u8> {
+    let config = Config::load(config)?;
+    let shutdown = shutdown_on_signals()?;
+    let summary = schedule::serve(
+        config,
+        ScheduleOptions {
+            once: args.once,
+            standby: args.standby,
+        },
+        shutdown,
+    )
+    .await?;
+    tracing::info!(
+        succeeded = summary.succeeded,
+        failed = summary.failed,
+        "scheduler stopped"
+    );
+    Ok(if args.once && summary.failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+pub async fn status(config: &Path, args: StatusArgs) -> anyhow::Result<u8> {
+    let config = Config::load(config)?;
+    let s = status::status(&config).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    let t = |d: Option<chrono::DateTime<chrono::Utc>>| {
+        d.map_or("-".into(), |d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+    };
+    println!(
+        "now {}  leader: {}",
+        t(Some(s.now)),
+        s.leader.as_deref().unwrap_or("none running")
+    );
+    if s.jobs.is_empty() {
+        println!("no [[jobs]] configured");
+    }
+    for j in &s.jobs {
+        println!();
+        println!("job {} ({} {})", j.job, j.cron, j.timezone);
+        println!(
+            "  next tick   {} -> day {}",
+            t(j.next_tick),
+            j.next_day.map_or("-".into(), |d| d.to_string())
+        );
+        for r in &j.running {
+            println!(
+                "  running     day {} (tick {}, attempt {})",
+                r.day,
+                t(Some(r.tick)),
+                r.attempts
+            );
+        }
+        if let Some(last) = &j.last_tick {
+            let state = serde_json::to_value(last.state)?;
+            println!(
+                "  last tick   day {} {} (attempts {}){}",
+                last.day,
+                state.as_str().unwrap_or_default(),
+                last.attempts,
+                last.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        for m in &j.models {
+            println!(
+                "  model {:<24} last success day {:<10} lag {} day(s)",
+                m.model,
+                m.last_success_day.map_or("-".into(), |d| d.to_string()),
+                m.lag_days.map_or("-".into(), |l| l.to_string())
+            );
+        }
+        for a in &j.sla_misses {
+            println!(
+                "  SLA MISSED  day {} deadline {} (was {}){}",
+                a.day,
+                t(Some(a.deadline)),
+                a.state,
+                match (&a.delivered_at, &a.delivery_error) {
+                    (Some(_), _) => ", webhook delivered".to_string(),
+                    (None, Some(e)) => format!(", webhook failed: {e}"),
+                    (None, None) if a.webhook.is_some() => ", webhook pending".to_string(),
+                    _ => String::new(),
+                }
+            );
+        }
+        for g in &j.gaps {
+            println!(
+                "  GAP         {}{} interval(s) not run: days {} .. {} (repair: ledgerflow backfill --from {} --to {})",
+                if g.gap.capped { "at least " } else { "" },
+                g.gap.ticks,
+                g.gap.first_day,
+                g.gap.last_day,
+                g.gap.first_day,
+                g.gap.last_day
+            );
+        }
+    }
+    Ok(0)
+}

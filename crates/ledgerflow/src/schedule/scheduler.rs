@@ -1,0 +1,585 @@
+//! `ledgerflow schedule`: the leader loop. Each poll it (1) records the
+//! ticks that came due since the last one it saw, applying the catch-up
+//! rule, (2) raises an alert for every tick past its SLA deadline and not
+//! done by then, and (3) starts due ticks, at most `max_active_runs` per job
+//! and never two of the same (job, day). A tick runs the job's models for
+//! its day through the runner (so every write is the exactly-once write)
+//! and retries with backoff; each attempt is a ledger row.
+//!
+//! State lives in the serving database (`store`), not in memory: a killed
+//! scheduler's running tick is found on restart (its process is gone), its
+//! ledger rows are closed as abandoned and the tick runs again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::clock::Clock;
+use super::job::Job;
+use super::leader::Leader;
+use super::store::{Alert, GapRecord, ScheduleStore, Tick, TickState};
+use crate::config::{Config, SchedulerConfig};
+use crate::error::{Error, Result};
+use crate::ledger::{owner_is_gone, this_process};
+use crate::runner::{RunOptions, RunStatus, Runner};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScheduleOptions {
+    /// Run what is due now (with its retries), then exit.
+    pub once: bool,
+    /// If another scheduler leads, wait and take over when it stops.
+    pub standby: bool,
+}
+
+/// What a scheduler did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleSummary {
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+struct Shared {
+    runner: Runner,
+    store: ScheduleStore,
+    clock: Clock,
+    me: String,
+    /// Webhook deliveries in flight; shutdown waits for them, so a
+    /// delivered alert is recorded as delivered and not re-sent.
+    deliveries: tokio::sync::Mutex<JoinSet<()>>,
+}
+
+type Running = BTreeMap<(String, DateTime<Utc>), NaiveDate>;
+
+/// Runs the scheduler until `shutdown` turns true (or, with `once`, until
+/// the work due at start is done).
+pub async fn serve(
+    config: Config,
+    opts: ScheduleOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<ScheduleSummary> {
+    if config.jobs.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} has no [[jobs]]: nothing to schedule (see README, \"Scheduling\")",
+            config.source_path.display()
+        )));
+    }
+    let jobs: Vec<Arc<Job>> = config
+        .jobs
+        .iter()
+        .map(|j| Job::parse(j.clone()).map(Arc::new))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|(key, m)| Error::Usage(format!("job setting `{key}`: {m}")))?;
+    let clock = Clock::from_env()?;
+    let settings = config.scheduler.clone();
+    let runner = Runner::open(config.clone()).await?;
+    for job in &jobs {
+        runner
+            .select(&job.config.models)
+            .map_err(|e| Error::Usage(format!("job `{}`: {e}", job.name())))?;
+    }
+    let store = ScheduleStore::open(&config).await?;
+    let shared = Arc::new(Shared {
+        runner,
+        store,
+        clock,
+        me: this_process(),
+        deliveries: Default::default(),
+    });
+    let mut summary = ScheduleSummary::default();
+    let mut standby = opts.standby;
+    loop {
+        let Some(leader) = lead(&config, standby, &mut shutdown).await? else {
+            return Ok(summary);
+        };
+        tracing::info!(leader = %leader.describe(), jobs = jobs.len(), simulated_clock = shared.clock.is_simulated(), "leading the schedule");
+        let lost = lead_loop(
+            &shared,
+            &jobs,
+            &settings,
+            &leader,
+            opts,
+            &mut shutdown,
+            &mut summary,
+        )
+        .await?;
+        if !lost {
+            return Ok(summary);
+        }
+        // Lost the lock (database restart, network): another scheduler may
+        // lead now. Start over as a standby.
+        standby = true;
+    }
+}
+
+/// Takes the lead; as a standby waits for it. `None` when shut down first.
+async fn lead(
+    config: &Config,
+    standby: bool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Leader>> {
+    let mut announced = false;
+    loop {
+        match Leader::try_acquire(config).await {
+            Ok(Ok(leader)) => return Ok(Some(leader)),
+            Ok(Err(holder)) if !standby => {
+                return Err(Error::Scheduler(format!(
+                    "another scheduler leads: {holder}; run this one with --standby to take over when it stops"
+                )))
+            }
+            Ok(Err(holder)) => {
+                if !announced {
+                    tracing::info!("standing by: the scheduler {holder} leads");
+                    announced = true;
+                }
+            }
+            Err(e) if standby => tracing::warn!("standby cannot reach the serving database: {e}"),
+            Err(e) => return Err(e),
+        }
+        let wait = (config.scheduler.lease / 4).max(Duration::from_millis(250));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return Ok(None),
+        }
+    }
+}
+
+/// Leads until shutdown (`Ok(false)`) or until the lock is lost
+/// (`Ok(true)`).
+async fn lead_loop(
+    shared: &Arc<Shared>,
+    jobs: &[Arc<Job>],
+    settings: &SchedulerConfig,
+    leader: &Leader,
+    opts: ScheduleOptions,
+    shutdown: &mut watch::Receiver<bool>,
+    summary: &mut ScheduleSummary,
+) -> Result<bool> {
+    recover(shared, jobs, settings).await;
+    let mut tasks: JoinSet<(String, DateTime<Utc>, TickState)> = JoinSet::new();
+    let mut running: Running = BTreeMap::new();
+    let mut planned = false;
+    let mut lost = false;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        if !leader.still_held().await {
+            tracing::error!(
+                "lost the scheduler lock ({}): no new runs start here",
+                leader.describe()
+            );
+            lost = true;
+            break;
+        }
+        let now = shared.clock.now();
+        if !(opts.once && planned) {
+            for job in jobs {
+                if let Err(e) = plan_job(shared, job, now).await {
+                    tracing::error!(job = job.name(), "cannot plan ticks: {e}");
+                }
+            }
+            planned = true;
+        }
+        let mut waiting = false;
+        for job in jobs {
+            if let Err(e) = check_sla(shared, job, settings, now).await {
+                tracing::error!(job = job.name(), "cannot check the SLA: {e}");
+            }
+            match start_due(shared, job, now, &mut running, &mut tasks).await {
+                Ok(w) => waiting |= w,
+                Err(e) => {
+                    waiting = true;
+                    tracing::error!(job = job.name(), "cannot start due ticks: {e}");
+                }
+            }
+        }
+        if opts.once && tasks.is_empty() && !waiting {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(settings.poll_interval) => {}
+            _ = shutdown.changed() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => finish(done, &mut running, summary),
+        }
+    }
+    stop(shared, settings, &mut tasks, &mut running, summary).await;
+    Ok(lost)
+}
+
+fn finish(
+    done: std::result::Result<(String, DateTime<Utc>, TickState), tokio::task::JoinError>,
+    running: &mut Running,
+    summary: &mut ScheduleSummary,
+) {
+    match done {
+        Ok((job, tick, state)) => {
+            running.remove(&(job, tick));
+            match state {
+                TickState::Success => summary.succeeded += 1,
+                TickState::Failed => summary.failed += 1,
+                _ => {}
+            }
+        }
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => tracing::error!("a run task panicked: {e}"),
+    }
+}
+
+/// Shutdown: no new runs; running ones get the grace period, then are
+/// cancelled (their transactions roll back). Nothing of this process stays
+/// "running": its ledger rows close as failed and its ticks are due again.
+async fn stop(
+    shared: &Arc<Shared>,
+    settings: &SchedulerConfig,
+    tasks: &mut JoinSet<(String, DateTime<Utc>, TickState)>,
+    running: &mut Running,
+    summary: &mut ScheduleSummary,
+) {
+    if !tasks.is_empty() {
+        tracing::info!(runs = tasks.len(), grace = ?settings.grace_period, "stopping: letting running runs finish");
+        let drained = tokio::time::timeout(settings.grace_period, async {
+            while let Some(done) = tasks.join_next().await {
+                finish(done, running, summary);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                runs = tasks.len(),
+                "grace period over: cancelling running runs (rolled back)"
+            );
+            tasks.abort_all();
+            while let Some(done) = tasks.join_next().await {
+                finish(done, running, summary);
+            }
+        }
+    }
+    let mut deliveries = std::mem::take(&mut *shared.deliveries.lock().await);
+    if !deliveries.is_empty() {
+        let waited = tokio::time::timeout(settings.grace_period, async {
+            while deliveries.join_next().await.is_some() {}
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!("alerts still being delivered are retried at the next start");
+        }
+    }
+    match shared
+        .runner
+        .close_own("cancelled: the scheduler stopped")
+        .await
+    {
+        Ok(n) if n > 0 => {
+            tracing::warn!(rows = n, "closed this process's open ledger rows as failed")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!("cannot close this process's ledger rows: {e}"),
+    }
+    for (job, tick) in running.keys() {
+        if let Ok(ticks) = shared.store.ticks(job, 500).await {
+            if let Some(mut t) = ticks.into_iter().find(|t| t.tick == *tick) {
+                t.state = TickState::Due;
+                t.owner = None;
+                t.error = Some("cancelled: the scheduler stopped".into());
+                if let Err(e) = shared.store.save_tick(&t).await {
+                    tracing::error!("cannot re-queue tick {tick} of {job}: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// On taking the lead: ticks left running by a process that is gone are due
+/// again (their ledger rows were closed as abandoned by `Runner::open`), and
+/// alerts not yet delivered are sent.
+async fn recover(shared: &Arc<Shared>, jobs: &[Arc<Job>], settings: &SchedulerConfig) {
+    for job in jobs {
+        let ticks = match shared.store.ticks(job.name(), 500).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(job = job.name(), "cannot read ticks: {e}");
+                continue;
+            }
+        };
+        for mut t in ticks.into_iter().filter(|t| t.state == TickState::Running) {
+            let owner = t.owner.clone().unwrap_or_default();
+            if owner != shared.me && !owner_is_gone(&owner) && !owner.is_empty() {
+                // Another host's process: only its own restart can tell.
+                continue;
+            }
+            tracing::warn!(job = job.name(), day = %t.day, "tick {} was left running by {owner} (gone): due again", t.tick);
+            t.state = TickState::Due;
+            t.next_attempt_at = None;
+            t.error = Some(format!("abandoned: process {owner} is gone"));
+            t.owner = None;
+            if let Err(e) = shared.store.save_tick(&t).await {
+                tracing::error!("cannot re-queue tick: {e}");
+            }
+        }
+    }
+    match shared.store.alerts(None, 200).await {
+        Ok(alerts) => {
+            for a in alerts
+                .into_iter()
+                .filter(|a| a.delivered_at.is_none() && a.webhook.is_some())
+            {
+                spawn_delivery(shared, a, settings.webhook_attempts);
+            }
+        }
+        Err(e) => tracing::error!("cannot read alerts: {e}"),
+    }
+}
+
+async fn plan_job(shared: &Arc<Shared>, job: &Job, now: DateTime<Utc>) -> Result<()> {
+    let last = shared.store.last_tick(job.name()).await?;
+    let plan = job.plan(last, now);
+    if let Some(gap) = plan.gap {
+        tracing::warn!(
+            job = job.name(),
+            ticks = gap.ticks,
+            first_day = %gap.first_day,
+            last_day = %gap.last_day,
+            "intervals missed while no scheduler ran are not run (catchup {}); `ledgerflow backfill` repairs them if needed",
+            if job.config.catchup { "beyond max_catchup" } else { "off" }
+        );
+        shared
+            .store
+            .add_gap(&GapRecord {
+                job: job.name().to_owned(),
+                found_at: now,
+                gap,
+            })
+            .await?;
+    }
+    for tick in plan.run {
+        let t = Tick {
+            job: job.name().to_owned(),
+            tick,
+            day: job.day_of(tick),
+            state: TickState::Due,
+            attempts: 0,
+            next_attempt_at: None,
+            finished_at: None,
+            error: None,
+            owner: None,
+        };
+        if shared.store.add_tick(&t).await? {
+            tracing::info!(job = job.name(), day = %t.day, "tick {tick} is due");
+        }
+    }
+    Ok(())
+}
+
+/// Starts due ticks; returns whether some due tick waits (for a slot or
+/// its retry time).
+async fn start_due(
+    shared: &Arc<Shared>,
+    job: &Arc<Job>,
+    now: DateTime<Utc>,
+    running: &mut Running,
+    tasks: &mut JoinSet<(String, DateTime<Utc>, TickState)>,
+) -> Result<bool> {
+    let mut due: Vec<Tick> = shared
+        .store
+        .ticks(job.name(), 500)
+        .await?
+        .into_iter()
+        .filter(|t| t.state == TickState::Due)
+        .collect();
+    due.sort_by_key(|t| t.tick);
+    let mut waiting = false;
+    for t in due {
+        let key = (job.name().to_owned(), t.tick);
+        if running.contains_key(&key) {
+            continue;
+        }
+        let active = running.keys().filter(|(j, _)| j == job.name()).count();
+        let same_day = running
+            .iter()
+            .any(|((j, _), d)| j == job.name() && *d == t.day);
+        if active >= job.config.max_active_runs as usize
+            || same_day
+            || t.next_attempt_at.is_some_and(|at| at > now)
+        {
+            waiting = true;
+            continue;
+        }
+        running.insert(key, t.day);
+        let (shared, job) = (Arc::clone(shared), Arc::clone(job));
+        tasks.spawn(async move {
+            let (name, tick) = (t.job.clone(), t.tick);
+            let state = run_tick(&shared, &job, t).await;
+            (name, tick, state)
+        });
+    }
+    Ok(waiting)
+}
+
+/// One tick: attempts until success or out of retries. A retry runs only
+/// the models that did not succeed (and their dependents).
+async fn run_tick(shared: &Shared, job: &Job, mut tick: Tick) -> TickState {
+    let mut models = match shared.runner.select(&job.config.models) {
+        Ok(m) => m,
+        Err(e) => return fail_tick(shared, tick, e.to_string()).await,
+    };
+    loop {
+        tick.attempts += 1;
+        tick.state = TickState::Running;
+        tick.owner = Some(shared.me.clone());
+        tick.next_attempt_at = None;
+        save(shared, &tick).await;
+        tracing::info!(job = %tick.job, day = %tick.day, attempt = tick.attempts, "tick {} started", tick.tick);
+        let opts = RunOptions {
+            trigger: format!("schedule:{}", tick.job),
+            attempt: tick.attempts as i32,
+            ..RunOptions::default()
+        };
+        let error = match shared.runner.run_day(tick.day, &models, &opts).await {
+            Ok(reports) => {
+                let done: BTreeSet<String> = reports
+                    .iter()
+                    .filter(|r| match &r.status {
+                        RunStatus::Success { .. } => true,
+                        RunStatus::Skipped { reason } => !reason.starts_with("upstream"),
+                        RunStatus::Failed { .. } => false,
+                    })
+                    .map(|r| r.model.clone())
+                    .collect();
+                let first_error = reports.iter().find_map(|r| match &r.status {
+                    RunStatus::Failed { error } => Some(format!("{}: {error}", r.model)),
+                    _ => None,
+                });
+                models.retain(|m| !done.contains(&m.name));
+                first_error
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        let Some(error) = error else {
+            tick.state = TickState::Success;
+            tick.finished_at = Some(shared.clock.now());
+            tick.error = None;
+            tick.owner = None;
+            save(shared, &tick).await;
+            tracing::info!(job = %tick.job, day = %tick.day, attempts = tick.attempts, "tick {} succeeded", tick.tick);
+            return TickState::Success;
+        };
+        if tick.attempts > job.config.retries {
+            return fail_tick(shared, tick, error).await;
+        }
+        let delay = job.retry_delay(tick.attempts);
+        tick.state = TickState::Due;
+        tick.next_attempt_at = Some(shared.clock.now() + delay);
+        tick.error = Some(error.clone());
+        save(shared, &tick).await;
+        tracing::warn!(job = %tick.job, day = %tick.day, attempt = tick.attempts, "attempt failed: {error}; retrying in {}", humantime::format_duration(delay));
+        shared.clock.sleep(delay).await;
+    }
+}
+
+async fn fail_tick(shared: &Shared, mut tick: Tick, error: String) -> TickState {
+    tick.state = TickState::Failed;
+    tick.finished_at = Some(shared.clock.now());
+    tick.owner = None;
+    tracing::error!(job = %tick.job, day = %tick.day, attempts = tick.attempts, "tick {} failed, out of retries: {error}", tick.tick);
+    tick.error = Some(error);
+    save(shared, &tick).await;
+    TickState::Failed
+}
+
+/// A tick's state is best effort while the database is away: the ledger,
+/// written in the run's own transaction, stays the truth.
+async fn save(shared: &Shared, tick: &Tick) {
+    if let Err(e) = shared.store.save_tick(tick).await {
+        tracing::error!(job = %tick.job, day = %tick.day, "cannot record the tick's state: {e}");
+    }
+}
+
+/// One alert per tick that was not done by its deadline.
+async fn check_sla(
+    shared: &Arc<Shared>,
+    job: &Job,
+    settings: &SchedulerConfig,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    for t in shared.store.ticks(job.name(), 50).await? {
+        let Some(deadline) = job.deadline(t.tick) else {
+            return Ok(());
+        };
+        let late = match t.state {
+            TickState::Success => t.finished_at.is_some_and(|f| f > deadline),
+            _ => true,
+        };
+        if deadline > now || !late {
+            continue;
+        }
+        let alert = Alert {
+            job: t.job.clone(),
+            tick: t.tick,
+            day: t.day,
+            deadline,
+            state: serde_json::to_value(t.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            raised_at: now,
+            webhook: job
+                .config
+                .webhook
+                .clone()
+                .or_else(|| settings.webhook.clone()),
+            delivered_at: None,
+            delivery_error: None,
+        };
+        if shared.store.raise(&alert).await? {
+            tracing::error!(
+                job = %alert.job,
+                day = %alert.day,
+                deadline = %alert.deadline,
+                state = %alert.state,
+                "SLA missed: job `{}` did not finish day {} by {}",
+                alert.job,
+                alert.day,
+                alert.deadline
+            );
+            if alert.webhook.is_some() {
+                spawn_delivery(shared, alert, settings.webhook_attempts);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn spawn_delivery(shared: &Arc<Shared>, mut alert: Alert, attempts: usize) {
+    let task_shared = Arc::clone(shared);
+    let task = async move {
+        let shared = task_shared;
+        let Some(url) = alert.webhook.clone() else {
+            return;
+        };
+        match super::alert::deliver(&url, &alert, attempts).await {
+            Ok(()) => {
+                alert.delivered_at = Some(Utc::now());
+                alert.delivery_error = None;
+            }
+            Err(e) => {
+                tracing::error!(job = %alert.job, day = %alert.day, "SLA alert not delivered: {e}");
+                alert.delivery_error = Some(e);
+            }
+        }
+        if let Err(e) = shared.store.save_alert(&alert).await {
+            tracing::error!("cannot record the alert's delivery: {e}");
+        }
+    };
+    match shared.deliveries.try_lock() {
+        Ok(mut set) => {
+            set.spawn(task);
+        }
+        Err(_) => {
+            tokio::spawn(task);
+        }
+    }
+}
