@@ -6,6 +6,7 @@ mod atomicity;
 mod bad_input;
 mod idempotency;
 mod models;
+mod schedule;
 
 use std::path::Path;
 

@@ -124,4 +124,15 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn simulated_sleeps_take_their_real_share() {
+        let c = Clock::parse(&format!("2026-11-01T00:00:00Z@{}x3600", real_secs())).unwrap();
+        let start = tokio::time::Instant::now();
+        c.sleep(Duration::from_secs(2 * 3600)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        let start = tokio::time::Instant::now();
+        Clock::system().sleep(Duration::from_secs(90)).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(90));
+    }
 }

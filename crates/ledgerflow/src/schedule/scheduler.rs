@@ -189,7 +189,7 @@ async fn lead_loop(
             if let Err(e) = check_sla(shared, job, settings, now).await {
                 tracing::error!(job = job.name(), "cannot check the SLA: {e}");
             }
-            match start_due(shared, job, now, &mut running, &mut tasks).await {
+            match start_due(shared, job, now, &mut running, &mut tasks, shutdown).await {
                 Ok(w) => waiting |= w,
                 Err(e) => {
                     waiting = true;
@@ -382,6 +382,7 @@ async fn start_due(
     now: DateTime<Utc>,
     running: &mut Running,
     tasks: &mut JoinSet<(String, DateTime<Utc>, TickState)>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Result<bool> {
     let mut due: Vec<Tick> = shared
         .store
@@ -409,10 +410,10 @@ async fn start_due(
             continue;
         }
         running.insert(key, t.day);
-        let (shared, job) = (Arc::clone(shared), Arc::clone(job));
+        let (shared, job, shutdown) = (Arc::clone(shared), Arc::clone(job), shutdown.clone());
         tasks.spawn(async move {
             let (name, tick) = (t.job.clone(), t.tick);
-            let state = run_tick(&shared, &job, t).await;
+            let state = run_tick(&shared, &job, t, shutdown).await;
             (name, tick, state)
         });
     }
@@ -421,7 +422,12 @@ async fn start_due(
 
 /// One tick: attempts until success or out of retries. A retry runs only
 /// the models that did not succeed (and their dependents).
-async fn run_tick(shared: &Shared, job: &Job, mut tick: Tick) -> TickState {
+async fn run_tick(
+    shared: &Shared,
+    job: &Job,
+    mut tick: Tick,
+    mut shutdown: watch::Receiver<bool>,
+) -> TickState {
     let mut models = match shared.runner.select(&job.config.models) {
         Ok(m) => m,
         Err(e) => return fail_tick(shared, tick, e.to_string()).await,
@@ -476,7 +482,12 @@ async fn run_tick(shared: &Shared, job: &Job, mut tick: Tick) -> TickState {
         tick.error = Some(error.clone());
         save(shared, &tick).await;
         tracing::warn!(job = %tick.job, day = %tick.day, attempt = tick.attempts, "attempt failed: {error}; retrying in {}", humantime::format_duration(delay));
-        shared.clock.sleep(delay).await;
+        // Waiting for a retry holds nothing: a shutdown ends it at once and
+        // the tick stays due, with its attempts, for the next scheduler.
+        tokio::select! {
+            _ = shared.clock.sleep(delay) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return TickState::Due,
+        }
     }
 }
 

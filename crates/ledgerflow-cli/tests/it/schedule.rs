@@ -1,0 +1,541 @@
+//! The scheduler as real processes against the real PostgreSQL: ticks in
+//! DAG order with retries, the catch-up incident, a killed scheduler, two
+//! schedulers at once, SLA alerts to a real local HTTP server. Days pass in
+//! seconds through the simulated clock (`LEDGERFLOW_CLOCK`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ledgerflow_testkit::project::{stderr, stdout, TestProject};
+use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
+use serde_json::Value;
+
+use crate::project;
+
+/// A clock reading `start` now and running `rate` times faster.
+fn clock(start: &str, rate: f64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    format!("{start}@{now}x{rate}")
+}
+
+/// A PostgreSQL project with a fast-polling scheduler and `jobs` appended.
+async fn scheduled(jobs: &str) -> TestProject {
+    let p = project(Serving::Postgres).await;
+    let path = p.config_path();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"5s\"\nlease = \"2s\"\n\n{jobs}\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    p
+}
+
+fn runs(p: &TestProject) -> Vec<Value> {
+    let out = p.ok(&["runs", "--json", "--limit", "1000"]);
+    let mut rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    rows.reverse(); // oldest first
+    rows
+}
+
+fn of<'a>(rows: &'a [Value], model: &str, day: &str) -> Vec<&'a Value> {
+    rows.iter()
+        .filter(|r| r["model"] == model && r["day"] == day)
+        .collect()
+}
+
+fn status(p: &TestProject, clock: &str) -> Value {
+    let out = p
+        .cmd(&["status", "--json"])
+        .env("LEDGERFLOW_CLOCK", clock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+/// A scheduler in the background; its log goes to a file.
+struct Scheduler {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Scheduler {
+    fn start(p: &TestProject, args: &[&str], clock: &str, env: &[(&str, &str)]) -> Scheduler {
+        let log = p.path().join(format!("schedule-{}.log", rand_suffix()));
+        let mut cmd: Command = p.cmd(&[&["schedule"], args].concat());
+        cmd.env("LEDGERFLOW_CLOCK", clock)
+            .env("LEDGERFLOW_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Scheduler {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text`.
+    fn wait_log(&self, text: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < timeout,
+                "no `{text}` within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM; the exit code.
+    fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        assert_eq!(code, 0, "scheduler exit; log:\n{}", self.log());
+        code
+    }
+}
+
+fn rand_suffix() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A clean project with the same generated data that ran `days` with
+/// `run`: what the scheduled tables must equal.
+async fn clean_run(days: &[&str], from: &str, to: &str, scale: &str) -> Vec<Vec<String>> {
+    let c = project(Serving::Postgres).await;
+    c.generate(from, to, scale, &[], &[]);
+    for d in days {
+        c.ok(&["run", "--date", d]);
+    }
+    let dump = c.db.dump_metrics().await;
+    c.drop_db().await;
+    dump
+}
+
+#[tokio::test]
+async fn ticks_run_in_dag_order_with_retries_in_the_ledger() {
+    let p = scheduled(
+        "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nretries = 3\nretry_delay = \"1h\"\nretry_max_delay = \"2h\"",
+    )
+    .await;
+    // A model downstream of block_daily_metrics: it must wait for it, and be
+    // skipped while it fails.
+    std::fs::write(
+        p.path().join("models/daily_summary.sql"),
+        "-- key: day\n-- grain: day\n-- write: replace_day\n-- depends_on: block_daily_metrics\n\
+         SELECT $day AS day, count(*) AS blocks FROM blocks WHERE \"timestamp\" >= $start AND \"timestamp\" < $end\n",
+    )
+    .unwrap();
+    p.generate("2026-11-01", "2026-11-05", "0.005", &[], &[]);
+    // Half a simulated day per real second: ticks at 00:00 come every 2 s.
+    let clock = clock("2026-11-03T00:00:00Z", 43_200.0);
+    let s = Scheduler::start(
+        &p,
+        &[],
+        &clock,
+        &[("LEDGERFLOW_FAILPOINT", "model_error:block_daily_metrics:2")],
+    );
+    wait_until(
+        "days 2026-11-02 and 2026-11-03 done",
+        Duration::from_secs(60),
+        || {
+            let rows = runs(&p);
+            ["2026-11-02", "2026-11-03"].iter().all(|d| {
+                of(&rows, "daily_summary", d)
+                    .iter()
+                    .any(|r| r["state"] == "success")
+            })
+        },
+    );
+    s.stop();
+
+    let rows = runs(&p);
+    assert!(
+        rows.iter().all(|r| r["trigger"] == "schedule:daily"),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] != "running" && r["state"] != "pending"),
+        "{rows:#?}"
+    );
+    // Attempts 1 and 2 of block_daily_metrics failed (injected), 3 succeeded.
+    let daily = of(&rows, "block_daily_metrics", "2026-11-02");
+    let summary: Vec<(i64, &str)> = daily
+        .iter()
+        .map(|r| (r["attempt"].as_i64().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![(1, "failed"), (2, "failed"), (3, "success")],
+        "{daily:#?}"
+    );
+    assert!(daily[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("injected failure"));
+    // Its dependent was skipped (upstream failed) on attempts 1 and 2, and
+    // ran after it on attempt 3.
+    let dep = of(&rows, "daily_summary", "2026-11-02");
+    let states: Vec<(i64, &str)> = dep
+        .iter()
+        .map(|r| (r["attempt"].as_i64().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(1, "skipped"), (2, "skipped"), (3, "success")],
+        "{dep:#?}"
+    );
+    assert!(dep[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("upstream model `block_daily_metrics` failed"));
+    let at = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert!(
+        at(&dep[2]["started_at"]) >= at(&daily[2]["finished_at"]),
+        "DAG order"
+    );
+    // Models that succeeded on attempt 1 are not re-run by the retries.
+    for m in ["user_activity_agg", "realtime_dashboard"] {
+        let r = of(&rows, m, "2026-11-02");
+        assert_eq!(r.len(), 1, "{m}: {r:#?}");
+        assert_eq!(r[0]["state"], "success");
+    }
+    // The next day's tick ran once, first time.
+    for m in ["block_daily_metrics", "daily_summary", "user_activity_agg"] {
+        let r = of(&rows, m, "2026-11-03");
+        assert_eq!(
+            (r[0]["attempt"].as_i64(), r[0]["state"].as_str()),
+            (Some(1), Some("success")),
+            "{m}"
+        );
+    }
+    // Only the days the ticks named ran.
+    assert!(
+        rows.iter()
+            .all(|r| ["2026-11-02", "2026-11-03", "2026-11-04", "2026-11-05"]
+                .contains(&r["day"].as_str().unwrap())),
+        "{rows:#?}"
+    );
+    // And the tables equal plain runs of those days.
+    let days: Vec<String> = {
+        let mut d: Vec<String> = rows
+            .iter()
+            .filter(|r| r["model"] == "block_daily_metrics" && r["state"] == "success")
+            .map(|r| r["day"].as_str().unwrap().to_owned())
+            .collect();
+        d.dedup();
+        d
+    };
+    let days: Vec<&str> = days.iter().map(String::as_str).collect();
+    let expected = clean_run(&days, "2026-11-01", "2026-11-05", "0.005").await;
+    assert_dumps_eq(
+        &p.db.dump_metrics().await,
+        &expected,
+        "scheduled vs plain runs",
+    );
+    p.drop_db().await;
+}
+
+/// The incident: catch-up on by mistake re-ran every missed day. Here the
+/// scheduler is down for 10 intervals; without catch-up 1 interval runs,
+/// with `max_catchup = 3` three do; no day is ever loaded twice.
+#[tokio::test]
+async fn catchup_after_downtime_is_bounded_and_never_loads_a_day_twice() {
+    let scale = "0.002";
+    for (catchup, expect_days, gap_ticks) in [
+        ("catchup = false", vec!["2026-11-01", "2026-11-11"], 9),
+        (
+            "catchup = true\nmax_catchup = 3",
+            vec!["2026-11-01", "2026-11-09", "2026-11-10", "2026-11-11"],
+            7,
+        ),
+    ] {
+        let p = scheduled(&format!(
+            "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\n{catchup}"
+        ))
+        .await;
+        p.generate("2026-11-01", "2026-11-12", scale, &[], &[]);
+        let once = |clock: &str| {
+            let out = p
+                .cmd(&["schedule", "--once"])
+                .env("LEDGERFLOW_CLOCK", clock)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        };
+        // Up on 11-02 (runs day 11-01), then down until 11-12.
+        once(&clock("2026-11-02T00:00:30Z", 1.0));
+        let later = clock("2026-11-12T00:00:30Z", 1.0);
+        once(&later);
+        // Started again at the same moment: nothing is due twice.
+        once(&later);
+
+        let rows = runs(&p);
+        let mut days: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["model"] == "block_daily_metrics")
+            .map(|r| r["day"].as_str().unwrap())
+            .collect();
+        days.dedup();
+        assert_eq!(days, expect_days, "{catchup}: {rows:#?}");
+        // One run per (model, day), all successful: nothing loaded twice.
+        assert_eq!(rows.len(), 3 * expect_days.len(), "{catchup}: {rows:#?}");
+        assert!(rows.iter().all(|r| r["state"] == "success"));
+        // status shows the gap that was not caught up, and no lag.
+        let st = status(&p, &later);
+        let job = &st["jobs"][0];
+        assert_eq!(job["gaps"][0]["ticks"], gap_ticks, "{job:#}");
+        assert_eq!(job["gaps"][0]["first_day"], "2026-11-02");
+        assert_eq!(job["expected_day"], "2026-11-11");
+        assert_eq!(job["models"][0]["lag_days"], 0);
+        // The tables hold exactly a clean run of those days.
+        let expected = clean_run(&expect_days, "2026-11-01", "2026-11-12", scale).await;
+        assert_dumps_eq(&p.db.dump_metrics().await, &expected, catchup);
+        p.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_scheduler_run_is_abandoned_and_run_again() {
+    let p = scheduled("[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"").await;
+    p.generate("2026-11-01", "2026-11-01", "0.005", &[], &[]);
+    let clock = clock("2026-11-02T00:00:30Z", 1.0);
+    let mut s = Scheduler::start(
+        &p,
+        &[],
+        &clock,
+        &[("LEDGERFLOW_FAILPOINT", "before_commit:user_activity_agg")],
+    );
+    s.wait_log("failpoint before_commit reached", Duration::from_secs(60));
+    s.signal(libc::SIGKILL);
+    s.child.wait().unwrap();
+    let before = runs(&p);
+    assert!(
+        of(&before, "user_activity_agg", "2026-11-01")[0]["state"] == "running",
+        "{before:#?}"
+    );
+
+    let out = p
+        .cmd(&["schedule", "--once"])
+        .env("LEDGERFLOW_CLOCK", &clock)
+        .env("LEDGERFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("due again"), "{}", stderr(&out));
+    let rows = runs(&p);
+    let ua = of(&rows, "user_activity_agg", "2026-11-01");
+    assert_eq!(ua.first().unwrap()["state"], "failed");
+    assert!(
+        ua[0]["error"].as_str().unwrap().contains("abandoned"),
+        "{ua:#?}"
+    );
+    assert_eq!(ua.last().unwrap()["state"], "success");
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] != "running" && r["state"] != "pending"),
+        "{rows:#?}"
+    );
+    let expected = clean_run(&["2026-11-01"], "2026-11-01", "2026-11-01", "0.005").await;
+    assert_dumps_eq(&p.db.dump_metrics().await, &expected, "after the rerun");
+    p.drop_db().await;
+}
+
+#[tokio::test]
+async fn one_scheduler_leads_and_a_standby_takes_over_when_it_dies() {
+    let p = scheduled("[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"").await;
+    p.generate("2026-11-01", "2026-11-01", "0.002", &[], &[]);
+    let clock = clock("2026-11-02T00:00:30Z", 1.0);
+    let mut leader = Scheduler::start(&p, &[], &clock, &[]);
+    leader.wait_log("leading the schedule", Duration::from_secs(30));
+    // A second one refuses, naming the leader.
+    let out = p
+        .cmd(&["schedule"])
+        .env("LEDGERFLOW_CLOCK", &clock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("another scheduler leads") && err.contains(&format!(":{}", leader.child.id())),
+        "{err}"
+    );
+    assert!(status(&p, &clock)["leader"]
+        .as_str()
+        .unwrap()
+        .contains(&leader.child.id().to_string()));
+    // A standby waits, and takes over within the lease once the leader dies.
+    let standby = Scheduler::start(&p, &["--standby"], &clock, &[]);
+    standby.wait_log("standing by", Duration::from_secs(30));
+    leader.signal(libc::SIGKILL);
+    leader.child.wait().unwrap();
+    let killed = Instant::now();
+    standby.wait_log("leading the schedule", Duration::from_secs(10));
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(4), "standby took {took:?}");
+    assert!(status(&p, &clock)["leader"]
+        .as_str()
+        .unwrap()
+        .contains(&standby.child.id().to_string()));
+    standby.stop();
+    p.drop_db().await;
+}
+
+/// A local HTTP server recording POST bodies.
+fn webhook_server() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).to_string());
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn an_sla_miss_posts_one_alert_even_across_a_restart() {
+    let (url, bodies) = webhook_server();
+    // No data for the day: every attempt fails, so the tick is not done by
+    // its deadline, 10 minutes after the 00:00 tick.
+    let p = scheduled(&format!(
+        "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nsla = \"00:10\"\nretries = 100\nretry_delay = \"1m\"\nretry_max_delay = \"2m\"\nwebhook = \"{url}\""
+    ))
+    .await;
+    // A simulated minute per real second: the deadline passes after ~1 s.
+    let clock = clock("2026-11-02T00:09:00Z", 60.0);
+    let s = Scheduler::start(&p, &[], &clock, &[]);
+    wait_until("the alert", Duration::from_secs(30), || {
+        !bodies.lock().unwrap().is_empty()
+    });
+    s.wait_log("SLA missed", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    s.stop();
+    let again = Scheduler::start(&p, &[], &clock, &[]);
+    again.wait_log("leading the schedule", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    again.stop();
+
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:#?}");
+    let alert: Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(alert["job"], "daily");
+    assert_eq!(alert["day"], "2026-11-01");
+    assert_eq!(alert["deadline"], "2026-11-02T00:10:00Z");
+    assert!(
+        ["due", "running"].contains(&alert["state"].as_str().unwrap()),
+        "{alert}"
+    );
+    let st = status(&p, &clock);
+    let misses = st["jobs"][0]["sla_misses"].as_array().unwrap();
+    assert_eq!(misses.len(), 1, "{st:#}");
+    assert!(misses[0]["delivered_at"].is_string(), "{st:#}");
+    p.drop_db().await;
+}
+
+#[tokio::test]
+async fn bad_jobs_are_refused_naming_the_job_and_key() {
+    let p = project(Serving::Sqlite).await;
+    let base = std::fs::read_to_string(p.config_path()).unwrap();
+    for (job, want) in [
+        ("cron = \"61 * * * *\"", "cron"),
+        ("cron = \"0 0 * * *\"\ntimezone = \"Mars/Base\"", "timezone"),
+        ("cron = \"0 0 * * *\"\nsla = \"soon\"", "sla"),
+        ("cron = \"0 0 * * *\"\ncatchup = \"yes\"", "catchup"),
+    ] {
+        std::fs::write(
+            p.config_path(),
+            format!("{base}\n[[jobs]]\nname = \"nightly\"\n{job}\n"),
+        )
+        .unwrap();
+        let out = p.expect(&["schedule", "--once"], 2);
+        let err = stderr(&out);
+        assert!(err.contains(want), "{job}: {err}");
+        if want != "catchup" {
+            assert!(err.contains("nightly"), "{job}: {err}");
+        }
+    }
+    std::fs::write(
+        p.config_path(),
+        format!("{base}\n[[jobs]]\nname = \"nightly\"\ncron = \"0 0 * * *\"\nmodels = [\"no_such_model\"]\n"),
+    )
+    .unwrap();
+    let err = stderr(&p.expect(&["schedule", "--once"], 2));
+    assert!(
+        err.contains("nightly") && err.contains("no_such_model"),
+        "{err}"
+    );
+    // A dependency cycle is refused before anything runs.
+    std::fs::write(
+        p.config_path(),
+        format!("{base}\n[[jobs]]\nname = \"nightly\"\ncron = \"0 0 * * *\"\n"),
+    )
+    .unwrap();
+    for (a, b) in [("a", "b"), ("b", "a")] {
+        std::fs::write(
+            p.path().join(format!("models/{a}.sql")),
+            format!("-- key: day\n-- grain: day\n-- write: replace_day\n-- depends_on: {b}\nSELECT $day AS day\n"),
+        )
+        .unwrap();
+    }
+    let err = stderr(&p.expect(&["schedule", "--once"], 2));
+    assert!(err.contains("cycle"), "{err}");
+    p.drop_db().await;
+}
