@@ -4,6 +4,7 @@
 //! Rust rows, and the independent reference computation they are checked
 //! against.
 
+pub mod cluster;
 pub mod project;
 pub mod reference;
 pub mod serving;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use ledgerflow_testkit::cluster::Cluster;
 use ledgerflow_testkit::project::{stderr, stdout, TestProject};
 use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
 use serde_json::Value;
@@ -537,5 +538,73 @@ async fn bad_jobs_are_refused_naming_the_job_and_key() {
     }
     let err = stderr(&p.expect(&["schedule", "--once"], 2));
     assert!(err.contains("cycle"), "{err}");
+    p.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_scheduler_outlives_its_database_and_resumes() {
+    let cluster = Cluster::start();
+    let p = project(Serving::Sqlite).await;
+    p.set_config(
+        "url = \"sqlite://serving.db\"",
+        &format!("url = \"{}\"", cluster.url()),
+    );
+    let path = p.config_path();
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "\n[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"2s\"\nlease = \"2s\"\n\n\
+           [[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nretries = 50\nretry_delay = \"1h\"\nretry_max_delay = \"1h\"\n";
+    std::fs::write(&path, text).unwrap();
+    p.generate("2026-11-01", "2026-11-08", "0.002", &[], &[]);
+    // Half a day per real second: a tick every 2 s.
+    let clock = clock("2026-11-02T00:00:30Z", 43_200.0);
+    let mut s = Scheduler::start(&p, &[], &clock, &[]);
+    let done = |day: &str| {
+        runs(&p).iter().any(|r| {
+            r["model"] == "block_daily_metrics" && r["day"] == day && r["state"] == "success"
+        })
+    };
+    wait_until("the first tick", Duration::from_secs(60), || {
+        done("2026-11-01")
+    });
+
+    cluster.down();
+    s.wait_log("lost the scheduler lock", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "the scheduler exited:\n{}",
+        s.log()
+    );
+    assert!(
+        s.log().contains("cannot reach the serving database"),
+        "{}",
+        s.log()
+    );
+
+    cluster.up();
+    let start = Instant::now();
+    while s.log().matches("leading the schedule").count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never led again:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ticks that came due meanwhile: the latest runs (catch-up is off).
+    wait_until("a tick after the outage", Duration::from_secs(60), || {
+        runs(&p).iter().any(|r| {
+            r["model"] == "block_daily_metrics"
+                && r["state"] == "success"
+                && r["day"].as_str().unwrap() > "2026-11-02"
+        })
+    });
+    s.stop();
+    let rows = runs(&p);
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] != "running" && r["state"] != "pending"),
+        "{rows:#?}"
+    );
     p.drop_db().await;
 }

@@ -122,6 +122,7 @@ async fn lead(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Leader>> {
     let mut announced = false;
+    let mut unreachable = false;
     loop {
         match Leader::try_acquire(config).await {
             Ok(Ok(leader)) => return Ok(Some(leader)),
@@ -131,12 +132,19 @@ async fn lead(
                 )))
             }
             Ok(Err(holder)) => {
+                unreachable = false;
                 if !announced {
                     tracing::info!("standing by: the scheduler {holder} leads");
                     announced = true;
                 }
             }
-            Err(e) if standby => tracing::warn!("standby cannot reach the serving database: {e}"),
+            // Said once per outage, not at every retry.
+            Err(e) if standby => {
+                if !unreachable {
+                    tracing::warn!("standby: cannot reach the serving database ({e}); retrying");
+                    unreachable = true;
+                }
+            }
             Err(e) => return Err(e),
         }
         let wait = (config.scheduler.lease / 4).max(Duration::from_millis(250));
@@ -297,6 +305,15 @@ async fn stop(
 /// again (their ledger rows were closed as abandoned by `Runner::open`), and
 /// alerts not yet delivered are sent.
 async fn recover(shared: &Arc<Shared>, jobs: &[Arc<Job>], settings: &SchedulerConfig) {
+    // After a lost lead, rows this process could not close while the
+    // database was away are still open; none of its runs is running now.
+    if let Err(e) = shared
+        .runner
+        .close_own("abandoned: the scheduler lost its lock while it ran")
+        .await
+    {
+        tracing::error!("cannot close this process's open ledger rows: {e}");
+    }
     for job in jobs {
         let ticks = match shared.store.ticks(job.name(), 500).await {
             Ok(t) => t,
