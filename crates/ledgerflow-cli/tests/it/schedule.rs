@@ -608,3 +608,52 @@ async fn the_scheduler_outlives_its_database_and_resumes() {
     );
     p.drop_db().await;
 }
+
+#[tokio::test]
+async fn sigterm_cancels_a_run_past_the_grace_period_and_rolls_it_back() {
+    let p = scheduled("[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"").await;
+    p.set_config("grace_period = \"5s\"", "grace_period = \"1s\"");
+    p.generate("2026-11-01", "2026-11-01", "0.005", &[], &[]);
+    let clock = clock("2026-11-02T00:00:30Z", 1.0);
+    // The COPY of user_activity_agg hangs (a failpoint): only cancellation ends it.
+    let mut s = Scheduler::start(
+        &p,
+        &[],
+        &clock,
+        &[("LEDGERFLOW_FAILPOINT", "during_copy:user_activity_agg")],
+    );
+    s.wait_log("failpoint during_copy reached", Duration::from_secs(60));
+    let stopped = Instant::now();
+    s.signal(libc::SIGTERM);
+    let code = s.child.wait().unwrap().code();
+    assert_eq!(code, Some(0), "{}", s.log());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert!(s.log().contains("grace period over"), "{}", s.log());
+    // Nothing half-written, nothing left "running".
+    assert_eq!(p.db.count("user_activity_agg").await, 0);
+    let rows = runs(&p);
+    let ua = of(&rows, "user_activity_agg", "2026-11-01");
+    assert_eq!(ua.len(), 1);
+    assert_eq!(ua[0]["state"], "failed");
+    assert!(
+        ua[0]["error"].as_str().unwrap().contains("cancelled"),
+        "{ua:#?}"
+    );
+    // The tick is due again: the next scheduler completes it.
+    let out = p
+        .cmd(&["schedule", "--once"])
+        .env("LEDGERFLOW_CLOCK", &clock)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = runs(&p);
+    assert_eq!(
+        of(&rows, "user_activity_agg", "2026-11-01").last().unwrap()["state"],
+        "success"
+    );
+    p.drop_db().await;
+}
