@@ -49,12 +49,28 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// List the run ledger, newest first.
     Runs(RunsArgs),
+    /// Close a day: move its canonical rows from the speed layer into batch partitions.
+    Compact(CompactArgs),
     /// Run the configured [[jobs]] on their schedules (long-running; one leader).
     Schedule(ScheduleArgs),
     /// Jobs: next tick, running, last success and lag per model, SLA misses, gaps.
     Status(StatusArgs),
     /// Measure a mainnet-scale day (and a week) end to end.
     Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompactArgs {
+    #[arg(long)]
+    pub date: NaiveDate,
+    /// Compact a day that is still open (today or later, UTC).
+    #[arg(long)]
+    pub force: bool,
+    /// Delete the day's landing files once the batch partitions are committed.
+    #[arg(long)]
+    pub remove_landing: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]

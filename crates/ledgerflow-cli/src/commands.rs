@@ -11,7 +11,7 @@ use ledgerflow::ledger::{RunFilter, RunState};
 use ledgerflow::runner::{RunOptions, RunReport, RunStatus, Runner};
 use ledgerflow::{day, project};
 
-use crate::cli::{BackfillArgs, GenerateArgs, RunArgs, RunSelection, RunsArgs};
+use crate::cli::{BackfillArgs, CompactArgs, GenerateArgs, RunArgs, RunSelection, RunsArgs};
 use crate::progress;
 
 pub fn init(dir: &Path) -> anyhow::Result<u8> {
@@ -245,6 +245,34 @@ pub async fn runs(config: &Path, args: RunsArgs) -> anyhow::Result<u8> {
             r.rows_written.map(|n| n.to_string()).unwrap_or_default(),
             r.source_layers.unwrap_or_default(),
             error
+        );
+    }
+    Ok(0)
+}
+
+pub async fn compact(config: &Path, args: CompactArgs) -> anyhow::Result<u8> {
+    let config = load(config)?;
+    let catalog = ledgerflow::catalog::unified::Catalog::open(&config)?;
+    let opts = ledgerflow::compact::CompactOptions {
+        force: args.force,
+        remove_landing: args.remove_landing,
+        today: None,
+    };
+    let report = ledgerflow::compact::compact_day(&config, &catalog, args.date, &opts)
+        .await
+        .with_context(|| format!("compact {}", args.date))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} {}: {} blocks, {} transactions ({} orphaned blocks dropped; {} landing files, {} removed)",
+            report.day,
+            report.action,
+            report.blocks,
+            report.transactions,
+            report.orphaned_blocks,
+            report.landing_files,
+            report.removed_landing_files
         );
     }
     Ok(0)

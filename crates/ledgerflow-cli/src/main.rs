@@ -43,6 +43,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => commands::run(&cli.config, args).await,
         Command::Backfill(args) => commands::backfill(&cli.config, args).await,
         Command::Runs(args) => commands::runs(&cli.config, args).await,
+        Command::Compact(args) => commands::compact(&cli.config, args).await,
         Command::Schedule(args) => schedule::schedule(&cli.config, args).await,
         Command::Status(args) => schedule::status(&cli.config, args).await,
         Command::Bench(args) => bench::bench(args).await,

@@ -6,6 +6,7 @@
 //! per-day boundary rule). ARCHITECTURE.md has the map.
 
 pub mod catalog;
+pub mod compact;
 pub mod config;
 pub mod day;
 pub mod engine;

@@ -4,6 +4,7 @@
 
 mod atomicity;
 mod bad_input;
+mod compact;
 mod idempotency;
 mod models;
 mod schedule;
