@@ -157,6 +157,36 @@ impl Runner {
         Ok(closed)
     }
 
+    /// Closes open rows that a scheduler process other than this one left
+    /// (`trigger` `schedule:*`). Only for a scheduler that holds the lead:
+    /// the lock proves the previous leader's session ended, and a leader
+    /// that loses its lock cancels its runs at once.
+    pub async fn close_other_schedulers(&self, reason: &str) -> Result<usize> {
+        let me = crate::ledger::this_process();
+        let mut closed = 0;
+        for state in [RunState::Pending, RunState::Running] {
+            let filter = crate::ledger::RunFilter {
+                state: Some(state),
+                ..Default::default()
+            };
+            for run in self.sink.ledger_list(&filter).await? {
+                if run.trigger.starts_with("schedule:") && run.owner.as_deref() != Some(me.as_str())
+                {
+                    let owner = run.owner.clone().unwrap_or_default();
+                    self.close(
+                        run.id,
+                        RunState::Failed,
+                        None,
+                        format!("{reason} ({owner})"),
+                    )
+                    .await?;
+                    closed += 1;
+                }
+            }
+        }
+        Ok(closed)
+    }
+
     /// The models to run, in dependency order; unknown names are a usage
     /// error.
     pub fn select(&self, names: &[String]) -> Result<Vec<ModelSpec>> {
@@ -241,7 +271,13 @@ impl Runner {
         // server overlaps the next query. The model that wrote the most last
         // time goes first, as its write is the longest to hide.
         let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let last_rows = self.last_rows(models).await?;
+        let last_rows = match self.last_rows(models).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.close_after_error(&ids, &e).await;
+                return Err(e);
+            }
+        };
         let queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut done: BTreeSet<&str> = BTreeSet::new();
@@ -255,9 +291,9 @@ impl Runner {
                     .all(|d| !in_run.contains(d.as_str()) || done.contains(d.as_str()))
             });
             if wave.is_empty() {
-                return Err(Error::Usage(
-                    "models have a dependency cycle (see `depends_on`)".into(),
-                ));
+                let e = Error::Usage("models have a dependency cycle (see `depends_on`)".into());
+                self.close_after_error(&ids, &e).await;
+                return Err(e);
             }
             wave.sort_by_key(|&i| std::cmp::Reverse(last_rows[i]));
             let runs = wave.iter().map(|&i| {
@@ -287,8 +323,16 @@ impl Runner {
                 }
             });
             for result in futures::future::join_all(runs).await {
-                let (i, status, seconds) = result?;
-                if matches!(status, RunStatus::Failed { .. }) {
+                let (i, status, seconds) = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.close_after_error(&ids, &e).await;
+                        return Err(e);
+                    }
+                };
+                // A skipped model's dependents are skipped too, transitively.
+                let upstream_skipped = matches!(&status, RunStatus::Skipped { reason } if reason.starts_with("upstream"));
+                if matches!(status, RunStatus::Failed { .. }) || upstream_skipped {
                     failed.insert(models[i].name.clone());
                 }
                 done.insert(models[i].name.as_str());
@@ -303,6 +347,19 @@ impl Runner {
             remaining = rest;
         }
         Ok(reports.into_iter().flatten().collect())
+    }
+
+    /// A run that cannot go on (the ledger itself failed) closes what it
+    /// opened, best effort: rows already closed are left as they are.
+    async fn close_after_error(&self, ids: &[i64], error: &Error) {
+        for &id in ids {
+            if let Err(e) = self
+                .close(id, RunState::Failed, None, format!("run aborted: {error}"))
+                .await
+            {
+                tracing::warn!(id, "cannot close ledger row: {e}");
+            }
+        }
     }
 
     /// Rows each model wrote in its last successful run, any day (0 if none).

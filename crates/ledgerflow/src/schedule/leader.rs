@@ -74,7 +74,7 @@ impl Leader {
                 if got {
                     return Ok(Ok(Leader::Postgres { client, target }));
                 }
-                let holder = holder(&client)
+                let holder = holder(&client, &lock_key(config))
                     .await
                     .map_err(fail)?
                     .unwrap_or_else(|| "another session".into());
@@ -147,7 +147,7 @@ pub async fn current(config: &Config) -> Result<Option<String>> {
             };
             let (client, connection) = pg.connect(NoTls).await.map_err(fail)?;
             tokio::spawn(connection);
-            holder(&client).await.map_err(fail)
+            holder(&client, &lock_key(config)).await.map_err(fail)
         }
         ServingTarget::Sqlite { path } => {
             let text = std::fs::read_to_string(lock_path(&path)).unwrap_or_default();
@@ -159,15 +159,20 @@ pub async fn current(config: &Config) -> Result<Option<String>> {
 }
 
 /// The session holding a scheduler lock in this database, described.
-async fn holder(client: &Client) -> std::result::Result<Option<String>, tokio_postgres::Error> {
+async fn holder(
+    client: &Client,
+    key: &str,
+) -> std::result::Result<Option<String>, tokio_postgres::Error> {
     Ok(client
         .query_opt(
             "SELECT a.application_name, coalesce(host(a.client_addr), 'local'), a.backend_start::text
              FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
              WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
                  SELECT oid FROM pg_database WHERE datname = current_database())
-               AND a.application_name LIKE 'ledgerflow schedule %' LIMIT 1",
-            &[],
+               AND a.application_name LIKE 'ledgerflow schedule %'
+               AND (l.classid::bigint << 32) + l.objid::bigint = hashtextextended($1, 0)
+             LIMIT 1",
+            &[&key],
         )
         .await?
         .map(|r| {

@@ -53,6 +53,11 @@ struct Shared {
 }
 
 type Running = BTreeMap<(String, DateTime<Utc>), NaiveDate>;
+type TaskOutput = (String, DateTime<Utc>, TickState);
+type Tasks = JoinSet<TaskOutput>;
+type Joined = std::result::Result<(tokio::task::Id, TaskOutput), tokio::task::JoinError>;
+/// Which tick each task runs, to free its slot even if it panics.
+type TaskIds = BTreeMap<tokio::task::Id, (String, DateTime<Utc>)>;
 
 /// Runs the scheduler until `shutdown` turns true (or, with `once`, until
 /// the work due at start is done).
@@ -167,8 +172,11 @@ async fn lead_loop(
     summary: &mut ScheduleSummary,
 ) -> Result<bool> {
     recover(shared, jobs, settings).await;
-    let mut tasks: JoinSet<(String, DateTime<Utc>, TickState)> = JoinSet::new();
+    let mut tasks: Tasks = JoinSet::new();
+    let mut ids: TaskIds = BTreeMap::new();
     let mut running: Running = BTreeMap::new();
+    // Ends retry waits (and so new attempts) on shutdown or a lost lock.
+    let (halt, halted) = watch::channel(false);
     let mut planned = false;
     let mut lost = false;
     loop {
@@ -197,7 +205,17 @@ async fn lead_loop(
             if let Err(e) = check_sla(shared, job, settings, now).await {
                 tracing::error!(job = job.name(), "cannot check the SLA: {e}");
             }
-            match start_due(shared, job, now, &mut running, &mut tasks, shutdown).await {
+            match start_due(
+                shared,
+                job,
+                now,
+                &mut running,
+                &mut tasks,
+                &mut ids,
+                &halted,
+            )
+            .await
+            {
                 Ok(w) => waiting |= w,
                 Err(e) => {
                     waiting = true;
@@ -211,27 +229,34 @@ async fn lead_loop(
         tokio::select! {
             _ = tokio::time::sleep(settings.poll_interval) => {}
             _ = shutdown.changed() => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => finish(done, &mut running, summary),
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => finish(done, &mut ids, &mut running, summary),
         }
     }
-    stop(shared, settings, &mut tasks, &mut running, summary).await;
+    let _ = halt.send(true);
+    // A lost lock gives no grace: the new leader may start these ticks.
+    let grace = if lost {
+        Duration::ZERO
+    } else {
+        settings.grace_period
+    };
+    stop(shared, grace, &mut tasks, &mut ids, &mut running, summary).await;
     Ok(lost)
 }
 
-fn finish(
-    done: std::result::Result<(String, DateTime<Utc>, TickState), tokio::task::JoinError>,
-    running: &mut Running,
-    summary: &mut ScheduleSummary,
-) {
+fn finish(done: Joined, ids: &mut TaskIds, running: &mut Running, summary: &mut ScheduleSummary) {
+    let id = match &done {
+        Ok((id, _)) => *id,
+        Err(e) => e.id(),
+    };
+    if let Some(key) = ids.remove(&id) {
+        running.remove(&key);
+    }
     match done {
-        Ok((job, tick, state)) => {
-            running.remove(&(job, tick));
-            match state {
-                TickState::Success => summary.succeeded += 1,
-                TickState::Failed => summary.failed += 1,
-                _ => {}
-            }
-        }
+        Ok((_, (_, _, state))) => match state {
+            TickState::Success => summary.succeeded += 1,
+            TickState::Failed => summary.failed += 1,
+            _ => {}
+        },
         Err(e) if e.is_cancelled() => {}
         Err(e) => tracing::error!("a run task panicked: {e}"),
     }
@@ -242,16 +267,21 @@ fn finish(
 /// "running": its ledger rows close as failed and its ticks are due again.
 async fn stop(
     shared: &Arc<Shared>,
-    settings: &SchedulerConfig,
-    tasks: &mut JoinSet<(String, DateTime<Utc>, TickState)>,
+    grace: Duration,
+    tasks: &mut Tasks,
+    ids: &mut TaskIds,
     running: &mut Running,
     summary: &mut ScheduleSummary,
 ) {
     if !tasks.is_empty() {
-        tracing::info!(runs = tasks.len(), grace = ?settings.grace_period, "stopping: letting running runs finish");
-        let drained = tokio::time::timeout(settings.grace_period, async {
-            while let Some(done) = tasks.join_next().await {
-                finish(done, running, summary);
+        tracing::info!(
+            runs = tasks.len(),
+            ?grace,
+            "stopping: letting running runs finish"
+        );
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = tasks.join_next_with_id().await {
+                finish(done, ids, running, summary);
             }
         })
         .await;
@@ -261,14 +291,14 @@ async fn stop(
                 "grace period over: cancelling running runs (rolled back)"
             );
             tasks.abort_all();
-            while let Some(done) = tasks.join_next().await {
-                finish(done, running, summary);
+            while let Some(done) = tasks.join_next_with_id().await {
+                finish(done, ids, running, summary);
             }
         }
     }
     let mut deliveries = std::mem::take(&mut *shared.deliveries.lock().await);
     if !deliveries.is_empty() {
-        let waited = tokio::time::timeout(settings.grace_period, async {
+        let waited = tokio::time::timeout(grace.max(Duration::from_secs(5)), async {
             while deliveries.join_next().await.is_some() {}
         })
         .await;
@@ -314,28 +344,45 @@ async fn recover(shared: &Arc<Shared>, jobs: &[Arc<Job>], settings: &SchedulerCo
     {
         tracing::error!("cannot close this process's open ledger rows: {e}");
     }
+    let mut left: Vec<Tick> = Vec::new();
     for job in jobs {
-        let ticks = match shared.store.ticks(job.name(), 500).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(job = job.name(), "cannot read ticks: {e}");
-                continue;
-            }
-        };
-        for mut t in ticks.into_iter().filter(|t| t.state == TickState::Running) {
-            let owner = t.owner.clone().unwrap_or_default();
-            if owner != shared.me && !owner_is_gone(&owner) && !owner.is_empty() {
-                // Another host's process: only its own restart can tell.
-                continue;
-            }
-            tracing::warn!(job = job.name(), day = %t.day, "tick {} was left running by {owner} (gone): due again", t.tick);
-            t.state = TickState::Due;
-            t.next_attempt_at = None;
-            t.error = Some(format!("abandoned: process {owner} is gone"));
-            t.owner = None;
-            if let Err(e) = shared.store.save_tick(&t).await {
-                tracing::error!("cannot re-queue tick: {e}");
-            }
+        match shared.store.ticks(job.name(), 500).await {
+            Ok(t) => left.extend(t.into_iter().filter(|t| t.state == TickState::Running)),
+            Err(e) => tracing::error!(job = job.name(), "cannot read ticks: {e}"),
+        }
+    }
+    // Holding the lock proves the previous leader's lock session ended; a
+    // leader that notices cancels its runs at once. Give it the lease to do
+    // so before taking over what it left, on any host.
+    let foreign = left.iter().any(|t| {
+        let owner = t.owner.as_deref().unwrap_or_default();
+        owner != shared.me && !owner.is_empty() && !owner_is_gone(owner)
+    });
+    if foreign {
+        tracing::info!(lease = ?settings.lease, "waiting a lease for the previous leader's runs to stop");
+        tokio::time::sleep(settings.lease).await;
+    }
+    match shared
+        .runner
+        .close_other_schedulers("abandoned: the scheduler that ran it lost the lead")
+        .await
+    {
+        Ok(n) if n > 0 => tracing::warn!(
+            rows = n,
+            "closed ledger rows left open by a previous leader"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!("cannot close a previous leader's ledger rows: {e}"),
+    }
+    for mut t in left {
+        let owner = t.owner.clone().unwrap_or_default();
+        tracing::warn!(job = %t.job, day = %t.day, "tick {} was left running by {owner} (gone): due again", t.tick);
+        t.state = TickState::Due;
+        t.next_attempt_at = None;
+        t.error = Some(format!("abandoned: process {owner} is gone"));
+        t.owner = None;
+        if let Err(e) = shared.store.save_tick(&t).await {
+            tracing::error!("cannot re-queue tick: {e}");
         }
     }
     match shared.store.alerts(None, 200).await {
@@ -398,8 +445,9 @@ async fn start_due(
     job: &Arc<Job>,
     now: DateTime<Utc>,
     running: &mut Running,
-    tasks: &mut JoinSet<(String, DateTime<Utc>, TickState)>,
-    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Tasks,
+    ids: &mut TaskIds,
+    halted: &watch::Receiver<bool>,
 ) -> Result<bool> {
     let mut due: Vec<Tick> = shared
         .store
@@ -426,13 +474,14 @@ async fn start_due(
             waiting = true;
             continue;
         }
-        running.insert(key, t.day);
-        let (shared, job, shutdown) = (Arc::clone(shared), Arc::clone(job), shutdown.clone());
-        tasks.spawn(async move {
+        running.insert(key.clone(), t.day);
+        let (shared, job, halted) = (Arc::clone(shared), Arc::clone(job), halted.clone());
+        let handle = tasks.spawn(async move {
             let (name, tick) = (t.job.clone(), t.tick);
-            let state = run_tick(&shared, &job, t, shutdown).await;
+            let state = run_tick(&shared, &job, t, halted).await;
             (name, tick, state)
         });
+        ids.insert(handle.id(), key);
     }
     Ok(waiting)
 }
@@ -443,7 +492,7 @@ async fn run_tick(
     shared: &Shared,
     job: &Job,
     mut tick: Tick,
-    mut shutdown: watch::Receiver<bool>,
+    mut halted: watch::Receiver<bool>,
 ) -> TickState {
     let mut models = match shared.runner.select(&job.config.models) {
         Ok(m) => m,
@@ -503,7 +552,7 @@ async fn run_tick(
         // the tick stays due, with its attempts, for the next scheduler.
         tokio::select! {
             _ = shared.clock.sleep(delay) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return TickState::Due,
+            _ = halted.wait_for(|stop| *stop) => return TickState::Due,
         }
     }
 }

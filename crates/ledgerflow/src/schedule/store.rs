@@ -234,13 +234,13 @@ impl RecordStore for PgRecords {
         let action = if only_new {
             "NOTHING"
         } else {
-            "UPDATE SET doc = excluded.doc, updated_at = now()"
+            "UPDATE SET doc = excluded.doc, updated_at = now() WHERE s.doc->>'state' IS DISTINCT FROM 'success'"
         };
         let client = self.0.client().await?;
         let n = client
             .execute(
                 &format!(
-                    "INSERT INTO {table} (job, kind, at, doc) VALUES ($1, $2, $3, CAST($4::text AS jsonb))
+                    "INSERT INTO {table} AS s (job, kind, at, doc) VALUES ($1, $2, $3, CAST($4::text AS jsonb))
                      ON CONFLICT (job, kind, at) DO {action}"
                 ),
                 &[&job, &kind.as_str(), &at, &doc],
@@ -310,7 +310,8 @@ impl RecordStore for SqliteRecords {
                 let action = if only_new {
                     "NOTHING"
                 } else {
-                    "UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at"
+                    "UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at \
+                     WHERE json_extract(doc, '$.state') IS NOT 'success'"
                 };
                 let n = conn
                     .execute(
@@ -409,6 +410,17 @@ mod tests {
         };
         assert!(store.raise(&alert).await.unwrap());
         assert!(!store.raise(&alert).await.unwrap(), "one alert per miss");
+        // A successful tick is final: a late writer cannot make it due again.
+        let mut done = t.clone();
+        done.state = TickState::Success;
+        store.save_tick(&done).await.unwrap();
+        let mut late = t.clone();
+        late.state = TickState::Due;
+        store.save_tick(&late).await.unwrap();
+        assert_eq!(
+            store.ticks("a", 1).await.unwrap()[0].state,
+            TickState::Success
+        );
         assert_eq!(store.alerts(None, 10).await.unwrap(), vec![alert]);
     }
 

@@ -789,12 +789,11 @@ impl Sink for PostgresSink {
              finished_at = CASE WHEN $5 THEN now() ELSE finished_at END, \
              started_at = CASE WHEN $6 THEN coalesce(started_at, now()) ELSE started_at END, \
              fingerprint = coalesce($7, fingerprint), source_layers = coalesce($8, source_layers) \
-             WHERE id = $1",
+             WHERE id = $1 AND state IN ('pending', 'running')",
             self.table(ledger::TABLE)
         );
-        let updated = self
-            .client()
-            .await?
+        let client = self.client().await?;
+        let updated = client
             .execute(
                 &sql,
                 &[
@@ -810,8 +809,20 @@ impl Sink for PostgresSink {
             )
             .await
             .map_err(|e| self.fail(&format!("updating ledger row {id}"), &e))?;
-        if updated != 1 {
-            return Err(self.message(format!("ledger row {id} does not exist")));
+        // A closed row stays closed (a late cancellation must not turn a
+        // committed success into a failure); a missing one is an error.
+        if updated == 0 {
+            let exists = client
+                .query_opt(
+                    &format!("SELECT 1 FROM {} WHERE id = $1", self.table(ledger::TABLE)),
+                    &[&id],
+                )
+                .await
+                .map_err(|e| self.fail(&format!("reading ledger row {id}"), &e))?
+                .is_some();
+            if !exists {
+                return Err(self.message(format!("ledger row {id} does not exist")));
+            }
         }
         Ok(())
     }

@@ -376,7 +376,7 @@ impl Sink for SqliteSink {
                 "UPDATE {} SET state = ?2, rows_written = ?3, error = ?4, \
                  finished_at = coalesce(?5, finished_at), started_at = coalesce(started_at, ?6), \
                  fingerprint = coalesce(?7, fingerprint), source_layers = coalesce(?8, source_layers) \
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state IN ('pending', 'running')",
                 quote(ledger::TABLE)
             );
             let updated = conn
@@ -394,8 +394,18 @@ impl Sink for SqliteSink {
                     ],
                 )
                 .map_err(|e| serving(target, format!("updating ledger row {id}: {e}")))?;
-            if updated != 1 {
-                return Err(serving(target, format!("ledger row {id} does not exist")));
+            // A closed row stays closed; a missing one is an error.
+            if updated == 0 {
+                let exists: bool = conn
+                    .query_row(
+                        &format!("SELECT count(*) > 0 FROM {} WHERE id = ?1", quote(ledger::TABLE)),
+                        params![id],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| serving(target, format!("reading ledger row {id}: {e}")))?;
+                if !exists {
+                    return Err(serving(target, format!("ledger row {id} does not exist")));
+                }
             }
             Ok(())
         })
