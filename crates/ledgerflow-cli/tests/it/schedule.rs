@@ -289,7 +289,7 @@ async fn catchup_after_downtime_is_bounded_and_never_loads_a_day_twice() {
         ),
     ] {
         let p = scheduled(&format!(
-            "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\n{catchup}"
+            "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nsla = \"01:00\"\n{catchup}"
         ))
         .await;
         p.generate("2026-11-01", "2026-11-12", scale, &[], &[]);
@@ -326,6 +326,20 @@ async fn catchup_after_downtime_is_bounded_and_never_loads_a_day_twice() {
         assert_eq!(job["gaps"][0]["first_day"], "2026-11-02");
         assert_eq!(job["expected_day"], "2026-11-11");
         assert_eq!(job["models"][0]["lag_days"], 0);
+        // The intervals that never started missed their SLA: one alert for
+        // the outage, plus one per caught-up interval (run after its
+        // deadline); the first and the latest ticks were on time.
+        let misses = job["sla_misses"].as_array().unwrap();
+        assert_eq!(misses.len(), expect_days.len() - 1, "{job:#}");
+        let gap_alert = misses
+            .iter()
+            .find(|m| m["state"].as_str().unwrap().starts_with("missed"))
+            .unwrap();
+        let state = gap_alert["state"].as_str().unwrap();
+        assert!(
+            state.starts_with(&format!("missed: {gap_ticks} interval")),
+            "{job:#}"
+        );
         // The tables hold exactly a clean run of those days.
         let expected = clean_run(&expect_days, "2026-11-01", "2026-11-12", scale).await;
         assert_dumps_eq(&p.db.dump_metrics().await, &expected, catchup);

@@ -34,11 +34,11 @@ pub struct JobConfig {
     /// Retries after a failed attempt (each one a ledger row). Default: 3.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Delay before the first retry; it doubles for each next one, with
-    /// jitter. Default: "1m".
+    /// Delay before the first retry; it doubles for each next one, and
+    /// jitter adds up to as much again. Default: "1m".
     #[serde(default = "default_retry_delay", with = "humantime_serde")]
     pub retry_delay: Duration,
-    /// Longest delay between retries. Default: "30m".
+    /// Longest delay between retries before jitter. Default: "30m".
     #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
     pub retry_max_delay: Duration,
     /// When a tick must be done: "HH:MM" (the first such wall-clock time in
@@ -484,6 +484,26 @@ mod tests {
         let gap = plan.gap.unwrap();
         assert!(gap.capped && gap.ticks >= MAX_ENUMERATED - 2, "{gap:?}");
         assert_eq!(gap.last_tick, now - chrono::TimeDelta::seconds(2));
+    }
+
+    #[test]
+    fn deadlines_inside_a_dst_gap_move_an_hour_later() {
+        // Europe/Berlin skips 02:00-03:00 on 2026-03-29.
+        let j = job("timezone = \"Europe/Berlin\"\nsla = \"02:30\"").unwrap();
+        let tick = at("2026-03-28T23:30:00Z"); // 00:30 CET on 03-29
+        assert_eq!(j.deadline(tick), Some(at("2026-03-29T01:30:00Z"))); // 03:30 CEST
+                                                                        // On the autumn day 02:30 happens twice; the first one counts.
+        let tick = at("2026-10-24T22:30:00Z"); // 00:30 CEST on 10-25
+        assert_eq!(j.deadline(tick), Some(at("2026-10-25T00:30:00Z")));
+        // The cron itself: a 00:30 tick every local day, across both changes.
+        assert_eq!(
+            j.next_after(at("2026-03-29T12:00:00Z")),
+            Some(at("2026-03-29T22:30:00Z"))
+        );
+        assert_eq!(
+            j.next_after(at("2026-10-25T12:00:00Z")),
+            Some(at("2026-10-25T23:30:00Z"))
+        );
     }
 
     #[test]

@@ -194,7 +194,7 @@ async fn lead_loop(
         let now = shared.clock.now();
         if !(opts.once && planned) {
             for job in jobs {
-                if let Err(e) = plan_job(shared, job, now).await {
+                if let Err(e) = plan_job(shared, job, settings, now).await {
                     tracing::error!(job = job.name(), "cannot plan ticks: {e}");
                 }
             }
@@ -398,7 +398,12 @@ async fn recover(shared: &Arc<Shared>, jobs: &[Arc<Job>], settings: &SchedulerCo
     }
 }
 
-async fn plan_job(shared: &Arc<Shared>, job: &Job, now: DateTime<Utc>) -> Result<()> {
+async fn plan_job(
+    shared: &Arc<Shared>,
+    job: &Job,
+    settings: &SchedulerConfig,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let last = shared.store.last_tick(job.name()).await?;
     let plan = job.plan(last, now);
     if let Some(gap) = plan.gap {
@@ -410,6 +415,34 @@ async fn plan_job(shared: &Arc<Shared>, job: &Job, now: DateTime<Utc>) -> Result
             "intervals missed while no scheduler ran are not run (catchup {}); `ledgerflow backfill` repairs them if needed",
             if job.config.catchup { "beyond max_catchup" } else { "off" }
         );
+        // Intervals that never started because no scheduler ran missed
+        // their SLA too: one alert for the outage, keyed by its first tick.
+        if let Some(deadline) = job.deadline(gap.first_tick).filter(|d| *d <= now) {
+            let alert = Alert {
+                job: job.name().to_owned(),
+                tick: gap.first_tick,
+                day: gap.first_day,
+                deadline,
+                state: format!(
+                    "missed: {} interval(s) not run (days {} .. {})",
+                    gap.ticks, gap.first_day, gap.last_day
+                ),
+                raised_at: now,
+                webhook: job
+                    .config
+                    .webhook
+                    .clone()
+                    .or_else(|| settings.webhook.clone()),
+                delivered_at: None,
+                delivery_error: None,
+            };
+            if shared.store.raise(&alert).await? {
+                tracing::error!(job = %alert.job, day = %alert.day, "SLA missed: {}", alert.state);
+                if alert.webhook.is_some() {
+                    spawn_delivery(shared, alert, settings.webhook_attempts);
+                }
+            }
+        }
         shared
             .store
             .add_gap(&GapRecord {

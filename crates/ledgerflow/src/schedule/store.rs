@@ -187,8 +187,9 @@ impl ScheduleStore {
         self.list(job, Kind::Alert, limit).await
     }
 
+    /// Records a gap once (keyed by its first tick).
     pub async fn add_gap(&self, g: &GapRecord) -> Result<()> {
-        self.put(&g.job, Kind::Gap, g.found_at, g, true)
+        self.put(&g.job, Kind::Gap, g.gap.first_tick, g, true)
             .await
             .map(|_| ())
     }
