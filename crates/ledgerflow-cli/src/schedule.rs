@@ -84,6 +84,17 @@ pub async fn status(config: &Path, args: StatusArgs) -> anyhow::Result<u8> {
                 r.attempts
             );
         }
+        for d in &j.due {
+            println!(
+                "  due         day {} (tick {}, {} attempt(s) so far{})",
+                d.day,
+                t(Some(d.tick)),
+                d.attempts,
+                d.next_attempt_at
+                    .map(|at| format!(", next at {}", t(Some(at))))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(last) = &j.last_tick {
             let state = serde_json::to_value(last.state)?;
             println!(

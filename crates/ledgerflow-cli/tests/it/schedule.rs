@@ -503,6 +503,10 @@ async fn an_sla_miss_posts_one_alert_even_across_a_restart() {
     let misses = st["jobs"][0]["sla_misses"].as_array().unwrap();
     assert_eq!(misses.len(), 1, "{st:#}");
     assert!(misses[0]["delivered_at"].is_string(), "{st:#}");
+    // The failing tick waits for its next attempt, and status says so.
+    let due = st["jobs"][0]["due"].as_array().unwrap();
+    assert_eq!(due.len(), 1, "{st:#}");
+    assert!(due[0]["attempts"].as_u64().unwrap() >= 1, "{st:#}");
     p.drop_db().await;
 }
 

@@ -30,6 +30,8 @@ pub struct JobStatus {
     /// The day the latest due tick processes: where the job should be.
     pub expected_day: Option<NaiveDate>,
     pub running: Vec<Tick>,
+    /// Ticks waiting to run: for a free slot or their retry time.
+    pub due: Vec<Tick>,
     pub last_tick: Option<Tick>,
     pub last_success: Option<Tick>,
     pub sla_misses: Vec<Alert>,
@@ -97,6 +99,11 @@ pub async fn status(config: &Config) -> Result<Status> {
             running: ticks
                 .iter()
                 .filter(|t| t.state == TickState::Running)
+                .cloned()
+                .collect(),
+            due: ticks
+                .iter()
+                .filter(|t| t.state == TickState::Due)
                 .cloned()
                 .collect(),
             last_tick: ticks.first().cloned(),
