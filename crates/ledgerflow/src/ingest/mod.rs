@@ -483,8 +483,10 @@ async fn finish(
         }
     }
     let mut groups: BTreeMap<(String, NaiveDate), Vec<EntryOutcome>> = BTreeMap::new();
+    let mut rejected_sources = Vec::new();
     for o in extracted.outcomes {
         if rejected.contains_key(&o.archive) {
+            rejected_sources.push(o.source.clone());
             delete_temps(batch, &o).await?;
         } else {
             groups.entry((o.table.clone(), o.day)).or_default().push(o);
@@ -515,7 +517,6 @@ async fn finish(
                 config.ingest.max_bad_rows_ratio
             ));
         }
-        let schema = &extracted.schemas[&table];
         let mut changes: Vec<String> = Vec::new();
         let mut missing: BTreeSet<String> = BTreeSet::new();
         for o in &outs {
@@ -530,7 +531,7 @@ async fn finish(
             } else {
                 TableState::Committed
             },
-            schema_version: schema.version(),
+            schema_version: outs.iter().map(|o| o.schema_version).max().unwrap_or(0),
             changes,
             missing: missing.into_iter().collect(),
             rows_read: read,
@@ -559,9 +560,26 @@ async fn finish(
         tables.push(report);
     }
 
+    // Versions made by files that are not committed (rejected archives,
+    // failed tables) are dropped when nothing committed builds on them.
+    let uncommitted: HashSet<&str> = tables
+        .iter()
+        .filter(|t| t.state == TableState::Failed)
+        .flat_map(|t| t.batches.iter().map(|b| b.source.as_str()))
+        .chain(rejected_sources.iter().map(String::as_str))
+        .collect();
+    let mut schemas = extracted.schemas.clone();
+    for schema in schemas.values_mut() {
+        while schema
+            .current()
+            .is_some_and(|v| uncommitted.contains(v.source.as_str()))
+        {
+            schema.versions.pop();
+        }
+    }
     // Registry documents first: a crash after this leaves a registry ahead
     // of the data, which the re-run resolves as "fits".
-    for schema in extracted.schemas.values() {
+    for schema in schemas.values() {
         if schema.version() > 0 {
             registry.save(schema)?;
         }
@@ -645,7 +663,11 @@ async fn finish(
             akeys: akeys.into_iter().collect(),
             parts: outs.iter().flat_map(|o| o.parts.iter().cloned()).collect(),
             quarantine: outs.iter().filter_map(|o| o.quarantine.clone()).collect(),
-            target: extracted.schemas[&first.table].arrow_schema(),
+            // The partition takes the newest version its files were merged
+            // with (older parts are conformed to it), not the registry's
+            // latest: a later day's drift does not rewrite earlier days.
+            target: extracted.schemas[&first.table]
+                .arrow_schema_at(outs.iter().map(|o| o.schema_version).max().unwrap_or(0)),
         };
         commit::commit_partition(batch, &c).await?;
     }
@@ -737,3 +759,6 @@ async fn finish(
     report.store(batch.files.root())?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests;

@@ -79,8 +79,17 @@ impl TableSchema {
     /// Arrow schema of the current version; every column nullable (a column
     /// may be missing from any file).
     pub fn arrow_schema(&self) -> SchemaRef {
+        self.arrow_schema_at(self.version())
+    }
+
+    /// Arrow schema of version `version` (1-based; 0 is the empty schema).
+    pub fn arrow_schema_at(&self, version: u32) -> SchemaRef {
+        let columns = match version {
+            0 => &[][..],
+            v => self.versions[v as usize - 1].columns.as_slice(),
+        };
         Arc::new(Schema::new(
-            self.columns()
+            columns
                 .iter()
                 .map(|c| Field::new(&c.name, c.ty.arrow(), true))
                 .collect::<Vec<_>>(),
