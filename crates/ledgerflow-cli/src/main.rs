@@ -5,6 +5,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod ingest_cmd;
 mod progress;
 
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Backfill(args) => commands::backfill(&cli.config, args).await,
         Command::Runs(args) => commands::runs(&cli.config, args).await,
         Command::Bench(args) => bench::bench(args).await,
+        Command::Ingest(args) => ingest_cmd::ingest(&cli.config, args).await,
+        Command::Schemas(args) => ingest_cmd::schemas(&cli.config, args),
+        Command::BenchIngest(args) => ingest_cmd::bench_ingest(args).await,
     }
 }
 

@@ -378,7 +378,10 @@ impl TableWorker {
     ) -> std::result::Result<(), EntryError> {
         let source = job.meta.source.as_str();
         let settings = parts.settings;
-        let reject = |e: std::io::Error| EntryError::Reject(entry_error(source, e).to_string());
+        let reject = |e: std::io::Error| match entry_error(source, e) {
+            Error::Rejected { input, reason } => EntryError::Reject(format!("{input}: {reason}")),
+            other => EntryError::Reject(other.to_string()),
+        };
         let mut rows = Rows::open(
             reader,
             job.meta.file.format,

@@ -39,6 +39,9 @@ use merge::{EntryError, EntryJob, EntryOutcome, MergeSettings, TableWorker};
 use registry::{Registry, TableSchema};
 use summary::{ArchiveAction, ArchiveReport, BatchReport, IngestReport, TableReport, TableState};
 
+/// The extraction outcome of an archive of another day than `--date`.
+const OTHER_DAY: &str = "of another day than --date";
+
 /// Bytes handed from the extractor to a table worker at a time.
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight per table: bounds memory whatever the archive size.
@@ -365,16 +368,22 @@ fn extract_all(
         let mut archives = Vec::new();
         for (n, job) in jobs.iter().enumerate() {
             let akey = manifest::key(&job.input.name);
+            let mut first = true;
             let mut visit = |meta: archive::EntryMeta, r: &mut dyn Read| -> Result<()> {
                 let table = meta.file.table.clone();
                 if let Some(d) = date {
                     if meta.file.day != d {
-                        return Err(Error::rejected(
-                            &meta.source,
-                            format!("holds data for {}, not for --date {d}", meta.file.day),
-                        ));
+                        // An archive of another day is that day's business;
+                        // one that mixes days is refused.
+                        let reason = if first {
+                            OTHER_DAY.to_string()
+                        } else {
+                            format!("holds data for {}, not for --date {d}", meta.file.day)
+                        };
+                        return Err(Error::rejected(&meta.source, reason));
                     }
                 }
+                first = false;
                 if job.only.as_ref().is_some_and(|only| !only.contains(&table)) {
                     return Ok(());
                 }
@@ -426,6 +435,7 @@ fn extract_all(
             };
             let res = archive::for_each_entry(&job.input, limits, &mut visit);
             archives.push(res.map_err(|e| match e {
+                Error::Rejected { reason, .. } if reason == OTHER_DAY => OTHER_DAY.to_string(),
                 Error::Rejected { input, reason } => format!("{input}: {reason}"),
                 other => other.to_string(),
             }));
@@ -455,6 +465,19 @@ async fn delete_temps(batch: &BatchLayer, o: &EntryOutcome) -> Result<()> {
     if let Some(q) = &o.quarantine {
         let _ = std::fs::remove_file(q);
     }
+    // Directories made only for these files go too: a refused archive
+    // leaves no trace. `remove_dir` fails (ignored) on a non-empty one.
+    let root = batch.files.root();
+    let part =
+        root.join(crate::catalog::store::PartitionStore::day_prefix(&o.table, o.day).as_ref());
+    let qpart = quarantine::partition(root, &o.table, o.day);
+    for dir in [&part, &qpart] {
+        let _ = std::fs::remove_dir(dir);
+        if let Some(table_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(table_dir);
+        }
+    }
+    let _ = std::fs::remove_dir(root.join(quarantine::DIR));
     Ok(())
 }
 
@@ -472,9 +495,17 @@ async fn finish(
 ) -> Result<IngestReport> {
     // Archives rejected while streaming, or by one of their entries.
     let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
+    let mut other_day = BTreeSet::new();
     for (n, res) in extracted.archives.iter().enumerate() {
-        if let Err(reason) = res {
-            rejected.insert(n, reason.clone());
+        match res {
+            Err(reason) if reason == OTHER_DAY => {
+                other_day.insert(n);
+                rejected.insert(n, reason.clone());
+            }
+            Err(reason) => {
+                rejected.insert(n, reason.clone());
+            }
+            Ok(_) => {}
         }
     }
     for o in &extracted.outcomes {
@@ -678,6 +709,10 @@ async fn finish(
     // Final records.
     for (n, job) in jobs.iter().enumerate() {
         let report = &mut reports[job.index];
+        if other_day.contains(&n) {
+            report.action = ArchiveAction::OtherDay;
+            continue;
+        }
         if let Some(reason) = rejected.get(&n) {
             report.action = ArchiveAction::Rejected;
             report.reason = Some(reason.clone());

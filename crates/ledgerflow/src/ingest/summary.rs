@@ -26,6 +26,9 @@ pub enum ArchiveAction {
     Rejected,
     /// `--dry-run`: would be loaded (or replaced).
     WouldLoad,
+    /// Its first table file is of another day than `--date`: left for that
+    /// day's run.
+    OtherDay,
 }
 
 #[derive(Debug, Clone, Serialize)]
