@@ -71,10 +71,16 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
     if args.wait && args.date.is_none() {
         return Err(usage("--wait needs --date".into()));
     }
+    if args.wait && config.ingest.expected.is_empty() {
+        return Err(usage(
+            "--wait needs the day's expected tables in [ingest.expected]".into(),
+        ));
+    }
     let opts = IngestOptions {
         date: args.date,
         dry_run: args.dry_run,
         retry_failed: args.retry_failed,
+        wait: args.wait.then_some(args.timeout),
     };
     let report = ingest::ingest(&config, &args.inputs, &opts).await?;
     print(&report, args.json);
@@ -88,6 +94,15 @@ fn print(r: &IngestReport, json: bool) {
             serde_json::to_string_pretty(r).expect("reports serialize")
         );
         return;
+    }
+    if let Some(ready) = &r.readiness {
+        if r.skipped {
+            println!(
+                "skipped {}: sources not ready: {}",
+                r.date.map(|d| d.to_string()).unwrap_or_default(),
+                ready.missing.join("; ")
+            );
+        }
     }
     for a in &r.archives {
         let action = serde_json::to_value(a.action).expect("serializes");

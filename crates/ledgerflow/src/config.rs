@@ -180,6 +180,16 @@ pub struct IngestConfig {
     /// Per-table overrides of `on_incompatible`, e.g. `{ balances = "fail" }`.
     #[serde(default)]
     pub table_policy: std::collections::BTreeMap<String, IncompatiblePolicy>,
+    /// Readiness: table files (batches) expected per day, by table, e.g.
+    /// `{ transfers = 24, prices = 24 }`. With `ingest --date D` the day is
+    /// ingested only once every table has its count among the inputs (and
+    /// earlier loads); `--wait` polls until `--timeout`, else the run is
+    /// skipped (exit 99) naming what is missing. Default: none (no check).
+    #[serde(default)]
+    pub expected: std::collections::BTreeMap<String, u32>,
+    /// Seconds between readiness checks under `--wait`. Default: 30.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
     /// A known archive name with other content: `error` (default) or
     /// `replace`.
     #[serde(default = "default_on_changed_archive")]
@@ -197,6 +207,8 @@ impl Default for IngestConfig {
             max_bad_rows_ratio: default_max_bad_rows_ratio(),
             on_incompatible: default_on_incompatible(),
             table_policy: Default::default(),
+            expected: Default::default(),
+            poll_seconds: default_poll_seconds(),
             on_changed_archive: default_on_changed_archive(),
         }
     }
@@ -231,6 +243,9 @@ fn default_max_bad_rows_ratio() -> f64 {
 }
 fn default_on_incompatible() -> IncompatiblePolicy {
     IncompatiblePolicy::Quarantine
+}
+fn default_poll_seconds() -> u64 {
+    30
 }
 fn default_on_changed_archive() -> ChangedArchivePolicy {
     ChangedArchivePolicy::Error
@@ -345,6 +360,12 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&ingest.max_bad_rows_ratio) {
             return Err(self.invalid("ingest.max_bad_rows_ratio", "must be in [0, 1]"));
+        }
+        if ingest.poll_seconds == 0 {
+            return Err(self.invalid("ingest.poll_seconds", "must be at least 1"));
+        }
+        for table in ingest.expected.keys() {
+            crate::sinks::ident::validate(table).map_err(|m| self.invalid("ingest.expected", m))?;
         }
         for table in ingest.table_policy.keys() {
             crate::sinks::ident::validate(table)

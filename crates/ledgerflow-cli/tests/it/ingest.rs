@@ -362,3 +362,54 @@ async fn hostile_archives_exit_1_and_write_nothing() {
     assert_eq!(names, ["_ingest"], "{names:?}");
     p.expect(&["ingest"], 2);
 }
+
+#[tokio::test]
+async fn readiness_skips_with_99_or_waits_for_the_missing_batches() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-01", "100");
+    p.set_config(
+        "[engine]",
+        "[ingest]\npoll_seconds = 1\n[ingest.expected]\ntransfers = 2\nprices = 2\n\n[engine]",
+    );
+    let late = dir.join("partner_2026-11-01_0001.tar.gz");
+    let aside = p.path().join("late.tar.gz");
+    std::fs::rename(&late, &aside).unwrap();
+    let dir_s = dir.display().to_string();
+    let out = p.expect(&["ingest", &dir_s, "--date", "2026-11-01"], 99);
+    let text = stdout(&out);
+    assert!(text.contains("transfers: 1 of 2 batches"), "{text}");
+    assert!(!p.path().join("data/batch/transfers").exists());
+    let started = std::time::Instant::now();
+    let r = ingest_json(
+        &p,
+        &[&dir_s, "--date", "2026-11-01", "--wait", "--timeout", "2s"],
+        99,
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(r["skipped"], true);
+    assert_eq!(r["readiness"]["present"]["prices"], 1);
+    p.expect(&["ingest", &dir_s, "--wait"], 2);
+
+    // The late archive lands while ingest waits: the day loads whole.
+    let mut child = p
+        .cmd(&[
+            "ingest",
+            &dir_s,
+            "--date",
+            "2026-11-01",
+            "--wait",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "ingest did not wait");
+    std::fs::rename(&aside, &late).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(rows_in(&batch(&p), "transfers", day(1)).await, 200);
+    // Once loaded, the manifest's batch list keeps the day ready.
+    p.ok(&["ingest", &dir_s, "--date", "2026-11-01"]);
+}

@@ -35,6 +35,14 @@ pub struct PartitionRef {
     pub rows: u64,
 }
 
+/// One table file an archive loaded (readiness counts them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRef {
+    pub table: String,
+    pub day: NaiveDate,
+    pub batch_id: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ArchiveRecord {
     pub name: String,
@@ -46,6 +54,9 @@ pub struct ArchiveRecord {
     /// Partitions holding its rows (files `part-<key>-*`).
     pub partitions: Vec<PartitionRef>,
     pub failed_tables: Vec<String>,
+    /// Table files committed (absent in records of older versions).
+    #[serde(default)]
+    pub batches: Vec<BatchRef>,
     pub updated_at: DateTime<Utc>,
 }
 

@@ -18,6 +18,7 @@ pub mod merge;
 pub mod naming;
 pub mod quarantine;
 pub mod reader;
+pub mod readiness;
 pub mod registry;
 pub mod summary;
 pub mod types;
@@ -34,7 +35,7 @@ use crate::catalog::batch::BatchLayer;
 use crate::config::{ChangedArchivePolicy, Config};
 use crate::error::{Error, Result};
 use archive::{ExtractStats, Input};
-use manifest::{ArchiveRecord, ArchiveState, Manifest, PartitionRef};
+use manifest::{ArchiveRecord, ArchiveState, BatchRef, Manifest, PartitionRef};
 use merge::{EntryError, EntryJob, EntryOutcome, MergeSettings, TableWorker};
 use registry::{Registry, TableSchema};
 use summary::{ArchiveAction, ArchiveReport, BatchReport, IngestReport, TableReport, TableState};
@@ -55,6 +56,9 @@ pub struct IngestOptions {
     pub dry_run: bool,
     /// Also re-run the failed tables of archives recorded as partial.
     pub retry_failed: bool,
+    /// With `--date` and `[ingest.expected]`: how long to wait for the
+    /// day's sources (`None`: check once).
+    pub wait: Option<std::time::Duration>,
 }
 
 /// An exclusive lock on the batch root for the run (flock: released by the
@@ -167,13 +171,55 @@ pub async fn ingest(
     let started_at = Utc::now();
     let batch = BatchLayer::open(config)?;
     let root = batch.files.root().to_path_buf();
+    let manifest = Manifest::new(&root);
+    let registry = Registry::new(&root);
+    let limits = archive::Limits::from_config(&config.ingest);
+
+    // Readiness first, without the lock: waiting must not block other days.
+    let mut readiness = None;
+    if let (Some(day), false) = (opts.date, config.ingest.expected.is_empty()) {
+        let wait = if opts.dry_run { None } else { opts.wait };
+        let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+        let poll = std::time::Duration::from_secs(config.ingest.poll_seconds);
+        let mut cache = readiness::ListingCache::default();
+        loop {
+            let inputs = archive::discover(paths)?;
+            let r = readiness::check(
+                &config.ingest.expected,
+                day,
+                &inputs,
+                &manifest,
+                limits,
+                &mut cache,
+            )?;
+            let now = std::time::Instant::now();
+            if r.ready() || now >= deadline {
+                readiness = Some(r);
+                break;
+            }
+            tracing::info!(day = %day, missing = ?r.missing, "waiting for the day's sources");
+            tokio::time::sleep(poll.min(deadline - now)).await;
+        }
+    }
+    if readiness.as_ref().is_some_and(|r| !r.ready()) {
+        return Ok(IngestReport {
+            started_at,
+            finished_at: Utc::now(),
+            date: opts.date,
+            dry_run: opts.dry_run,
+            archives: Vec::new(),
+            tables: Vec::new(),
+            reconciled: true,
+            readiness,
+            skipped: true,
+        });
+    }
+
     let _lock = if opts.dry_run {
         None
     } else {
         Some(Lock::acquire(&root)?)
     };
-    let manifest = Manifest::new(&root);
-    let registry = Registry::new(&root);
     if !opts.dry_run {
         recover(&batch, &manifest).await?;
     }
@@ -237,6 +283,8 @@ pub async fn ingest(
             archives: reports,
             tables: Vec::new(),
             reconciled: true,
+            readiness,
+            skipped: false,
         });
     }
 
@@ -248,7 +296,6 @@ pub async fn ingest(
         infer_rows: config.ingest.infer_rows,
         max_line: config.ingest.max_line.as_u64(),
     };
-    let limits = archive::Limits::from_config(&config.ingest);
     let cfg = config.clone();
     let date = opts.date;
     let reg = registry.clone();
@@ -259,10 +306,12 @@ pub async fn ingest(
     .await
     .map_err(|e| Error::data("ingest extraction thread", e))??;
 
-    finish(
+    let mut report = finish(
         config, &batch, &manifest, &registry, jobs, reports, extracted, started_at, opts,
     )
-    .await
+    .await?;
+    report.readiness = readiness;
+    Ok(report)
 }
 
 #[derive(Debug, Clone)]
@@ -681,6 +730,7 @@ async fn finish(
             state: ArchiveState::Committing,
             partitions,
             failed_tables: Vec::new(),
+            batches: Vec::new(),
             updated_at: Utc::now(),
         })?;
     }
@@ -748,6 +798,20 @@ async fn finish(
         if !failed_tables.is_empty() {
             report.reason = Some(format!("failed tables: {}", failed_tables.join(", ")));
         }
+        let mut batches: Vec<BatchRef> = match (&job.previous, report.replaced) {
+            (Some(prev), false) => prev.batches.clone(),
+            _ => Vec::new(),
+        };
+        for o in to_commit.iter().flatten().filter(|o| o.archive == n) {
+            let b = BatchRef {
+                table: o.table.clone(),
+                day: o.day,
+                batch_id: o.batch_id.clone(),
+            };
+            if !batches.contains(&b) {
+                batches.push(b);
+            }
+        }
         manifest.put(&ArchiveRecord {
             name: job.input.name.clone(),
             path: job
@@ -760,6 +824,7 @@ async fn finish(
             state,
             partitions,
             failed_tables,
+            batches,
             updated_at: Utc::now(),
         })?;
     }
@@ -790,6 +855,8 @@ async fn finish(
         archives: reports,
         tables,
         reconciled,
+        readiness: None,
+        skipped: false,
     };
     report.store(batch.files.root())?;
     Ok(report)

@@ -106,11 +106,19 @@ pub struct IngestReport {
     pub tables: Vec<TableReport>,
     /// Every committed table reconciles.
     pub reconciled: bool,
+    /// The readiness check, when `[ingest.expected]` and `--date` are set.
+    pub readiness: Option<super::readiness::Readiness>,
+    /// Not ready by the deadline: nothing was ingested (exit 99).
+    pub skipped: bool,
 }
 
 impl IngestReport {
-    /// 0 when everything given was loaded or unchanged, else 1.
+    /// 0 when everything given was loaded or unchanged, 99 when the day was
+    /// skipped as not ready, else 1.
     pub fn exit_code(&self) -> i32 {
+        if self.skipped {
+            return 99;
+        }
         let bad_archive = self
             .archives
             .iter()
