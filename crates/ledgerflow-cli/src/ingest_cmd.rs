@@ -84,6 +84,18 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
     };
     let report = ingest::ingest(&config, &args.inputs, &opts).await?;
     print(&report, args.json);
+    if !args.dry_run {
+        // The data and manifest are committed already; a ledger that
+        // cannot be written is reported, not a failed ingest.
+        let trigger = if args.retry_failed { "retry" } else { "ingest" };
+        let recorded = async {
+            let sink = ledgerflow::sinks::open(&config).await?;
+            ingest::steps::record(sink.as_ref(), &report, trigger).await
+        };
+        if let Err(e) = recorded.await {
+            eprintln!("warning: could not record the ingest steps in the run ledger: {e}");
+        }
+    }
     Ok(report.exit_code() as u8)
 }
 

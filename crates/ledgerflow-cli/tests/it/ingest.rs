@@ -327,6 +327,39 @@ async fn retry_failed_reruns_only_the_failed_table() {
     assert_eq!(tables, ["balances"]);
     assert_eq!(table(&r, "balances", "2026-11-05")["rows_quarantined"], 400);
     assert_eq!(stamp(&transfers), before, "a finished table was touched");
+    // The ledger has each step; the balances merge failed once, then passed.
+    let runs = stdout(&p.ok(&["runs", "--json", "--limit", "200"]));
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    let merges: Vec<(String, i64)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["model"] == "ingest:merge:balances" && r["day"] == "2026-11-05")
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap().to_string(),
+                r["attempt"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        merges,
+        [("success".to_string(), 2), ("failed".to_string(), 1)]
+    );
+    let models: std::collections::BTreeSet<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["model"].as_str().unwrap())
+        .collect();
+    for m in [
+        "ingest:set_date",
+        "ingest:extract",
+        "ingest:summary",
+        "ingest:check",
+    ] {
+        assert!(models.contains(m), "{models:?}");
+    }
     assert!(batch(&p).is_committed("balances", day(5)).await.unwrap());
 }
 
@@ -388,6 +421,13 @@ async fn readiness_skips_with_99_or_waits_for_the_missing_batches() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     assert_eq!(r["skipped"], true);
     assert_eq!(r["readiness"]["present"]["prices"], 1);
+    let runs = stdout(&p.ok(&["runs", "--json", "--model", "ingest:wait_for_sources"]));
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs[0]["state"], "skipped");
+    assert!(runs[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("transfers: 1 of 2"));
     p.expect(&["ingest", &dir_s, "--wait"], 2);
 
     // The late archive lands while ingest waits: the day loads whole.

@@ -20,6 +20,7 @@ pub mod quarantine;
 pub mod reader;
 pub mod readiness;
 pub mod registry;
+pub mod steps;
 pub mod summary;
 pub mod types;
 
