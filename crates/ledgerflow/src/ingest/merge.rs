@@ -448,8 +448,9 @@ impl TableWorker {
                 }
             }
         }
-        if header.is_empty() && sample.is_empty() {
-            // An empty file: no rows, no schema change.
+        if sample.is_empty() {
+            // No rows (an empty file, a header alone, or only bad lines):
+            // nothing to write, and no types to learn, so no schema change.
             return Ok(());
         }
         let file_cols: Vec<(String, ColType)> = header

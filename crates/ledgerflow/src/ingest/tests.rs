@@ -369,9 +369,14 @@ async fn plain_files_and_an_incompatible_change_under_the_fail_policy() {
             .unwrap();
         e.finish().unwrap();
     }
+    // A header alone: zero rows, and no types to learn from.
+    std::fs::write(dir.join("empty_2026-11-01_1.csv"), "a,b\n").unwrap();
     let r = run(&c, std::slice::from_ref(&dir), None).await;
     assert_eq!(r.exit_code(), 0, "{r:#?}");
     assert_eq!(table(&r, "ledger", day(1)).rows_written, 2);
+    assert_eq!(table(&r, "empty", day(1)).rows_read, 0);
+    let reg = Registry::new(&c.batch_root().unwrap());
+    assert_eq!(reg.load("empty").unwrap().version(), 0);
     let notes = Registry::new(&c.batch_root().unwrap())
         .load("notes")
         .unwrap();
