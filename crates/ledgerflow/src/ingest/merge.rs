@@ -8,6 +8,7 @@
 //! table resolve their schema one after another, without locks.
 
 use std::io::Read;
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -236,10 +237,28 @@ impl Builder {
     }
 }
 
-/// Rolls Parquet files at `rows_per_file`.
-struct Parts<'a> {
+/// The parse side's end of the part writer: Parquet encoding runs on its
+/// own thread, so parsing and encoding a table file use two cores.
+struct ToWriter<'a> {
     settings: &'a MergeSettings,
     schema: SchemaRef,
+    tx: SyncSender<RecordBatch>,
+}
+
+impl ToWriter<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.tx
+            .send(batch.clone())
+            .map_err(|_| Error::data("part writer", "stopped"))
+    }
+}
+
+/// Batches in flight between parsing and encoding.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Rolls Parquet files at `rows_per_file`; runs on the writer thread.
+struct Parts<'a> {
+    settings: &'a MergeSettings,
     stem: String,
     table: String,
     day: NaiveDate,
@@ -259,10 +278,7 @@ impl Parts<'_> {
                     self.stem,
                     self.done.len()
                 ));
-                let w = self
-                    .settings
-                    .store
-                    .parquet_writer(&path, self.schema.clone())?;
+                let w = self.settings.store.parquet_writer(&path, batch.schema())?;
                 self.current = Some((path, w, 0));
             }
             let (path, w, rows) = self.current.as_mut().expect("opened above");
@@ -331,34 +347,65 @@ impl TableWorker {
             f.day,
             format!("{TMP_PREFIX}{}-{stem}.ndjson", std::process::id()),
         );
-        let mut parts = Parts {
-            settings: &self.settings,
-            schema: self.schema.arrow_schema(),
-            stem,
-            table: f.table.clone(),
-            day: f.day,
-            current: None,
-            done: Vec::new(),
-            rows: 0,
-        };
-        let result = Self::merge_rows(
-            &mut self.schema,
-            self.policy,
-            job,
-            reader,
-            &mut parts,
-            &mut quarantine,
-            &mut out,
-        );
-        let closed = parts.close();
-        out.parts = std::mem::take(&mut parts.done);
-        out.rows_written = parts.rows;
+        let settings = &self.settings;
+        let schema = &mut self.schema;
+        let policy = self.policy;
+        let (tx, rx) = sync_channel::<RecordBatch>(BATCHES_IN_FLIGHT);
+        let (table, day) = (f.table.clone(), f.day);
+        let (result, (done, rows, closed)) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                let mut parts = Parts {
+                    settings,
+                    stem,
+                    table,
+                    day,
+                    current: None,
+                    done: Vec::new(),
+                    rows: 0,
+                };
+                let mut status = Ok(());
+                // On an error the receiver drops, so the parser stops too.
+                for batch in rx {
+                    status = parts.write(&batch);
+                    if status.is_err() {
+                        break;
+                    }
+                }
+                if status.is_ok() {
+                    status = parts.close();
+                }
+                (parts.done, parts.rows, status)
+            });
+            let mut to_writer = ToWriter {
+                settings,
+                schema: schema.arrow_schema(),
+                tx,
+            };
+            let result = Self::merge_rows(
+                schema,
+                policy,
+                job,
+                reader,
+                &mut to_writer,
+                &mut quarantine,
+                &mut out,
+            );
+            drop(to_writer);
+            let written = writer.join().expect("the part writer does not panic");
+            (result, written)
+        });
+        out.parts = done;
+        out.rows_written = rows;
         out.rows_quarantined = quarantine.rows;
         let finished = quarantine.finish();
         out.schema_version = self.schema.version();
         match (result, closed, finished) {
+            // The writer's own error explains a parser stopped by it.
+            (_, Err(e), _) => {
+                out.error = Some(EntryError::Table(format!("{}: {e}", job.meta.source)))
+            }
             (Err(e), _, _) => out.error = Some(e),
-            (_, Err(e), _) | (_, _, Err(e)) => {
+            (_, _, Err(e)) => {
                 out.error = Some(EntryError::Table(format!("{}: {e}", job.meta.source)))
             }
             (Ok(()), Ok(()), Ok(q)) => out.quarantine = q,
@@ -372,7 +419,7 @@ impl TableWorker {
         policy: IncompatiblePolicy,
         job: &EntryJob,
         reader: &mut dyn Read,
-        parts: &mut Parts<'_>,
+        parts: &mut ToWriter<'_>,
         quarantine: &mut Quarantine,
         out: &mut EntryOutcome,
     ) -> std::result::Result<(), EntryError> {
@@ -474,7 +521,7 @@ impl TableWorker {
         // Parsed values of one row, kept until the whole row parsed: a bad
         // value quarantines the row, so nothing is appended before that.
         let mut spare: Vec<Val<'static>> = Vec::with_capacity(columns.len());
-        let flush = |builders: &mut Vec<Builder>, parts: &mut Parts<'_>| {
+        let flush = |builders: &mut Vec<Builder>, parts: &mut ToWriter<'_>| {
             let arrays = builders.iter_mut().map(Builder::finish).collect();
             let batch = RecordBatch::try_new(parts.schema.clone(), arrays)
                 .map_err(|e| EntryError::Table(format!("{source}: {e}")))?;
