@@ -95,10 +95,40 @@ impl Manifest {
 
     pub fn put(&self, record: &ArchiveRecord) -> Result<()> {
         let json = serde_json::to_vec_pretty(record).expect("records serialize");
-        write_atomic(&self.path(&record.name), &json)
+        write_atomic(&self.path(&record.name), &json)?;
+        if record.state != ArchiveState::Committing {
+            // Content index: the same bytes re-sent under another name are
+            // recognized (the user's duplicate loads came from re-sends).
+            let by_sha = self.sha_path(&record.sha256);
+            write_atomic(&by_sha, record.name.as_bytes())?;
+        }
+        Ok(())
     }
 
+    fn sha_path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .parent()
+            .expect("archives/ has a parent")
+            .join("sha256")
+            .join(sha256)
+    }
+
+    /// The loaded archive with this content, under whatever name.
+    pub fn by_sha(&self, sha256: &str) -> Result<Option<ArchiveRecord>> {
+        let path = self.sha_path(sha256);
+        let name = match std::fs::read_to_string(&path) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Ok(self.get(&name)?.filter(|r| r.sha256 == sha256))
+    }
+
+    /// Forgets an archive (after a rollback); its content index goes too.
     pub fn remove(&self, name: &str) -> Result<()> {
+        if let Some(rec) = self.get(name)? {
+            let _ = std::fs::remove_file(self.sha_path(&rec.sha256));
+        }
         let path = self.path(name);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),

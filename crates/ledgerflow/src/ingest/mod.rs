@@ -104,6 +104,8 @@ enum Decision {
         replaced: bool,
     },
     Unchanged,
+    /// The same bytes were loaded under another name.
+    SameContentAs(String),
     Reject(String),
 }
 
@@ -128,10 +130,14 @@ fn decide(
     input: &Input,
     sha: &str,
     previous: Option<ArchiveRecord>,
+    same_content: Option<ArchiveRecord>,
     config: &Config,
     opts: &IngestOptions,
 ) -> Decision {
     let Some(prev) = previous else {
+        if let Some(other) = same_content.filter(|o| o.name != input.name) {
+            return Decision::SameContentAs(other.name);
+        }
         return Decision::Load {
             only: None,
             previous: None,
@@ -242,7 +248,14 @@ pub async fn ingest(
     let mut jobs = Vec::new();
     for input in inputs {
         let sha = archive::sha256_file(&input.path)?;
-        let decision = decide(&input, &sha, manifest.get(&input.name)?, config, opts);
+        let decision = decide(
+            &input,
+            &sha,
+            manifest.get(&input.name)?,
+            manifest.by_sha(&sha)?,
+            config,
+            opts,
+        );
         let mut report = ArchiveReport {
             name: input.name.clone(),
             path: input.path.clone(),
@@ -254,6 +267,9 @@ pub async fn ingest(
         };
         match decision {
             Decision::Unchanged => {}
+            Decision::SameContentAs(name) => {
+                report.reason = Some(format!("same content (sha256) as {name}, already loaded"));
+            }
             Decision::Reject(reason) => {
                 report.action = ArchiveAction::Rejected;
                 report.reason = Some(reason);

@@ -243,6 +243,17 @@ async fn the_same_archives_twice_load_once() {
         .all(|a| a.action == ArchiveAction::Unchanged));
     assert!(second.tables.is_empty());
     assert_eq!(data(&root), before);
+    // The same bytes re-sent under a new name are not loaded again.
+    let resent = tmp.path().join("resent_2026-11-01.tar.gz");
+    std::fs::copy(&summary.archives[0], &resent).unwrap();
+    let third = run(&c, std::slice::from_ref(&resent), None).await;
+    assert_eq!(third.archives[0].action, ArchiveAction::Unchanged);
+    assert!(third.archives[0]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("partner_2026-11-01_0000.tar.gz"));
+    assert_eq!(data(&root), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
