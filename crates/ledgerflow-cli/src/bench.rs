@@ -22,10 +22,12 @@ const CLEARED_ENV: [&str; 4] = [
 ];
 
 /// What one child process cost.
-struct Measure {
-    wall_s: f64,
-    rss_mib: f64,
-    stdout: String,
+pub(crate) struct Measure {
+    pub(crate) wall_s: f64,
+    pub(crate) rss_mib: f64,
+    /// User + system CPU seconds (for per-core throughput).
+    pub(crate) cpu_s: f64,
+    pub(crate) stdout: String,
 }
 
 #[derive(Default)]
@@ -53,7 +55,7 @@ struct Pg {
 }
 
 /// `--config CONFIG` then the whitespace-separated `rest`.
-fn argv(config: &Path, rest: &str) -> Vec<String> {
+pub(crate) fn argv(config: &Path, rest: &str) -> Vec<String> {
     let head = ["--config".to_string(), config.display().to_string()];
     head.into_iter()
         .chain(rest.split_whitespace().map(String::from))
@@ -168,7 +170,7 @@ async fn postgres(args: &BenchArgs, config: &Path) -> anyhow::Result<Option<Pg>>
 }
 
 /// Runs this binary with `args`, reaping it with wait4 for its own peak RSS.
-async fn child(
+pub(crate) async fn child(
     exe: &Path,
     work: &Path,
     label: &str,
@@ -216,9 +218,11 @@ async fn child(
         );
     }
     let rss_mib = usage.ru_maxrss as f64 / 1024.0;
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Ok(Measure {
         wall_s,
         rss_mib,
+        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
         stdout,
     })
 }

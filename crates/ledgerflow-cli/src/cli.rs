@@ -57,6 +57,12 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure a mainnet-scale day (and a week) end to end.
     Bench(BenchArgs),
+    /// Load partner archives (.tar.gz of per-table CSV/NDJSON) into the batch layer.
+    Ingest(crate::ingest_cmd::IngestArgs),
+    /// Show the ingest schema registry: tables, versions and changes.
+    Schemas(crate::ingest_cmd::SchemasArgs),
+    /// Measure ingest throughput (MB/s of CSV) and peak RSS on a generated archive.
+    BenchIngest(crate::ingest_cmd::BenchIngestArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +120,17 @@ pub struct GenerateArgs {
     /// Blocks per landing-dir micro-batch file.
     #[arg(long, default_value_t = 10)]
     pub blocks_per_file: usize,
+    /// Write partner archives (.tar.gz, drifting schemas, bad rows) for the
+    /// days into this directory, and hostile ones into its `hostile/`,
+    /// instead of ledger data.
+    #[arg(long, value_name = "DIR")]
+    pub partner_dumps: Option<PathBuf>,
+    /// With --partner-dumps: archives per day.
+    #[arg(long, default_value_t = 2)]
+    pub archives_per_day: usize,
+    /// With --partner-dumps: rows of each table in each archive.
+    #[arg(long, default_value_t = 5000)]
+    pub rows_per_batch: usize,
 }
 
 #[derive(Debug, clap::Args)]

@@ -29,10 +29,13 @@ fn load(config: &Path) -> anyhow::Result<Config> {
 }
 
 pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
-    let config = load(config)?;
     if args.to < args.from {
         return Err(ledgerflow::Error::Usage("--to is before --from".into()).into());
     }
+    if let Some(dir) = &args.partner_dumps {
+        return crate::ingest_cmd::partner_dumps(dir, &args);
+    }
+    let config = load(config)?;
     if !(args.scale > 0.0 && args.scale <= 100.0) {
         return Err(ledgerflow::Error::Usage("--scale must be in (0, 100]".into()).into());
     }

@@ -5,6 +5,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod ingest_cmd;
 mod progress;
 mod schedule;
 
@@ -47,6 +48,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Schedule(args) => schedule::schedule(&cli.config, args).await,
         Command::Status(args) => schedule::status(&cli.config, args).await,
         Command::Bench(args) => bench::bench(args).await,
+        Command::Ingest(args) => ingest_cmd::ingest(&cli.config, args).await,
+        Command::Schemas(args) => ingest_cmd::schemas(&cli.config, args),
+        Command::BenchIngest(args) => ingest_cmd::bench_ingest(args).await,
     }
 }
 

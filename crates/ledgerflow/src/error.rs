@@ -85,6 +85,21 @@ pub enum Error {
     #[error("{0}")]
     Scheduler(String),
 
+    /// An input of `ingest` refused as a whole: hostile entry, over a limit,
+    /// corrupt compression, unreadable CSV, or a known name with new content.
+    /// `input` names the archive (and entry, line, column when known).
+    #[error("rejected {input}: {reason}")]
+    Rejected { input: String, reason: String },
+
+    /// A table of an ingest that could not be merged for a day (too many bad
+    /// rows, an incompatible type change under the `fail` policy).
+    #[error("ingest table `{table}` for {day}: {message}")]
+    IngestTable {
+        table: String,
+        day: NaiveDate,
+        message: String,
+    },
+
     /// Anything else from Arrow or Parquet while writing files.
     #[error("{context}: {message}")]
     Data { context: String, message: String },
@@ -106,6 +121,13 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn rejected(input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Rejected {
+            input: input.into(),
+            reason: reason.into(),
         }
     }
 

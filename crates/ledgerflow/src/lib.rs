@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod failpoint;
 pub mod generate;
+pub mod ingest;
 pub mod ledger;
 pub mod models;
 pub mod project;

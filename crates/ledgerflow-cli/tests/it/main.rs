@@ -6,21 +6,29 @@ mod atomicity;
 mod bad_input;
 mod compact;
 mod idempotency;
+mod ingest;
 mod models;
 mod schedule;
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use ledgerflow_testkit::project::TestProject;
 use ledgerflow_testkit::serving::Serving;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_ledgerflow");
+/// The binary under test: Cargo's build of it, or `LEDGERFLOW_TEST_BIN` (a
+/// copy, when another checkout sharing the target dir may rebuild Cargo's
+/// while these tests run).
+pub fn bin() -> PathBuf {
+    std::env::var_os("LEDGERFLOW_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ledgerflow")))
+}
 
 /// Both sinks pass the same suite.
 pub const SINKS: [Serving; 2] = [Serving::Sqlite, Serving::Postgres];
 
 pub async fn project(serving: Serving) -> TestProject {
-    let p = TestProject::new(Path::new(BIN), serving).await;
+    let p = TestProject::new(&bin(), serving).await;
     if serving == Serving::Postgres {
         let schema = p.db.schema().to_string();
         p.set_config("schema = \"public\"", &format!("schema = \"{schema}\""));

@@ -64,6 +64,20 @@ impl BatchLayer {
         Ok(Some(out))
     }
 
+    /// Removes a partition's marker: readers stop seeing it until
+    /// [`mark_committed`](Self::mark_committed). For writers that change a
+    /// committed partition in several steps (ingest's merge).
+    pub async fn uncommit(&self, table: &str, day: NaiveDate) -> Result<()> {
+        self.files.delete(&self.marker_path(table, day)).await
+    }
+
+    /// Writes the marker; the last step of every partition write.
+    pub async fn mark_committed(&self, table: &str, day: NaiveDate) -> Result<()> {
+        self.files
+            .put(&self.marker_path(table, day), Vec::new())
+            .await
+    }
+
     pub async fn list_day(&self, table: &str, day: NaiveDate) -> Result<Vec<ObjectMeta>> {
         self.files.list_day(table, day).await
     }

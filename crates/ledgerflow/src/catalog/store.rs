@@ -228,6 +228,39 @@ impl PartitionStore {
         Ok(builder.schema().clone())
     }
 
+    /// Streams a data file's batches (bounded memory, one row group at a
+    /// time).
+    #[allow(deprecated)]
+    pub async fn read_stream(
+        &self,
+        meta: &ObjectMeta,
+    ) -> Result<
+        parquet::arrow::async_reader::ParquetRecordBatchStream<
+            parquet::arrow::async_reader::ParquetObjectReader,
+        >,
+    > {
+        let corrupt = |e: parquet::errors::ParquetError| Error::CorruptFile {
+            file: self.describe(&meta.location),
+            message: e.to_string(),
+        };
+        ParquetRecordBatchStreamBuilder::new(self.reader(meta))
+            .await
+            .map_err(corrupt)?
+            .build()
+            .map_err(corrupt)
+    }
+
+    /// Rows of a data file, from its footer.
+    pub async fn row_count(&self, meta: &ObjectMeta) -> Result<u64> {
+        let builder = ParquetRecordBatchStreamBuilder::new(self.reader(meta))
+            .await
+            .map_err(|e| Error::CorruptFile {
+                file: self.describe(&meta.location),
+                message: e.to_string(),
+            })?;
+        Ok(builder.metadata().file_metadata().num_rows() as u64)
+    }
+
     /// Reads a few columns of a file in full (small files: block headers).
     pub async fn read_columns(
         &self,

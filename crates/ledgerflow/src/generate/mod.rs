@@ -5,6 +5,7 @@
 
 pub mod arrow_rows;
 pub mod chain;
+pub mod partner;
 
 use chrono::NaiveDate;
 use serde::Serialize;

@@ -1,0 +1,301 @@
+//! `ingest`, `schemas`, `generate --partner-dumps` and `bench-ingest`: load
+//! config, call `ledgerflow::ingest`, print.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use ledgerflow::config::Config;
+use ledgerflow::generate::partner;
+use ledgerflow::ingest::registry::Registry;
+use ledgerflow::ingest::summary::IngestReport;
+use ledgerflow::ingest::{self, IngestOptions};
+
+use crate::cli::GenerateArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// Archives (.tar.gz, .tgz), table files (.csv, .csv.gz, .ndjson,
+    /// .json.gz) or directories of them (one level).
+    pub inputs: Vec<PathBuf>,
+    /// The run's day: every table file must be of this day.
+    #[arg(long)]
+    pub date: Option<NaiveDate>,
+    /// Wait until the day's expected tables (`[ingest.expected]`) are all
+    /// present in the inputs, up to --timeout; else skip (exit 99).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. `2h`, `90s`.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Say what would be loaded, unchanged or refused; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also re-run the failed tables of archives recorded as partial.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchemasArgs {
+    /// One table's versions and changes (default: every table's latest).
+    pub table: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchIngestArgs {
+    /// Uncompressed size of the generated archive, in MB.
+    #[arg(long, default_value_t = 1024)]
+    pub mb: u64,
+    /// Working directory (default: a temporary one, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+fn usage(message: String) -> anyhow::Error {
+    ledgerflow::Error::Usage(message).into()
+}
+
+pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
+    let config = Config::load(config)?;
+    if args.inputs.is_empty() && !args.retry_failed {
+        return Err(usage(
+            "give archives, files or directories to ingest (or --retry-failed)".into(),
+        ));
+    }
+    if args.wait && args.date.is_none() {
+        return Err(usage("--wait needs --date".into()));
+    }
+    if args.wait && config.ingest.expected.is_empty() {
+        return Err(usage(
+            "--wait needs the day's expected tables in [ingest.expected]".into(),
+        ));
+    }
+    let opts = IngestOptions {
+        date: args.date,
+        dry_run: args.dry_run,
+        retry_failed: args.retry_failed,
+        wait: args.wait.then_some(args.timeout),
+    };
+    let report = ingest::ingest(&config, &args.inputs, &opts).await?;
+    print(&report, args.json);
+    if !args.dry_run {
+        // The data and manifest are committed already; a ledger that
+        // cannot be written is reported, not a failed ingest.
+        let trigger = if args.retry_failed { "retry" } else { "ingest" };
+        let recorded = async {
+            let sink = ledgerflow::sinks::open(&config).await?;
+            ingest::steps::record(sink.as_ref(), &report, trigger).await
+        };
+        if let Err(e) = recorded.await {
+            eprintln!("warning: could not record the ingest steps in the run ledger: {e}");
+        }
+    }
+    Ok(report.exit_code() as u8)
+}
+
+fn print(r: &IngestReport, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).expect("reports serialize")
+        );
+        return;
+    }
+    if let Some(ready) = &r.readiness {
+        if r.skipped {
+            println!(
+                "skipped {}: sources not ready: {}",
+                r.date.map(|d| d.to_string()).unwrap_or_default(),
+                ready.missing.join("; ")
+            );
+        }
+    }
+    for a in &r.archives {
+        let action = serde_json::to_value(a.action).expect("serializes");
+        println!(
+            "archive {:<44} {:<10} {:>4} entries {:>10.1} MB{}{}",
+            a.name,
+            action.as_str().unwrap_or_default(),
+            a.stats.entries,
+            a.stats.uncompressed_bytes as f64 / 1e6,
+            if a.replaced { "  (replaced)" } else { "" },
+            a.reason
+                .as_ref()
+                .map(|m| format!("  {m}"))
+                .unwrap_or_default()
+        );
+    }
+    for t in &r.tables {
+        let state = serde_json::to_value(t.state).expect("serializes");
+        println!(
+            "table   {:<24} {} {:<9} v{:<3} read {:>9} written {:>9} quarantined {:>7} on disk {:>9}{}",
+            t.table,
+            t.day,
+            state.as_str().unwrap_or_default(),
+            t.schema_version,
+            t.rows_read,
+            t.rows_written,
+            t.rows_quarantined,
+            t.rows_on_disk.map(|n| n.to_string()).unwrap_or("-".into()),
+            t.error
+                .as_ref()
+                .map(|m| format!("  {m}"))
+                .unwrap_or_default()
+        );
+        for c in &t.changes {
+            println!("          schema: {c}");
+        }
+    }
+    if !r.dry_run && !r.tables.is_empty() {
+        println!(
+            "reconciliation: {}",
+            if r.reconciled {
+                "ok (read = written + quarantined per batch and table; footers = written)"
+            } else {
+                "FAILED"
+            }
+        );
+    }
+}
+
+pub fn schemas(config: &Path, args: SchemasArgs) -> anyhow::Result<u8> {
+    let config = Config::load(config)?;
+    let registry = Registry::new(&config.batch_root()?);
+    let docs = match &args.table {
+        Some(t) => {
+            let doc = registry.load(t)?;
+            if doc.versions.is_empty() {
+                return Err(usage(format!("no table `{t}` in the schema registry")));
+            }
+            vec![doc]
+        }
+        None => registry.load_all()?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+        return Ok(0);
+    }
+    for doc in docs {
+        let versions: Vec<_> = if args.table.is_some() {
+            doc.versions.iter().collect()
+        } else {
+            doc.current().into_iter().collect()
+        };
+        for v in versions {
+            println!(
+                "{} v{} ({} from {}, {})",
+                doc.table,
+                v.version,
+                v.day,
+                v.source,
+                v.created_at.format("%Y-%m-%d %H:%M:%S")
+            );
+            for c in &v.changes {
+                println!("    change: {c}");
+            }
+            let cols: Vec<String> = v
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.name, c.ty))
+                .collect();
+            println!("    columns: {}", cols.join(", "));
+        }
+    }
+    Ok(0)
+}
+
+pub fn partner_dumps(dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
+    if args.archives_per_day == 0 || args.rows_per_batch == 0 {
+        return Err(usage(
+            "--archives-per-day and --rows-per-batch must be at least 1".into(),
+        ));
+    }
+    let params = partner::DumpParams {
+        seed: args.seed,
+        days: ledgerflow::day::range(args.from, args.to),
+        archives_per_day: args.archives_per_day,
+        rows_per_batch: args.rows_per_batch,
+        bad_rows: true,
+    };
+    let summary = partner::write_partner_dumps(dir, &params)?;
+    let hostile = partner::hostile_archives(
+        &dir.join("hostile"),
+        &partner::HostileParams {
+            day: args.from,
+            ..Default::default()
+        },
+    )?;
+    println!(
+        "generated {} partner archives ({:.1} MB of CSV/NDJSON) in {} and {} hostile ones in {}",
+        summary.archives.len(),
+        summary.uncompressed_bytes as f64 / 1e6,
+        dir.display(),
+        hostile.len(),
+        dir.join("hostile").display()
+    );
+    Ok(0)
+}
+
+/// Generates one archive of about `--mb` MB of CSV/NDJSON, then runs
+/// `ingest` on it as a child process (wall time, CPU time, peak RSS).
+pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
+    let tmp;
+    let work = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir().context("creating a temporary bench directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let project = work.join("project");
+    ledgerflow::project::init(&project)
+        .with_context(|| format!("creating the bench project in {}", project.display()))?;
+    let config = project.join(ledgerflow::project::CONFIG_FILE);
+    // One row of each of the three tables is ~320 bytes.
+    let rows = ((args.mb * 1_000_000) / 320).max(1) as usize;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 1).context("bench day")?;
+    let dumps = work.join("dumps");
+    let started = std::time::Instant::now();
+    let summary = partner::write_partner_dumps(
+        &dumps,
+        &partner::DumpParams {
+            seed: 42,
+            days: vec![day],
+            archives_per_day: 1,
+            rows_per_batch: rows,
+            bad_rows: false,
+        },
+    )?;
+    let archive = &summary.archives[0];
+    let compressed = std::fs::metadata(archive)?.len();
+    println!(
+        "generated {} ({:.1} MB uncompressed, {:.1} MB gzip) in {:.1}s",
+        archive.display(),
+        summary.uncompressed_bytes as f64 / 1e6,
+        compressed as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    let exe = std::env::current_exe().context("locating the ledgerflow executable")?;
+    let argv = crate::bench::argv(&config, &format!("ingest {} --json", archive.display()));
+    let m = crate::bench::child(&exe, &work, "ingest", &[], &argv).await?;
+    let mb = summary.uncompressed_bytes as f64 / 1e6;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("| archive MB (uncompressed) | gzip MB | wall s | CPU s | MB/s (wall) | MB/s per CPU-second | cores | peak RSS MiB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {mb:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {cores} | {:.0} |",
+        compressed as f64 / 1e6,
+        m.wall_s,
+        m.cpu_s,
+        mb / m.wall_s,
+        mb / m.cpu_s,
+        m.rss_mib
+    );
+    Ok(0)
+}

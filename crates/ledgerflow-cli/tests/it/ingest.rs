@@ -1,0 +1,455 @@
+//! `ingest`, `schemas` and `generate --partner-dumps` through the binary:
+//! drift, reconciliation, load-once, SIGKILL mid-merge, retries, hostile
+//! archives, and the core catalog reading what ingest wrote.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use chrono::NaiveDate;
+use ledgerflow::catalog::batch::BatchLayer;
+use ledgerflow::config::Config;
+use ledgerflow_testkit::project::{stdout, TestProject};
+use ledgerflow_testkit::serving::Serving;
+use serde_json::Value;
+
+use crate::project;
+
+fn day(n: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
+}
+
+/// Partner dumps for 2026-11-01..=`last` in `<project>/dumps`.
+fn dumps(p: &TestProject, last: &str, rows: &str) -> PathBuf {
+    p.ok(&[
+        "generate",
+        "--from",
+        "2026-11-01",
+        "--to",
+        last,
+        "--partner-dumps",
+        "dumps",
+        "--rows-per-batch",
+        rows,
+    ]);
+    p.path().join("dumps")
+}
+
+fn ingest_json(p: &TestProject, args: &[&str], code: i32) -> Value {
+    let mut all = vec!["ingest", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&stdout(&p.expect(&all, code))).unwrap()
+}
+
+fn table<'a>(report: &'a Value, t: &str, d: &str) -> &'a Value {
+    report["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["table"] == t && x["day"] == d)
+        .unwrap_or_else(|| panic!("no {t} {d} in {report:#}"))
+}
+
+fn actions(report: &Value) -> Vec<String> {
+    report["archives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn batch(p: &TestProject) -> BatchLayer {
+    BatchLayer::open(&Config::load(&p.config_path()).unwrap()).unwrap()
+}
+
+async fn rows_in(b: &BatchLayer, t: &str, d: NaiveDate) -> u64 {
+    let mut rows = 0;
+    for m in b.list_day(t, d).await.unwrap() {
+        rows += b.files.row_count(&m).await.unwrap();
+    }
+    rows
+}
+
+#[tokio::test]
+async fn drift_over_days_reconciles_and_the_catalog_reads_it() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-05", "1300");
+    let dir_s = dir.display().to_string();
+    for d in 1..=5 {
+        let date = day(d).to_string();
+        let code = if d == 5 { 1 } else { 0 };
+        let r = ingest_json(&p, &[&dir_s, "--date", &date], code);
+        assert_eq!(r["reconciled"], true, "{r:#}");
+        // The other days' archives are left alone (or known), not refused.
+        let acts = actions(&r);
+        let count = |what: &[&str]| acts.iter().filter(|a| what.contains(&a.as_str())).count();
+        let n = d as usize;
+        assert_eq!(
+            (
+                count(&["loaded", "partial"]),
+                count(&["unchanged"]),
+                count(&["other_day"])
+            ),
+            (2, 2 * (n - 1), 10 - 2 * n),
+            "{acts:?}"
+        );
+        for t in ["transfers", "prices"] {
+            let tr = table(&r, t, &date);
+            assert_eq!(tr["state"], "committed");
+            assert_eq!(tr["rows_read"], 2600);
+            assert_eq!(
+                tr["rows_read"].as_u64().unwrap(),
+                tr["rows_written"].as_u64().unwrap() + tr["rows_quarantined"].as_u64().unwrap()
+            );
+            assert_eq!(tr["rows_on_disk"], tr["rows_written"]);
+        }
+        // Rows 1007 and 1257 of each transfers batch are bad.
+        assert_eq!(table(&r, "transfers", &date)["rows_quarantined"], 4);
+    }
+    let schemas: Value = serde_json::from_str(&stdout(&p.ok(&["schemas", "--json"]))).unwrap();
+    let versions: Vec<(String, usize)> = schemas
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["table"].as_str().unwrap().to_string(),
+                t["versions"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("balances".into(), 1),
+            ("prices".into(), 2),
+            ("transfers".into(), 4)
+        ]
+    );
+    let text = stdout(&p.ok(&["schemas", "transfers"]));
+    assert!(
+        text.contains("widened block_time date -> timestamp"),
+        "{text}"
+    );
+    p.expect(&["schemas", "nope"], 2);
+
+    // The core catalog: committed markers, readable footers, and a query.
+    let config = Config::load(&p.config_path()).unwrap();
+    let b = batch(&p);
+    assert!(b.is_committed("transfers", day(3)).await.unwrap());
+    assert!(!b.is_committed("balances", day(5)).await.unwrap());
+    let files = b.list_day("transfers", day(3)).await.unwrap();
+    assert!(!files.is_empty());
+    for f in &files {
+        b.files.file_schema(f).await.unwrap();
+    }
+    let ctx = ledgerflow::engine::session(&config).unwrap();
+    let urls: Vec<String> = files.iter().map(|f| b.files.url(&f.location)).collect();
+    ctx.register_parquet(
+        "t",
+        urls[0].clone(),
+        datafusion::prelude::ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let batches = ctx
+        .sql("SELECT count(*) AS n, count(memo) AS m, max(block_time) AS t FROM t")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let n = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n as u64, b.files.row_count(&files[0]).await.unwrap());
+    assert!(n > 0);
+}
+
+#[tokio::test]
+async fn the_same_archives_twice_load_once_and_dry_run_writes_nothing() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-01", "300");
+    let dir_s = dir.display().to_string();
+    let dry = ingest_json(&p, &[&dir_s, "--dry-run"], 0);
+    assert_eq!(actions(&dry), ["would_load", "would_load"]);
+    assert!(!p.path().join("data/batch/transfers").exists());
+    let first = ingest_json(&p, &[&dir_s], 0);
+    assert_eq!(actions(&first), ["loaded", "loaded"]);
+    let b = batch(&p);
+    let before = rows_in(&b, "transfers", day(1)).await;
+    assert_eq!(before, 600);
+    let again = ingest_json(&p, &[&dir_s], 0);
+    assert_eq!(actions(&again), ["unchanged", "unchanged"]);
+    assert_eq!(rows_in(&b, "transfers", day(1)).await, before);
+    assert_eq!(
+        ingest_json(&p, &[&dir_s, "--dry-run"], 0)["archives"][0]["action"],
+        "unchanged"
+    );
+}
+
+/// Starts `ingest` with a failpoint armed, waits until it is reached, and
+/// SIGKILLs it.
+fn kill_at(p: &TestProject, failpoint: &str, args: &[&str]) {
+    let mut all = vec!["ingest"];
+    all.extend_from_slice(args);
+    let mut cmd = p.cmd(&all);
+    cmd.env("LEDGERFLOW_FAILPOINT", failpoint)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let reached = stderr
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("reached"));
+    assert!(reached, "failpoint {failpoint} never reached");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn data_files(dir: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".parquet") && !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn sigkill_mid_merge_commits_nothing_partial_and_the_rerun_completes() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-01", "20000");
+    let a0 = dir
+        .join("partner_2026-11-01_0000.tar.gz")
+        .display()
+        .to_string();
+    let a1 = dir
+        .join("partner_2026-11-01_0001.tar.gz")
+        .display()
+        .to_string();
+    let part = p.path().join("data/batch/transfers/date=2026-11-01");
+    let b = batch(&p);
+
+    // 1. Killed while writing the first archive: never committed, no data
+    //    file visible.
+    kill_at(&p, "ingest_mid_merge:transfers", &[&a0]);
+    assert!(!b.is_committed("transfers", day(1)).await.unwrap());
+    assert!(data_files(&part).is_empty(), "{:?}", data_files(&part));
+    let r = ingest_json(&p, &[&a0], 0);
+    assert_eq!(actions(&r), ["loaded"]);
+    let one = rows_in(&b, "transfers", day(1)).await;
+    assert_eq!(
+        one,
+        table(&r, "transfers", "2026-11-01")["rows_written"]
+            .as_u64()
+            .unwrap()
+    );
+    let committed_files = data_files(&part);
+
+    // 2. Killed after the second archive's files were renamed in, before
+    //    the marker: the partition is uncommitted (readers fall back), and
+    //    the next ingest rolls the half-done archive back.
+    kill_at(&p, "ingest_before_marker:transfers", &[&a1]);
+    assert!(!b.is_committed("transfers", day(1)).await.unwrap());
+    assert!(data_files(&part).len() > committed_files.len());
+    // A no-op ingest (the first archive again) is enough to roll back.
+    let r = ingest_json(&p, &[&a0], 0);
+    assert_eq!(actions(&r), ["unchanged"]);
+    assert!(b.is_committed("transfers", day(1)).await.unwrap());
+    assert_eq!(data_files(&part), committed_files);
+    assert_eq!(rows_in(&b, "transfers", day(1)).await, one);
+
+    // 3. The rerun completes: both archives, each once.
+    let r = ingest_json(&p, &[&a0, &a1], 0);
+    assert_eq!(actions(&r), ["unchanged", "loaded"]);
+    let two = rows_in(&b, "transfers", day(1)).await;
+    assert_eq!(two, 2 * one);
+    assert!(b.is_committed("transfers", day(1)).await.unwrap());
+    assert!(
+        std::fs::read_dir(&part).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".ingest-tmp")),
+        "temporary files left behind"
+    );
+}
+
+#[tokio::test]
+async fn retry_failed_reruns_only_the_failed_table() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-05", "200");
+    let only5: Vec<String> = ["0000", "0001"]
+        .iter()
+        .map(|n| {
+            dir.join(format!("partner_2026-11-05_{n}.tar.gz"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    // Day 4 registers balances.as_of as a date; day 5 sends integers.
+    ingest_json(&p, &[&dir.display().to_string(), "--date", "2026-11-04"], 0);
+    let r = ingest_json(&p, &[&only5[0], &only5[1]], 1);
+    assert_eq!(actions(&r), ["partial", "partial"]);
+    assert_eq!(table(&r, "balances", "2026-11-05")["state"], "failed");
+    let transfers = p.path().join("data/batch/transfers/date=2026-11-05");
+    let stamp = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), e.metadata().unwrap().modified().unwrap())
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = stamp(&transfers);
+    // Without --retry-failed a partial archive is not re-read.
+    assert_eq!(actions(&ingest_json(&p, &[&only5[0]], 0)), ["unchanged"]);
+    // The partner's integers are accepted as bad rows now.
+    p.set_config("[engine]", "[ingest]\nmax_bad_rows_ratio = 1.0\n\n[engine]");
+    let r = ingest_json(&p, &["--retry-failed", "--date", "2026-11-05"], 0);
+    assert_eq!(actions(&r), ["loaded", "loaded"]);
+    let tables: Vec<&str> = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["balances"]);
+    assert_eq!(table(&r, "balances", "2026-11-05")["rows_quarantined"], 400);
+    assert_eq!(stamp(&transfers), before, "a finished table was touched");
+    // The ledger has each step; the balances merge failed once, then passed.
+    let runs = stdout(&p.ok(&["runs", "--json", "--limit", "200"]));
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    let merges: Vec<(String, i64)> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["model"] == "ingest:merge:balances" && r["day"] == "2026-11-05")
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap().to_string(),
+                r["attempt"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        merges,
+        [("success".to_string(), 2), ("failed".to_string(), 1)]
+    );
+    let models: std::collections::BTreeSet<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["model"].as_str().unwrap())
+        .collect();
+    for m in [
+        "ingest:set_date",
+        "ingest:extract",
+        "ingest:summary",
+        "ingest:check",
+    ] {
+        assert!(models.contains(m), "{models:?}");
+    }
+    assert!(batch(&p).is_committed("balances", day(5)).await.unwrap());
+}
+
+#[tokio::test]
+async fn hostile_archives_exit_1_and_write_nothing() {
+    let p = project(Serving::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hostile = ledgerflow::generate::partner::hostile_archives(
+        dir.path(),
+        &ledgerflow::generate::partner::HostileParams {
+            bomb_bytes: 20 << 20,
+            huge_line_bytes: 2 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    hostile.sort();
+    p.set_config("[engine]", "[ingest]\nmax_line = \"1 MiB\"\n\n[engine]");
+    let r = ingest_json(&p, &[&dir.path().display().to_string()], 1);
+    let archives = r["archives"].as_array().unwrap();
+    assert_eq!(archives.len(), hostile.len());
+    for (a, (path, why)) in archives.iter().zip(&hostile) {
+        assert_eq!(a["action"], "rejected", "{}", path.display());
+        assert!(a["reason"].as_str().unwrap().contains(why), "{a}");
+    }
+    let root = p.path().join("data/batch");
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, ["_ingest"], "{names:?}");
+    p.expect(&["ingest"], 2);
+}
+
+#[tokio::test]
+async fn readiness_skips_with_99_or_waits_for_the_missing_batches() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-01", "100");
+    p.set_config(
+        "[engine]",
+        "[ingest]\npoll_seconds = 1\n[ingest.expected]\ntransfers = 2\nprices = 2\n\n[engine]",
+    );
+    let late = dir.join("partner_2026-11-01_0001.tar.gz");
+    let aside = p.path().join("late.tar.gz");
+    std::fs::rename(&late, &aside).unwrap();
+    let dir_s = dir.display().to_string();
+    let out = p.expect(&["ingest", &dir_s, "--date", "2026-11-01"], 99);
+    let text = stdout(&out);
+    assert!(text.contains("transfers: 1 of 2 batches"), "{text}");
+    assert!(!p.path().join("data/batch/transfers").exists());
+    let started = std::time::Instant::now();
+    let r = ingest_json(
+        &p,
+        &[&dir_s, "--date", "2026-11-01", "--wait", "--timeout", "2s"],
+        99,
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    assert_eq!(r["skipped"], true);
+    assert_eq!(r["readiness"]["present"]["prices"], 1);
+    let runs = stdout(&p.ok(&["runs", "--json", "--model", "ingest:wait_for_sources"]));
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs[0]["state"], "skipped");
+    assert!(runs[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("transfers: 1 of 2"));
+    p.expect(&["ingest", &dir_s, "--wait"], 2);
+
+    // The late archive lands while ingest waits: the day loads whole.
+    let mut child = p
+        .cmd(&[
+            "ingest",
+            &dir_s,
+            "--date",
+            "2026-11-01",
+            "--wait",
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "ingest did not wait");
+    std::fs::rename(&aside, &late).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(rows_in(&batch(&p), "transfers", day(1)).await, 200);
+    // Once loaded, the manifest's batch list keeps the day ready.
+    p.ok(&["ingest", &dir_s, "--date", "2026-11-01"]);
+}

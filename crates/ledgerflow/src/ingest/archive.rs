@@ -1,0 +1,373 @@
+//! Streaming extraction: a `.tar.gz` (or a plain `.csv`, `.csv.gz`,
+//! `.ndjson`, `.json.gz`) is read once, front to back, entry by entry; each
+//! entry's bytes are handed to a visitor and nothing is unpacked to disk.
+//! `tar::Archive::unpack` is never used: it silently skips `..` entries,
+//! where we must reject the archive.
+//!
+//! Every entry is checked before its first byte is read: regular files only
+//! (no symlinks, hard links, devices, FIFOs, sparse files), relative paths
+//! without `..`, names matching `{table}_{date}_{batch_id}.ext`, no
+//! duplicates, at most `max_entries`. The inflated stream is metered: more
+//! than `max_uncompressed` bytes, or a ratio above `max_ratio`, is a bomb.
+//! The gzip trailer (CRC, length) is read to the end, so a truncated
+//! archive is rejected even when its tar part looked complete.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+use super::naming::{parse_table_file, TableFile};
+use crate::config::IngestConfig;
+use crate::error::{Error, Result};
+
+/// The ratio is checked only past this many inflated bytes: tiny files
+/// (a header and a few rows) legitimately compress far better than data.
+const RATIO_GRACE: u64 = 16 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_uncompressed: u64,
+    pub max_entries: u64,
+    pub max_ratio: u64,
+}
+
+impl Limits {
+    pub fn from_config(c: &IngestConfig) -> Self {
+        Self {
+            max_uncompressed: c.max_uncompressed.as_u64(),
+            max_entries: c.max_entries,
+            max_ratio: c.max_ratio,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputKind {
+    /// A tar stream, gzip-compressed.
+    TarGz,
+    /// One table file, perhaps gzip-compressed.
+    Plain(TableFile),
+}
+
+/// One file given to `ingest`, after directories are expanded.
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub path: PathBuf,
+    /// The file name: the manifest's key.
+    pub name: String,
+    pub size: u64,
+    pub kind: InputKind,
+}
+
+/// A table file found in an input.
+#[derive(Debug, Clone)]
+pub struct EntryMeta {
+    /// `archive.tar.gz!path/in/archive.csv`, or the file name of a plain
+    /// input: how errors and quarantine records name the source.
+    pub source: String,
+    pub file: TableFile,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct ExtractStats {
+    pub entries: u64,
+    pub compressed_bytes: u64,
+    pub uncompressed_bytes: u64,
+}
+
+fn is_archive(name: &str) -> bool {
+    name.ends_with(".tar.gz") || name.ends_with(".tgz")
+}
+
+/// Classifies one path (not a directory).
+pub fn input(path: &Path) -> Result<Input> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if !meta.is_file() {
+        return Err(Error::rejected(
+            path.display().to_string(),
+            "not a regular file",
+        ));
+    }
+    let kind = if is_archive(&name) {
+        InputKind::TarGz
+    } else {
+        InputKind::Plain(
+            parse_table_file(&name).map_err(|m| Error::rejected(path.display().to_string(), m))?,
+        )
+    };
+    Ok(Input {
+        path: path.to_path_buf(),
+        name,
+        size: meta.len(),
+        kind,
+    })
+}
+
+/// Expands directories (one level, hidden files and unrelated names
+/// skipped) and classifies files; sorted by path, duplicates removed. A file
+/// named explicitly must be a valid input.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<Input>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let entries = std::fs::read_dir(p).map_err(|e| Error::io(p, e))?;
+            for e in entries {
+                let e = e.map_err(|e| Error::io(p, e))?;
+                let name = e.file_name().to_string_lossy().to_string();
+                let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
+                if !is_file || name.starts_with('.') {
+                    continue;
+                }
+                if is_archive(&name) || parse_table_file(&name).is_ok() {
+                    out.push(input(&e.path())?);
+                } else {
+                    tracing::debug!(file = %e.path().display(), "not an ingest input; skipped");
+                }
+            }
+        } else {
+            out.push(input(p)?);
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out.dedup_by(|a, b| a.path == b.path);
+    Ok(out)
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Counts the compressed bytes the decoder pulls from the file.
+struct Counted<R> {
+    inner: R,
+    count: Rc<Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Meters the inflated stream against the bomb limits.
+struct Metered<R> {
+    inner: R,
+    compressed: Rc<Cell<u64>>,
+    inflated: Rc<Cell<u64>>,
+    limits: Limits,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let total = self.inflated.get() + n as u64;
+        self.inflated.set(total);
+        if total > self.limits.max_uncompressed {
+            return Err(bomb(format!(
+                "decompression bomb: more than {} bytes uncompressed (ingest.max_uncompressed)",
+                self.limits.max_uncompressed
+            )));
+        }
+        let packed = self.compressed.get().max(1);
+        if total > RATIO_GRACE && total / packed > self.limits.max_ratio {
+            return Err(bomb(format!(
+                "decompression bomb: {total} bytes from {packed} compressed, a ratio above {} (ingest.max_ratio)",
+                self.limits.max_ratio
+            )));
+        }
+        Ok(n)
+    }
+}
+
+fn bomb(message: String) -> io::Error {
+    io::Error::other(message)
+}
+
+type GzStream = Metered<MultiGzDecoder<Counted<BufReader<File>>>>;
+type Counter = Rc<Cell<u64>>;
+
+/// The metered inflated stream, and its compressed and inflated counters.
+fn gz_reader(path: &Path, limits: Limits) -> Result<(GzStream, Counter, Counter)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let compressed = Rc::new(Cell::new(0));
+    let inflated = Rc::new(Cell::new(0));
+    let counted = Counted {
+        inner: BufReader::with_capacity(256 << 10, file),
+        count: compressed.clone(),
+    };
+    Ok((
+        Metered {
+            inner: MultiGzDecoder::new(counted),
+            compressed: compressed.clone(),
+            inflated: inflated.clone(),
+            limits,
+        },
+        compressed,
+        inflated,
+    ))
+}
+
+/// Why an entry's path is unacceptable, if it is.
+fn check_path(raw: &[u8]) -> std::result::Result<&str, String> {
+    let path = std::str::from_utf8(raw).map_err(|_| "entry path is not UTF-8".to_string())?;
+    if path.contains('\0') || path.contains('\\') {
+        return Err(format!(
+            "entry path `{}` holds NUL or backslash",
+            path.escape_debug()
+        ));
+    }
+    if path.starts_with('/') {
+        return Err(format!("entry path `{path}` is absolute"));
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err(format!("entry path `{path}` climbs out with `..`"));
+    }
+    Ok(path)
+}
+
+/// Reads `input` once and calls `visit` for each table file in it with a
+/// reader of its (inflated) bytes. Any hostile entry, limit, or I/O error
+/// rejects the whole input; entries already visited must then be discarded
+/// by the caller (the merge keeps them in temporary files until commit).
+pub fn for_each_entry(
+    input: &Input,
+    limits: Limits,
+    visit: &mut dyn FnMut(EntryMeta, &mut dyn Read) -> Result<()>,
+) -> Result<ExtractStats> {
+    let reject = |reason: String| Error::rejected(input.path.display().to_string(), reason);
+    match &input.kind {
+        InputKind::Plain(file) => {
+            let meta = EntryMeta {
+                source: input.name.clone(),
+                file: file.clone(),
+            };
+            if file.gzip {
+                let (mut r, compressed, inflated) = gz_reader(&input.path, limits)?;
+                visit(meta, &mut r)?;
+                // Drain to the gzip trailer: a truncated file fails here.
+                io::copy(&mut r, &mut io::sink()).map_err(|e| reject(e.to_string()))?;
+                Ok(ExtractStats {
+                    entries: 1,
+                    compressed_bytes: compressed.get(),
+                    uncompressed_bytes: inflated.get(),
+                })
+            } else {
+                let f = File::open(&input.path).map_err(|e| Error::io(&input.path, e))?;
+                let mut r = BufReader::with_capacity(256 << 10, f);
+                visit(meta, &mut r)?;
+                Ok(ExtractStats {
+                    entries: 1,
+                    compressed_bytes: input.size,
+                    uncompressed_bytes: input.size,
+                })
+            }
+        }
+        InputKind::TarGz => {
+            let (r, compressed, inflated) = gz_reader(&input.path, limits)?;
+            let mut archive = tar::Archive::new(r);
+            let mut seen = HashSet::new();
+            let mut entries = 0u64;
+            let iter = archive
+                .entries()
+                .map_err(|e| reject(format!("not a tar stream: {e}")))?;
+            for entry in iter {
+                let mut entry = entry.map_err(|e| reject(format!("corrupt archive: {e}")))?;
+                let kind = entry.header().entry_type();
+                let raw_path = entry.path_bytes().into_owned();
+                let shown = String::from_utf8_lossy(&raw_path).to_string();
+                let path = check_path(&raw_path).map_err(&reject)?.to_string();
+                if kind.is_dir() || kind.is_pax_global_extensions() {
+                    continue;
+                }
+                if kind.is_symlink() || kind.is_hard_link() {
+                    let target = entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).to_string())
+                        .unwrap_or_default();
+                    return Err(reject(format!(
+                        "entry `{shown}` is a {} to `{target}`; links are not accepted",
+                        if kind.is_symlink() {
+                            "symlink"
+                        } else {
+                            "hard link"
+                        }
+                    )));
+                }
+                if !(kind.is_file() || kind.is_contiguous()) {
+                    return Err(reject(format!(
+                        "entry `{shown}` is not a regular file (type byte {:?}: device, FIFO or sparse)",
+                        kind.as_byte() as char
+                    )));
+                }
+                entries += 1;
+                if entries > limits.max_entries {
+                    return Err(reject(format!(
+                        "more than {} entries (ingest.max_entries)",
+                        limits.max_entries
+                    )));
+                }
+                let file = parse_table_file(&path).map_err(&reject)?;
+                if !seen.insert((file.table.clone(), file.day, file.batch_id.clone())) {
+                    return Err(reject(format!(
+                        "two entries for table `{}`, day {}, batch `{}`",
+                        file.table, file.day, file.batch_id
+                    )));
+                }
+                if file.gzip {
+                    return Err(reject(format!(
+                        "entry `{path}` is gzip inside a gzip archive; not accepted"
+                    )));
+                }
+                let meta = EntryMeta {
+                    source: format!("{}!{path}", input.name),
+                    file,
+                };
+                visit(meta, &mut entry)?;
+                // Whatever the visitor left unread is skipped by the next
+                // `entries` step, still through the metered stream.
+            }
+            let mut rest = archive.into_inner();
+            io::copy(&mut rest, &mut io::sink())
+                .map_err(|e| reject(format!("after the last entry: {e}")))?;
+            Ok(ExtractStats {
+                entries,
+                compressed_bytes: compressed.get(),
+                uncompressed_bytes: inflated.get(),
+            })
+        }
+    }
+}
+
+/// Turns an I/O error met while reading an entry into a rejection that
+/// names the entry (bombs and truncation surface here).
+pub fn entry_error(source: &str, e: io::Error) -> Error {
+    let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
+        format!("truncated: {e}")
+    } else {
+        e.to_string()
+    };
+    Error::rejected(source, reason)
+}

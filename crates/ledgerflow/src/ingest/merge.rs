@@ -1,0 +1,616 @@
+//! One table's merge worker: turns a table file's bytes into Parquet files
+//! under hidden temporary names in `<table>/date=D/`, rows streamed through
+//! Arrow builders (one batch in memory, never the table), bad rows to
+//! quarantine. The partition is committed later ([`super::commit`]), once
+//! the whole archive is known to be acceptable.
+//!
+//! A worker owns its table's registry document for the run, so files of one
+//! table resolve their schema one after another, without locks.
+
+use std::io::Read;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chrono::NaiveDate;
+use csv::ByteRecord;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use tokio::runtime::Handle;
+
+use super::archive::{entry_error, EntryMeta};
+use super::naming::normalize_column;
+use super::quarantine::{BadRow, Quarantine};
+use super::reader::{Next, Rows};
+use super::registry::TableSchema;
+use super::types::{self, ColType};
+use crate::catalog::schema::UTC;
+use crate::catalog::store::PartitionStore;
+use crate::config::IncompatiblePolicy;
+use crate::error::{Error, Result};
+
+/// Prefix of files not yet committed; never read as data (hidden) and told
+/// apart from other writers' temporaries.
+pub const TMP_PREFIX: &str = ".ingest-tmp-";
+
+/// A table file to merge, from archive number `archive` (whose manifest key
+/// is `akey`).
+#[derive(Debug, Clone)]
+pub struct EntryJob {
+    pub archive: usize,
+    pub akey: String,
+    pub meta: EntryMeta,
+}
+
+/// Why an entry could not be merged.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryError {
+    /// The file itself is unacceptable: its archive is rejected.
+    Reject(String),
+    /// The table cannot take it (incompatible type, policy `fail`): the
+    /// table fails for the day.
+    Table(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EntryOutcome {
+    pub archive: usize,
+    pub akey: String,
+    pub source: String,
+    pub table: String,
+    pub day: NaiveDate,
+    pub batch_id: String,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub rows_quarantined: u64,
+    /// Temporary Parquet files, in order.
+    pub parts: Vec<Path>,
+    pub quarantine: Option<std::path::PathBuf>,
+    pub schema_version: u32,
+    pub changes: Vec<String>,
+    pub missing: Vec<String>,
+    pub error: Option<EntryError>,
+}
+
+/// Settings a worker needs.
+#[derive(Clone)]
+pub struct MergeSettings {
+    pub store: PartitionStore,
+    pub handle: Handle,
+    pub rows_per_file: usize,
+    pub batch_size: usize,
+    pub infer_rows: usize,
+    pub max_line: u64,
+}
+
+pub struct TableWorker {
+    pub schema: TableSchema,
+    policy: IncompatiblePolicy,
+    settings: MergeSettings,
+}
+
+/// Final name of a temporary part: the archive key and batch id stay in the
+/// name, so a re-run of the same archive replaces exactly its own files.
+pub fn final_name(tmp: &Path) -> Path {
+    let name = tmp.filename().expect("a file");
+    let rest = name
+        .strip_prefix(TMP_PREFIX)
+        .and_then(|r| r.split_once('-'))
+        .map(|(_pid, r)| r)
+        .expect("a temporary part name");
+    let dir: Path = tmp.parts().take(tmp.parts().count() - 1).collect();
+    dir.join(format!("part-{rest}"))
+}
+
+/// Prefix of the final part names an archive writes.
+pub fn part_prefix(akey: &str) -> String {
+    format!("part-{akey}-")
+}
+
+enum Builder {
+    Bool(BooleanBuilder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    Dec(Decimal128Builder, u8),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Str(StringBuilder),
+}
+
+#[derive(Clone, Copy)]
+enum Val<'a> {
+    Null,
+    B(bool),
+    I32(i32),
+    I64(i64),
+    D(i128),
+    Date(i32),
+    Ts(i64),
+    S(&'a str),
+}
+
+/// An emptied vector under another lifetime, keeping its allocation (the
+/// in-place `collect` of a same-layout iterator).
+fn reuse<'b>(mut v: Vec<Val<'_>>) -> Vec<Val<'b>> {
+    v.clear();
+    v.into_iter().map(|_| Val::Null).collect()
+}
+
+const EPOCH_DAYS_CE: i32 = 719_163;
+
+impl Builder {
+    fn new(ty: ColType) -> Self {
+        match ty {
+            ColType::Boolean => Builder::Bool(BooleanBuilder::new()),
+            ColType::Int => Builder::I32(Int32Builder::new()),
+            ColType::BigInt => Builder::I64(Int64Builder::new()),
+            ColType::Decimal(s) => Builder::Dec(
+                Decimal128Builder::new()
+                    .with_precision_and_scale(38, s as i8)
+                    .expect("valid decimal"),
+                s,
+            ),
+            ColType::Date => Builder::Date(Date32Builder::new()),
+            ColType::Timestamp => {
+                Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone(UTC))
+            }
+            ColType::Null | ColType::String => Builder::Str(StringBuilder::new()),
+        }
+    }
+
+    /// Parses one non-empty value for this column's type.
+    fn parse<'a>(&self, v: &'a str) -> Option<Val<'a>> {
+        use chrono::Datelike;
+        Some(match self {
+            Builder::Bool(_) => {
+                if v.eq_ignore_ascii_case("true") {
+                    Val::B(true)
+                } else if v.eq_ignore_ascii_case("false") {
+                    Val::B(false)
+                } else {
+                    return None;
+                }
+            }
+            Builder::I32(_) => Val::I32(v.parse().ok()?),
+            Builder::I64(_) => Val::I64(v.parse().ok()?),
+            Builder::Dec(_, s) => Val::D(types::parse_decimal(v, *s)?),
+            Builder::Date(_) => Val::Date(types::parse_date(v)?.num_days_from_ce() - EPOCH_DAYS_CE),
+            Builder::Ts(_) => match types::parse_timestamp(v) {
+                Some(t) => Val::Ts(t),
+                None => Val::Ts(
+                    types::parse_date(v)?
+                        .and_hms_opt(0, 0, 0)?
+                        .and_utc()
+                        .timestamp_micros(),
+                ),
+            },
+            Builder::Str(_) => Val::S(v),
+        })
+    }
+
+    fn append(&mut self, v: Val<'_>) {
+        match (self, v) {
+            (Builder::Bool(b), Val::B(x)) => b.append_value(x),
+            (Builder::I32(b), Val::I32(x)) => b.append_value(x),
+            (Builder::I64(b), Val::I64(x)) => b.append_value(x),
+            (Builder::Dec(b, _), Val::D(x)) => b.append_value(x),
+            (Builder::Date(b), Val::Date(x)) => b.append_value(x),
+            (Builder::Ts(b), Val::Ts(x)) => b.append_value(x),
+            (Builder::Str(b), Val::S(x)) => b.append_value(x),
+            (b, Val::Null) => b.append_null(),
+            _ => unreachable!("values are parsed by their own builder"),
+        }
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            Builder::Bool(b) => b.append_null(),
+            Builder::I32(b) => b.append_null(),
+            Builder::I64(b) => b.append_null(),
+            Builder::Dec(b, _) => b.append_null(),
+            Builder::Date(b) => b.append_null(),
+            Builder::Ts(b) => b.append_null(),
+            Builder::Str(b) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::I32(b) => Arc::new(b.finish()),
+            Builder::I64(b) => Arc::new(b.finish()),
+            Builder::Dec(b, s) => Arc::new(
+                b.finish()
+                    .with_precision_and_scale(38, *s as i8)
+                    .expect("valid decimal"),
+            ),
+            Builder::Date(b) => Arc::new(b.finish()),
+            Builder::Ts(b) => Arc::new(b.finish().with_timezone(UTC)),
+            Builder::Str(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The parse side's end of the part writer: Parquet encoding runs on its
+/// own thread, so parsing and encoding a table file use two cores.
+struct ToWriter<'a> {
+    settings: &'a MergeSettings,
+    schema: SchemaRef,
+    tx: SyncSender<RecordBatch>,
+}
+
+impl ToWriter<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.tx
+            .send(batch.clone())
+            .map_err(|_| Error::data("part writer", "stopped"))
+    }
+}
+
+/// Batches in flight between parsing and encoding.
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Rolls Parquet files at `rows_per_file`; runs on the writer thread.
+struct Parts<'a> {
+    settings: &'a MergeSettings,
+    stem: String,
+    table: String,
+    day: NaiveDate,
+    current: Option<(Path, AsyncArrowWriter<BufWriter>, usize)>,
+    done: Vec<Path>,
+    rows: u64,
+}
+
+impl Parts<'_> {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.current.is_none() {
+                let path = PartitionStore::day_prefix(&self.table, self.day).join(format!(
+                    "{TMP_PREFIX}{}-{}-{:04}.parquet",
+                    std::process::id(),
+                    self.stem,
+                    self.done.len()
+                ));
+                let w = self.settings.store.parquet_writer(&path, batch.schema())?;
+                self.current = Some((path, w, 0));
+            }
+            let (path, w, rows) = self.current.as_mut().expect("opened above");
+            let take = (self.settings.rows_per_file - *rows).min(batch.num_rows() - offset);
+            self.settings
+                .handle
+                .block_on(w.write(&batch.slice(offset, take)))
+                .map_err(|e| Error::data(self.settings.store.describe(path), e))?;
+            *rows += take;
+            offset += take;
+            self.rows += take as u64;
+            if *rows >= self.settings.rows_per_file {
+                self.close()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if let Some((path, w, _)) = self.current.take() {
+            self.settings
+                .handle
+                .block_on(w.close())
+                .map_err(|e| Error::data(self.settings.store.describe(&path), e))?;
+            self.done.push(path);
+        }
+        Ok(())
+    }
+}
+
+impl TableWorker {
+    pub fn new(schema: TableSchema, policy: IncompatiblePolicy, settings: MergeSettings) -> Self {
+        Self {
+            schema,
+            policy,
+            settings,
+        }
+    }
+
+    /// Merges one table file. Never panics on data; every problem is in the
+    /// outcome's `error`, and whatever was written is listed for cleanup.
+    pub fn merge_entry(&mut self, job: &EntryJob, reader: &mut dyn Read) -> EntryOutcome {
+        let f = &job.meta.file;
+        let mut out = EntryOutcome {
+            archive: job.archive,
+            akey: job.akey.clone(),
+            source: job.meta.source.clone(),
+            table: f.table.clone(),
+            day: f.day,
+            batch_id: f.batch_id.clone(),
+            rows_read: 0,
+            rows_written: 0,
+            rows_quarantined: 0,
+            parts: Vec::new(),
+            quarantine: None,
+            schema_version: self.schema.version(),
+            changes: Vec::new(),
+            missing: Vec::new(),
+            error: None,
+        };
+        let root = self.settings.store.root().to_path_buf();
+        let stem = format!("{}-{}", job.akey, f.batch_id);
+        let mut quarantine = Quarantine::new(
+            &root,
+            &f.table,
+            f.day,
+            format!("{TMP_PREFIX}{}-{stem}.ndjson", std::process::id()),
+        );
+        let settings = &self.settings;
+        let schema = &mut self.schema;
+        let policy = self.policy;
+        let (tx, rx) = sync_channel::<RecordBatch>(BATCHES_IN_FLIGHT);
+        let (table, day) = (f.table.clone(), f.day);
+        let (result, (done, rows, closed)) = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                let mut parts = Parts {
+                    settings,
+                    stem,
+                    table,
+                    day,
+                    current: None,
+                    done: Vec::new(),
+                    rows: 0,
+                };
+                let mut status = Ok(());
+                // On an error the receiver drops, so the parser stops too.
+                for batch in rx {
+                    status = parts.write(&batch);
+                    if status.is_err() {
+                        break;
+                    }
+                }
+                if status.is_ok() {
+                    status = parts.close();
+                }
+                (parts.done, parts.rows, status)
+            });
+            let mut to_writer = ToWriter {
+                settings,
+                schema: schema.arrow_schema(),
+                tx,
+            };
+            let result = Self::merge_rows(
+                schema,
+                policy,
+                job,
+                reader,
+                &mut to_writer,
+                &mut quarantine,
+                &mut out,
+            );
+            drop(to_writer);
+            let written = writer.join().expect("the part writer does not panic");
+            (result, written)
+        });
+        out.parts = done;
+        out.rows_written = rows;
+        out.rows_quarantined = quarantine.rows;
+        let finished = quarantine.finish();
+        out.schema_version = self.schema.version();
+        match (result, closed, finished) {
+            // The writer's own error explains a parser stopped by it.
+            (_, Err(e), _) => {
+                out.error = Some(EntryError::Table(format!("{}: {e}", job.meta.source)))
+            }
+            (Err(e), _, _) => out.error = Some(e),
+            (_, _, Err(e)) => {
+                out.error = Some(EntryError::Table(format!("{}: {e}", job.meta.source)))
+            }
+            (Ok(()), Ok(()), Ok(q)) => out.quarantine = q,
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn merge_rows(
+        schema: &mut TableSchema,
+        policy: IncompatiblePolicy,
+        job: &EntryJob,
+        reader: &mut dyn Read,
+        parts: &mut ToWriter<'_>,
+        quarantine: &mut Quarantine,
+        out: &mut EntryOutcome,
+    ) -> std::result::Result<(), EntryError> {
+        let source = job.meta.source.as_str();
+        let settings = parts.settings;
+        let reject = |e: std::io::Error| match entry_error(source, e) {
+            Error::Rejected { input, reason } => EntryError::Reject(format!("{input}: {reason}")),
+            other => EntryError::Reject(other.to_string()),
+        };
+        let mut rows = Rows::open(
+            reader,
+            job.meta.file.format,
+            settings.max_line,
+            settings.infer_rows,
+        )
+        .map_err(reject)?;
+        let mut header = Vec::with_capacity(rows.header().len());
+        for raw in rows.header() {
+            let name = normalize_column(raw)
+                .map_err(|m| EntryError::Reject(format!("{source}:1: {m}")))?;
+            if header.contains(&name) {
+                return Err(EntryError::Reject(format!(
+                    "{source}:1: column `{name}` appears twice (after normalization)"
+                )));
+            }
+            header.push(name);
+        }
+        let bad = |q: &mut Quarantine, line: u64, column: Option<&str>, reason: &str, raw: &str| {
+            q.write(&BadRow {
+                file: source,
+                line,
+                column,
+                reason,
+                raw,
+            })
+            .map_err(|e| EntryError::Table(e.to_string()))
+        };
+        let raw_of = |rec: &ByteRecord| {
+            serde_json::to_string(
+                &rec.iter()
+                    .map(|f| String::from_utf8_lossy(f))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("strings serialize")
+        };
+
+        // Sample: the first rows decide the file's types.
+        let mut sample: Vec<(u64, ByteRecord)> = Vec::new();
+        let mut inferred = vec![ColType::Null; header.len()];
+        let mut ended = false;
+        while sample.len() < settings.infer_rows {
+            let mut rec = ByteRecord::new();
+            match rows.next(&mut rec).map_err(reject)? {
+                Next::End => {
+                    ended = true;
+                    break;
+                }
+                Next::Bad { reason, raw } => {
+                    out.rows_read += 1;
+                    bad(quarantine, rows.line(), None, &reason, &raw)?;
+                }
+                Next::Row => {
+                    if rec.len() == header.len() {
+                        for (t, f) in inferred.iter_mut().zip(rec.iter()) {
+                            if let Ok(v) = std::str::from_utf8(f) {
+                                if !v.is_empty() {
+                                    *t = t.join(ColType::of_value(v));
+                                }
+                            }
+                        }
+                    }
+                    sample.push((rows.line(), rec));
+                }
+            }
+        }
+        if sample.is_empty() {
+            // No rows (an empty file, a header alone, or only bad lines):
+            // nothing to write, and no types to learn, so no schema change.
+            return Ok(());
+        }
+        let file_cols: Vec<(String, ColType)> = header
+            .iter()
+            .cloned()
+            .zip(inferred.iter().copied())
+            .collect();
+        let res = schema
+            .resolve(&file_cols, policy, job.meta.file.day, source)
+            .map_err(EntryError::Table)?;
+        out.changes = res.changes;
+        out.missing = res.missing;
+        parts.schema = schema.arrow_schema();
+        let columns = schema.columns().to_vec();
+        let mapping: Vec<Option<usize>> = columns
+            .iter()
+            .map(|c| header.iter().position(|h| h == &c.name))
+            .collect();
+        let mut builders: Vec<Builder> = columns.iter().map(|c| Builder::new(c.ty)).collect();
+        let mut in_batch = 0usize;
+        // Parsed values of one row, kept until the whole row parsed: a bad
+        // value quarantines the row, so nothing is appended before that.
+        let mut spare: Vec<Val<'static>> = Vec::with_capacity(columns.len());
+        let flush = |builders: &mut Vec<Builder>, parts: &mut ToWriter<'_>| {
+            let arrays = builders.iter_mut().map(Builder::finish).collect();
+            let batch = RecordBatch::try_new(parts.schema.clone(), arrays)
+                .map_err(|e| EntryError::Table(format!("{source}: {e}")))?;
+            parts
+                .write(&batch)
+                .map_err(|e| EntryError::Table(e.to_string()))?;
+            crate::failpoint::hit_blocking("ingest_mid_merge", &job.meta.file.table);
+            Ok::<(), EntryError>(())
+        };
+
+        let mut pending = sample.into_iter();
+        let mut rec = ByteRecord::new();
+        loop {
+            let line;
+            let record: &ByteRecord = if let Some((l, r)) = pending.next() {
+                line = l;
+                rec = r;
+                &rec
+            } else {
+                if ended {
+                    break;
+                }
+                match rows.next(&mut rec).map_err(reject)? {
+                    Next::End => break,
+                    Next::Bad { reason, raw } => {
+                        out.rows_read += 1;
+                        bad(quarantine, rows.line(), None, &reason, &raw)?;
+                        continue;
+                    }
+                    Next::Row => {
+                        line = rows.line();
+                        &rec
+                    }
+                }
+            };
+            out.rows_read += 1;
+            if record.len() != header.len() {
+                let reason = format!("{} fields, the header has {}", record.len(), header.len());
+                bad(quarantine, line, None, &reason, &raw_of(record))?;
+                continue;
+            }
+            let mut vals = reuse(std::mem::take(&mut spare));
+            let mut problem: Option<(usize, String)> = None;
+            for (i, m) in mapping.iter().enumerate() {
+                let Some(j) = m else {
+                    vals.push(Val::Null);
+                    continue;
+                };
+                let field = &record[*j];
+                if field.is_empty() {
+                    vals.push(Val::Null);
+                    continue;
+                }
+                let Ok(text) = std::str::from_utf8(field) else {
+                    problem = Some((i, "invalid UTF-8".into()));
+                    break;
+                };
+                match builders[i].parse(text) {
+                    Some(v) => vals.push(v),
+                    None => {
+                        let shown: String = text.chars().take(40).collect();
+                        problem = Some((i, format!("`{shown}` is not a {}", columns[i].ty)));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, reason)) = problem {
+                bad(
+                    quarantine,
+                    line,
+                    Some(&columns[i].name),
+                    &reason,
+                    &raw_of(record),
+                )?;
+                continue;
+            }
+            for (b, v) in builders.iter_mut().zip(vals.drain(..)) {
+                b.append(v);
+            }
+            spare = reuse(vals);
+            in_batch += 1;
+            if in_batch >= settings.batch_size {
+                flush(&mut builders, parts)?;
+                in_batch = 0;
+            }
+        }
+        if in_batch > 0 {
+            flush(&mut builders, parts)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,883 @@
+//! Partner ingestion: `.tar.gz` archives (and plain `.csv`, `.csv.gz`,
+//! `.ndjson`, `.json.gz` files) of per-table files named
+//! `{table}_{date}_{batch_id}.ext` into the batch layer at
+//! `<batch root>/<table>/date=D/`.
+//!
+//! One run: lock the batch root; roll back archives a dead run left
+//! half-committed; decide per input by the manifest (new, unchanged,
+//! changed); stream each archive once on one thread ([`archive`]) while one
+//! worker thread per table parses and writes Parquet under temporary names
+//! ([`merge`]); drop everything of rejected archives and failed tables;
+//! commit each (table, day) partition, marker last ([`commit`]); record the
+//! archives; check the footers against the counts ([`summary`]).
+
+pub mod archive;
+pub mod commit;
+pub mod manifest;
+pub mod merge;
+pub mod naming;
+pub mod quarantine;
+pub mod reader;
+pub mod readiness;
+pub mod registry;
+pub mod steps;
+pub mod summary;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use chrono::{NaiveDate, Utc};
+
+use crate::catalog::batch::BatchLayer;
+use crate::config::{ChangedArchivePolicy, Config};
+use crate::error::{Error, Result};
+use archive::{ExtractStats, Input};
+use manifest::{ArchiveRecord, ArchiveState, BatchRef, Manifest, PartitionRef};
+use merge::{EntryError, EntryJob, EntryOutcome, MergeSettings, TableWorker};
+use registry::{Registry, TableSchema};
+use summary::{ArchiveAction, ArchiveReport, BatchReport, IngestReport, TableReport, TableState};
+
+/// The extraction outcome of an archive of another day than `--date`.
+const OTHER_DAY: &str = "of another day than --date";
+
+/// Bytes handed from the extractor to a table worker at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight per table: bounds memory whatever the archive size.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// The run's day: every table file must be of this day.
+    pub date: Option<NaiveDate>,
+    /// Decide and report per input; read and write nothing else.
+    pub dry_run: bool,
+    /// Also re-run the failed tables of archives recorded as partial.
+    pub retry_failed: bool,
+    /// With `--date` and `[ingest.expected]`: how long to wait for the
+    /// day's sources (`None`: check once).
+    pub wait: Option<std::time::Duration>,
+}
+
+/// An exclusive lock on the batch root for the run (flock: released by the
+/// kernel when the process dies, so a SIGKILL never leaves it held).
+struct Lock {
+    _file: std::fs::File,
+}
+
+impl Lock {
+    fn acquire(root: &Path) -> Result<Lock> {
+        let dir = root.join(manifest::DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(Error::io(
+                &path,
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another ingest holds this batch root's lock",
+                ),
+            ));
+        }
+        Ok(Lock { _file: file })
+    }
+}
+
+/// What to do with one input.
+#[derive(Debug, Clone)]
+enum Decision {
+    Load {
+        /// Only these tables (a partial archive's failed ones).
+        only: Option<BTreeSet<String>>,
+        /// The record of an earlier version or attempt.
+        previous: Option<ArchiveRecord>,
+        replaced: bool,
+    },
+    Unchanged,
+    /// The same bytes were loaded under another name.
+    SameContentAs(String),
+    Reject(String),
+}
+
+/// Rolls back archives a dead run left in `committing`.
+async fn recover(batch: &BatchLayer, manifest: &Manifest) -> Result<()> {
+    for rec in manifest.all()? {
+        if rec.state == ArchiveState::Committing {
+            tracing::warn!(archive = %rec.name, "rolling back an archive a dead ingest left half-committed");
+            let parts: Vec<(String, NaiveDate)> = rec
+                .partitions
+                .iter()
+                .map(|p| (p.table.clone(), p.day))
+                .collect();
+            commit::roll_back(batch, &manifest::key(&rec.name), &parts).await?;
+            manifest.remove(&rec.name)?;
+        }
+    }
+    Ok(())
+}
+
+fn decide(
+    input: &Input,
+    sha: &str,
+    previous: Option<ArchiveRecord>,
+    same_content: Option<ArchiveRecord>,
+    config: &Config,
+    opts: &IngestOptions,
+) -> Decision {
+    let Some(prev) = previous else {
+        if let Some(other) = same_content.filter(|o| o.name != input.name) {
+            return Decision::SameContentAs(other.name);
+        }
+        return Decision::Load {
+            only: None,
+            previous: None,
+            replaced: false,
+        };
+    };
+    if prev.sha256 == sha && prev.size == input.size {
+        return match prev.state {
+            ArchiveState::Partial if opts.retry_failed => Decision::Load {
+                only: Some(prev.failed_tables.iter().cloned().collect()),
+                previous: Some(prev),
+                replaced: false,
+            },
+            _ => Decision::Unchanged,
+        };
+    }
+    match config.ingest.on_changed_archive {
+        ChangedArchivePolicy::Error => Decision::Reject(format!(
+            "an archive of this name was ingested with sha256 {} ({} bytes); this one has sha256 {sha} ({} bytes) (ingest.on_changed_archive = \"error\")",
+            prev.sha256, prev.size, input.size
+        )),
+        ChangedArchivePolicy::Replace => Decision::Load {
+            only: None,
+            previous: Some(prev),
+            replaced: true,
+        },
+    }
+}
+
+/// Runs one ingest. Library errors are for the run as a whole (lock,
+/// I/O on the batch root); per-input and per-table problems are in the
+/// report.
+pub async fn ingest(
+    config: &Config,
+    paths: &[PathBuf],
+    opts: &IngestOptions,
+) -> Result<IngestReport> {
+    let started_at = Utc::now();
+    let batch = BatchLayer::open(config)?;
+    let root = batch.files.root().to_path_buf();
+    let manifest = Manifest::new(&root);
+    let registry = Registry::new(&root);
+    let limits = archive::Limits::from_config(&config.ingest);
+
+    // Readiness first, without the lock: waiting must not block other days.
+    let mut readiness = None;
+    if let (Some(day), false) = (opts.date, config.ingest.expected.is_empty()) {
+        let wait = if opts.dry_run { None } else { opts.wait };
+        let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+        let poll = std::time::Duration::from_secs(config.ingest.poll_seconds);
+        let mut cache = readiness::ListingCache::default();
+        loop {
+            let inputs = archive::discover(paths)?;
+            let r = readiness::check(
+                &config.ingest.expected,
+                day,
+                &inputs,
+                &manifest,
+                limits,
+                &mut cache,
+            )?;
+            let now = std::time::Instant::now();
+            if r.ready() || now >= deadline {
+                readiness = Some(r);
+                break;
+            }
+            tracing::info!(day = %day, missing = ?r.missing, "waiting for the day's sources");
+            tokio::time::sleep(poll.min(deadline - now)).await;
+        }
+    }
+    if readiness.as_ref().is_some_and(|r| !r.ready()) {
+        return Ok(IngestReport {
+            started_at,
+            finished_at: Utc::now(),
+            date: opts.date,
+            dry_run: opts.dry_run,
+            archives: Vec::new(),
+            tables: Vec::new(),
+            reconciled: true,
+            readiness,
+            skipped: true,
+        });
+    }
+
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(Lock::acquire(&root)?)
+    };
+    if !opts.dry_run {
+        recover(&batch, &manifest).await?;
+    }
+
+    let mut inputs = archive::discover(paths)?;
+    if opts.retry_failed {
+        let known: HashSet<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+        for rec in manifest.all()? {
+            let day_matches = opts.date.is_none_or(|d| {
+                rec.partitions.iter().any(|p| p.day == d) || rec.partitions.is_empty()
+            });
+            if rec.state == ArchiveState::Partial && day_matches && !known.contains(&rec.path) {
+                inputs.push(archive::input(&rec.path)?);
+            }
+        }
+    }
+
+    let mut reports = Vec::new();
+    let mut jobs = Vec::new();
+    for input in inputs {
+        let sha = archive::sha256_file(&input.path)?;
+        let decision = decide(
+            &input,
+            &sha,
+            manifest.get(&input.name)?,
+            manifest.by_sha(&sha)?,
+            config,
+            opts,
+        );
+        let mut report = ArchiveReport {
+            name: input.name.clone(),
+            path: input.path.clone(),
+            sha256: sha,
+            action: ArchiveAction::Unchanged,
+            replaced: false,
+            reason: None,
+            stats: ExtractStats::default(),
+        };
+        match decision {
+            Decision::Unchanged => {}
+            Decision::SameContentAs(name) => {
+                report.reason = Some(format!("same content (sha256) as {name}, already loaded"));
+            }
+            Decision::Reject(reason) => {
+                report.action = ArchiveAction::Rejected;
+                report.reason = Some(reason);
+            }
+            Decision::Load {
+                only,
+                previous,
+                replaced,
+            } => {
+                report.action = ArchiveAction::WouldLoad;
+                report.replaced = replaced;
+                jobs.push(Job {
+                    index: reports.len(),
+                    input,
+                    only,
+                    previous,
+                });
+            }
+        }
+        reports.push(report);
+    }
+    if opts.dry_run || jobs.is_empty() {
+        return Ok(IngestReport {
+            started_at,
+            finished_at: Utc::now(),
+            date: opts.date,
+            dry_run: opts.dry_run,
+            archives: reports,
+            tables: Vec::new(),
+            reconciled: true,
+            readiness,
+            skipped: false,
+        });
+    }
+
+    let settings = MergeSettings {
+        store: batch.files.clone(),
+        handle: tokio::runtime::Handle::current(),
+        rows_per_file: config.batch.rows_per_file,
+        batch_size: config.engine.batch_size,
+        infer_rows: config.ingest.infer_rows,
+        max_line: config.ingest.max_line.as_u64(),
+    };
+    let cfg = config.clone();
+    let date = opts.date;
+    let reg = registry.clone();
+    let jobs_for_thread = jobs.clone();
+    let extracted = tokio::task::spawn_blocking(move || {
+        extract_all(&jobs_for_thread, limits, date, &cfg, &reg, settings)
+    })
+    .await
+    .map_err(|e| Error::data("ingest extraction thread", e))??;
+
+    let mut report = finish(
+        config, &batch, &manifest, &registry, jobs, reports, extracted, started_at, opts,
+    )
+    .await?;
+    report.readiness = readiness;
+    Ok(report)
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    /// Index into the run's archive reports.
+    index: usize,
+    input: Input,
+    only: Option<BTreeSet<String>>,
+    previous: Option<ArchiveRecord>,
+}
+
+struct Extracted {
+    /// Per job: extraction stats or why the archive was rejected.
+    archives: Vec<std::result::Result<ExtractStats, String>>,
+    outcomes: Vec<EntryOutcome>,
+    schemas: BTreeMap<String, TableSchema>,
+}
+
+enum Msg {
+    Begin(EntryJob),
+    Data(Vec<u8>),
+    End,
+    Abort(String),
+}
+
+/// The worker's view of the current entry's bytes.
+struct ChannelReader<'a> {
+    rx: &'a Receiver<Msg>,
+    chunk: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl Read for ChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.chunk.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Msg::Data(d)) => {
+                    self.chunk = d;
+                    self.pos = 0;
+                }
+                Ok(Msg::End) => self.done = true,
+                Ok(Msg::Abort(reason)) => {
+                    self.done = true;
+                    return Err(io::Error::other(reason));
+                }
+                Ok(Msg::Begin(_)) | Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::other("entry stream ended early"));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl ChannelReader<'_> {
+    /// Consumes the rest of the entry so the extractor never blocks on a
+    /// worker that stopped reading.
+    fn drain(&mut self) {
+        while !self.done {
+            match self.rx.recv() {
+                Ok(Msg::Data(_)) => {}
+                _ => self.done = true,
+            }
+        }
+    }
+}
+
+fn worker_loop(mut worker: TableWorker, rx: Receiver<Msg>) -> (TableSchema, Vec<EntryOutcome>) {
+    let mut outcomes = Vec::new();
+    while let Ok(msg) = rx.recv() {
+        let Msg::Begin(job) = msg else { continue };
+        let mut reader = ChannelReader {
+            rx: &rx,
+            chunk: Vec::new(),
+            pos: 0,
+            done: false,
+        };
+        let outcome = worker.merge_entry(&job, &mut reader);
+        reader.drain();
+        outcomes.push(outcome);
+    }
+    (worker.schema, outcomes)
+}
+
+fn extract_all(
+    jobs: &[Job],
+    limits: archive::Limits,
+    date: Option<NaiveDate>,
+    config: &Config,
+    registry: &Registry,
+    settings: MergeSettings,
+) -> Result<Extracted> {
+    std::thread::scope(|scope| {
+        let mut workers: HashMap<String, (SyncSender<Msg>, _)> = HashMap::new();
+        let mut archives = Vec::new();
+        for (n, job) in jobs.iter().enumerate() {
+            let akey = manifest::key(&job.input.name);
+            let mut first = true;
+            let mut visit = |meta: archive::EntryMeta, r: &mut dyn Read| -> Result<()> {
+                let table = meta.file.table.clone();
+                if let Some(d) = date {
+                    if meta.file.day != d {
+                        // An archive of another day is that day's business;
+                        // one that mixes days is refused.
+                        let reason = if first {
+                            OTHER_DAY.to_string()
+                        } else {
+                            format!("holds data for {}, not for --date {d}", meta.file.day)
+                        };
+                        return Err(Error::rejected(&meta.source, reason));
+                    }
+                }
+                first = false;
+                if job.only.as_ref().is_some_and(|only| !only.contains(&table)) {
+                    return Ok(());
+                }
+                if !workers.contains_key(&table) {
+                    let schema = registry.load(&table)?;
+                    let worker =
+                        TableWorker::new(schema, config.ingest.policy(&table), settings.clone());
+                    let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
+                    let handle = std::thread::Builder::new()
+                        .name(format!("merge-{table}"))
+                        .spawn_scoped(scope, move || worker_loop(worker, rx))
+                        .map_err(|e| Error::data("starting a merge thread", e))?;
+                    workers.insert(table.clone(), (tx, handle));
+                }
+                let tx = &workers[&table].0;
+                let source = meta.source.clone();
+                let send = |m: Msg| {
+                    tx.send(m)
+                        .map_err(|_| Error::data(&source, "merge thread stopped"))
+                };
+                send(Msg::Begin(EntryJob {
+                    archive: n,
+                    akey: akey.clone(),
+                    meta,
+                }))?;
+                loop {
+                    let mut chunk = vec![0u8; CHUNK];
+                    let mut filled = 0;
+                    // Fill whole chunks: tar entries read in 512-byte steps.
+                    while filled < CHUNK {
+                        match r.read(&mut chunk[filled..]) {
+                            Ok(0) => break,
+                            Ok(k) => filled += k,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                let err = archive::entry_error(&source, e);
+                                send(Msg::Abort(err.to_string()))?;
+                                return Err(err);
+                            }
+                        }
+                    }
+                    if filled == 0 {
+                        break;
+                    }
+                    chunk.truncate(filled);
+                    send(Msg::Data(chunk))?;
+                }
+                send(Msg::End)
+            };
+            let res = archive::for_each_entry(&job.input, limits, &mut visit);
+            archives.push(res.map_err(|e| match e {
+                Error::Rejected { reason, .. } if reason == OTHER_DAY => OTHER_DAY.to_string(),
+                Error::Rejected { input, reason } => format!("{input}: {reason}"),
+                other => other.to_string(),
+            }));
+        }
+        let mut outcomes = Vec::new();
+        let mut schemas = BTreeMap::new();
+        for (table, (tx, handle)) in workers {
+            drop(tx);
+            let (schema, mut o) = handle
+                .join()
+                .map_err(|_| Error::data(format!("merge thread of {table}"), "panicked"))?;
+            schemas.insert(table, schema);
+            outcomes.append(&mut o);
+        }
+        Ok(Extracted {
+            archives,
+            outcomes,
+            schemas,
+        })
+    })
+}
+
+async fn delete_temps(batch: &BatchLayer, o: &EntryOutcome) -> Result<()> {
+    for p in &o.parts {
+        batch.files.delete(p).await?;
+    }
+    if let Some(q) = &o.quarantine {
+        let _ = std::fs::remove_file(q);
+    }
+    // Directories made only for these files go too: a refused archive
+    // leaves no trace. `remove_dir` fails (ignored) on a non-empty one.
+    let root = batch.files.root();
+    let part =
+        root.join(crate::catalog::store::PartitionStore::day_prefix(&o.table, o.day).as_ref());
+    let qpart = quarantine::partition(root, &o.table, o.day);
+    for dir in [&part, &qpart] {
+        let _ = std::fs::remove_dir(dir);
+        if let Some(table_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(table_dir);
+        }
+    }
+    let _ = std::fs::remove_dir(root.join(quarantine::DIR));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    config: &Config,
+    batch: &BatchLayer,
+    manifest: &Manifest,
+    registry: &Registry,
+    jobs: Vec<Job>,
+    mut reports: Vec<ArchiveReport>,
+    extracted: Extracted,
+    started_at: chrono::DateTime<Utc>,
+    opts: &IngestOptions,
+) -> Result<IngestReport> {
+    // Archives rejected while streaming, or by one of their entries.
+    let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
+    let mut other_day = BTreeSet::new();
+    for (n, res) in extracted.archives.iter().enumerate() {
+        match res {
+            Err(reason) if reason == OTHER_DAY => {
+                other_day.insert(n);
+                rejected.insert(n, reason.clone());
+            }
+            Err(reason) => {
+                rejected.insert(n, reason.clone());
+            }
+            Ok(_) => {}
+        }
+    }
+    for o in &extracted.outcomes {
+        if let Some(EntryError::Reject(reason)) = &o.error {
+            rejected.entry(o.archive).or_insert_with(|| reason.clone());
+        }
+    }
+    let mut groups: BTreeMap<(String, NaiveDate), Vec<EntryOutcome>> = BTreeMap::new();
+    let mut rejected_sources = Vec::new();
+    for o in extracted.outcomes {
+        if rejected.contains_key(&o.archive) {
+            rejected_sources.push(o.source.clone());
+            delete_temps(batch, &o).await?;
+        } else {
+            groups.entry((o.table.clone(), o.day)).or_default().push(o);
+        }
+    }
+
+    // Decide each (table, day): a table error or too many bad rows fails it.
+    let mut tables = Vec::new();
+    let mut to_commit = Vec::new();
+    let mut failed: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for ((table, day), mut outs) in groups {
+        outs.sort_by(|a, b| (a.archive, &a.source).cmp(&(b.archive, &b.source)));
+        let read: u64 = outs.iter().map(|o| o.rows_read).sum();
+        let quarantined: u64 = outs.iter().map(|o| o.rows_quarantined).sum();
+        let mut error = outs.iter().find_map(|o| match &o.error {
+            Some(EntryError::Table(m)) => Some(m.clone()),
+            _ => None,
+        });
+        let ratio = if read == 0 {
+            0.0
+        } else {
+            quarantined as f64 / read as f64
+        };
+        if error.is_none() && ratio > config.ingest.max_bad_rows_ratio {
+            error = Some(format!(
+                "{quarantined} of {read} rows quarantined ({:.2}%), above ingest.max_bad_rows_ratio = {}",
+                ratio * 100.0,
+                config.ingest.max_bad_rows_ratio
+            ));
+        }
+        let mut changes: Vec<String> = Vec::new();
+        let mut missing: BTreeSet<String> = BTreeSet::new();
+        for o in &outs {
+            changes.extend(o.changes.iter().cloned());
+            missing.extend(o.missing.iter().cloned());
+        }
+        let report = TableReport {
+            table: table.clone(),
+            day,
+            state: if error.is_some() {
+                TableState::Failed
+            } else {
+                TableState::Committed
+            },
+            schema_version: outs.iter().map(|o| o.schema_version).max().unwrap_or(0),
+            changes,
+            missing: missing.into_iter().collect(),
+            rows_read: read,
+            rows_written: outs.iter().map(|o| o.rows_written).sum(),
+            rows_quarantined: quarantined,
+            rows_on_disk: None,
+            batches: outs
+                .iter()
+                .map(|o| BatchReport {
+                    source: o.source.clone(),
+                    rows_read: o.rows_read,
+                    rows_written: o.rows_written,
+                    rows_quarantined: o.rows_quarantined,
+                })
+                .collect(),
+            error,
+        };
+        if report.state == TableState::Failed {
+            for o in &outs {
+                failed.entry(o.archive).or_default().insert(table.clone());
+                delete_temps(batch, o).await?;
+            }
+        } else {
+            to_commit.push(outs);
+        }
+        tables.push(report);
+    }
+
+    // Versions made by files that are not committed (rejected archives,
+    // failed tables) are dropped when nothing committed builds on them.
+    let uncommitted: HashSet<&str> = tables
+        .iter()
+        .filter(|t| t.state == TableState::Failed)
+        .flat_map(|t| t.batches.iter().map(|b| b.source.as_str()))
+        .chain(rejected_sources.iter().map(String::as_str))
+        .collect();
+    let mut schemas = extracted.schemas.clone();
+    for schema in schemas.values_mut() {
+        while schema
+            .current()
+            .is_some_and(|v| uncommitted.contains(v.source.as_str()))
+        {
+            schema.versions.pop();
+        }
+    }
+    // Registry documents first: a crash after this leaves a registry ahead
+    // of the data, which the re-run resolves as "fits".
+    for schema in schemas.values() {
+        if schema.version() > 0 {
+            registry.save(schema)?;
+        }
+    }
+
+    // Per archive: what it commits, what failed.
+    let mut commits: BTreeMap<usize, Vec<PartitionRef>> = BTreeMap::new();
+    for outs in &to_commit {
+        for o in outs {
+            let refs = commits.entry(o.archive).or_default();
+            match refs
+                .iter_mut()
+                .find(|p| p.table == o.table && p.day == o.day)
+            {
+                Some(p) => p.rows += o.rows_written,
+                None => refs.push(PartitionRef {
+                    table: o.table.clone(),
+                    day: o.day,
+                    rows: o.rows_written,
+                }),
+            }
+        }
+    }
+    // A replaced archive's old partitions that the new version does not
+    // write are emptied of its rows too.
+    let mut purge: Vec<(usize, Vec<(String, NaiveDate)>)> = Vec::new();
+    for (n, job) in jobs.iter().enumerate() {
+        if rejected.contains_key(&n) || !reports[job.index].replaced {
+            continue;
+        }
+        let new = commits.get(&n).cloned().unwrap_or_default();
+        let old: Vec<(String, NaiveDate)> = job
+            .previous
+            .iter()
+            .flat_map(|p| p.partitions.iter())
+            .filter(|p| !new.iter().any(|q| q.table == p.table && q.day == p.day))
+            .map(|p| (p.table.clone(), p.day))
+            .collect();
+        purge.push((n, old));
+    }
+
+    // Intent: every archive about to change partitions is `committing`, with
+    // every partition it may touch, so a crash from here is rolled back.
+    for (n, job) in jobs.iter().enumerate() {
+        if rejected.contains_key(&n) {
+            continue;
+        }
+        let mut partitions = commits.get(&n).cloned().unwrap_or_default();
+        if let Some((_, old)) = purge.iter().find(|(m, _)| *m == n) {
+            partitions.extend(old.iter().map(|(t, d)| PartitionRef {
+                table: t.clone(),
+                day: *d,
+                rows: 0,
+            }));
+        }
+        if partitions.is_empty() && job.previous.is_none() {
+            continue;
+        }
+        manifest.put(&ArchiveRecord {
+            name: job.input.name.clone(),
+            path: job
+                .input
+                .path
+                .canonicalize()
+                .unwrap_or(job.input.path.clone()),
+            size: job.input.size,
+            sha256: reports[job.index].sha256.clone(),
+            state: ArchiveState::Committing,
+            partitions,
+            failed_tables: Vec::new(),
+            batches: Vec::new(),
+            updated_at: Utc::now(),
+        })?;
+    }
+
+    for outs in &to_commit {
+        let first = &outs[0];
+        let akeys: BTreeSet<String> = outs.iter().map(|o| o.akey.clone()).collect();
+        let c = commit::PartitionCommit {
+            table: first.table.clone(),
+            day: first.day,
+            akeys: akeys.into_iter().collect(),
+            parts: outs.iter().flat_map(|o| o.parts.iter().cloned()).collect(),
+            quarantine: outs.iter().filter_map(|o| o.quarantine.clone()).collect(),
+            // The partition takes the newest version its files were merged
+            // with (older parts are conformed to it), not the registry's
+            // latest: a later day's drift does not rewrite earlier days.
+            target: extracted.schemas[&first.table]
+                .arrow_schema_at(outs.iter().map(|o| o.schema_version).max().unwrap_or(0)),
+        };
+        commit::commit_partition(batch, &c).await?;
+    }
+    for (n, old) in &purge {
+        commit::roll_back(batch, &manifest::key(&jobs[*n].input.name), old).await?;
+    }
+
+    // Final records.
+    for (n, job) in jobs.iter().enumerate() {
+        let report = &mut reports[job.index];
+        if other_day.contains(&n) {
+            report.action = ArchiveAction::OtherDay;
+            continue;
+        }
+        if let Some(reason) = rejected.get(&n) {
+            report.action = ArchiveAction::Rejected;
+            report.reason = Some(reason.clone());
+            continue;
+        }
+        if let Ok(stats) = &extracted.archives[n] {
+            report.stats = *stats;
+        }
+        // A retry keeps the partitions of the tables loaded before.
+        let mut partitions: Vec<PartitionRef> = match (&job.previous, report.replaced) {
+            (Some(prev), false) => prev.partitions.clone(),
+            _ => Vec::new(),
+        };
+        for p in commits.get(&n).cloned().unwrap_or_default() {
+            partitions.retain(|q| !(q.table == p.table && q.day == p.day));
+            partitions.push(p);
+        }
+        let failed_tables: Vec<String> = failed
+            .get(&n)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let state = if failed_tables.is_empty() {
+            ArchiveState::Loaded
+        } else {
+            ArchiveState::Partial
+        };
+        report.action = match state {
+            ArchiveState::Partial => ArchiveAction::Partial,
+            _ => ArchiveAction::Loaded,
+        };
+        if !failed_tables.is_empty() {
+            report.reason = Some(format!("failed tables: {}", failed_tables.join(", ")));
+        }
+        let mut batches: Vec<BatchRef> = match (&job.previous, report.replaced) {
+            (Some(prev), false) => prev.batches.clone(),
+            _ => Vec::new(),
+        };
+        for o in to_commit.iter().flatten().filter(|o| o.archive == n) {
+            let b = BatchRef {
+                table: o.table.clone(),
+                day: o.day,
+                batch_id: o.batch_id.clone(),
+            };
+            if !batches.contains(&b) {
+                batches.push(b);
+            }
+        }
+        manifest.put(&ArchiveRecord {
+            name: job.input.name.clone(),
+            path: job
+                .input
+                .path
+                .canonicalize()
+                .unwrap_or(job.input.path.clone()),
+            size: job.input.size,
+            sha256: report.sha256.clone(),
+            state,
+            partitions,
+            failed_tables,
+            batches,
+            updated_at: Utc::now(),
+        })?;
+    }
+
+    // Post-merge check: the committed footers hold what was written.
+    for t in &mut tables {
+        if t.state != TableState::Committed {
+            continue;
+        }
+        let akeys: BTreeSet<String> = to_commit
+            .iter()
+            .flatten()
+            .filter(|o| o.table == t.table && o.day == t.day)
+            .map(|o| o.akey.clone())
+            .collect();
+        let mut on_disk = 0;
+        for akey in akeys {
+            on_disk += commit::rows_on_disk(batch, &t.table, t.day, &akey).await?;
+        }
+        t.rows_on_disk = Some(on_disk);
+    }
+    let reconciled = tables.iter().all(TableReport::reconciles);
+    let report = IngestReport {
+        started_at,
+        finished_at: Utc::now(),
+        date: opts.date,
+        dry_run: false,
+        archives: reports,
+        tables,
+        reconciled,
+        readiness: None,
+        skipped: false,
+    };
+    report.store(batch.files.root())?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;

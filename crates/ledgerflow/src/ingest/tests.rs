@@ -1,0 +1,407 @@
+//! Whole-ingest tests on real archives in a temporary batch root.
+
+use std::path::{Path, PathBuf};
+
+use arrow::datatypes::DataType;
+use chrono::NaiveDate;
+
+use super::summary::{ArchiveAction, IngestReport, TableState};
+use super::*;
+use crate::generate::partner::{self, DumpParams, DumpSummary, HostileParams};
+
+fn day(n: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
+}
+
+fn config(dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        "[batch]\nurl = \"batch\"\n[speed]\nurl = \"landing\"\n[serving]\nurl = \"sqlite://s.db\"\n{extra}"
+    );
+    let c = Config::parse(&text, &dir.join("ledgerflow.toml")).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+async fn run(c: &Config, paths: &[PathBuf], date: Option<NaiveDate>) -> IngestReport {
+    ingest(
+        c,
+        paths,
+        &IngestOptions {
+            date,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
+fn table<'a>(r: &'a IngestReport, t: &str, d: NaiveDate) -> &'a summary::TableReport {
+    r.tables
+        .iter()
+        .find(|x| x.table == t && x.day == d)
+        .unwrap_or_else(|| panic!("no report for {t} {d}: {r:#?}"))
+}
+
+/// (name, size) of every file under `dir`, sorted.
+fn tree(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, e.metadata().unwrap().len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn parquet_schema(dir: &Path) -> Vec<(String, DataType)> {
+    let file = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap_or_else(|| panic!("no parquet in {}", dir.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(file).unwrap(),
+    )
+    .unwrap();
+    reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), f.data_type().clone()))
+        .collect()
+}
+
+fn col_type(schema: &[(String, DataType)], name: &str) -> DataType {
+    schema
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no column {name} in {schema:?}"))
+        .1
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_days_of_drift_reconcile_and_end_in_the_expected_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path(), "");
+    let dumps = tmp.path().join("dumps");
+    let days: Vec<NaiveDate> = (1..=5).map(day).collect();
+    let summary = partner::write_partner_dumps(
+        &dumps,
+        &DumpParams {
+            seed: 1,
+            days: days.clone(),
+            archives_per_day: 2,
+            rows_per_batch: 1600,
+            bad_rows: true,
+        },
+    )
+    .unwrap();
+    let root = c.batch_root().unwrap();
+    for d in &days {
+        let files: Vec<PathBuf> = summary
+            .archives
+            .iter()
+            .filter(|p| p.to_string_lossy().contains(&d.to_string()))
+            .cloned()
+            .collect();
+        let r = run(&c, &files, Some(*d)).await;
+        assert!(r.reconciled, "{r:#?}");
+        for t in ["transfers", "prices", "balances"] {
+            let tr = table(&r, t, *d);
+            let expect = &summary.counts[&DumpSummary::key(t, *d)];
+            assert_eq!(tr.rows_read, expect.rows, "{t} {d}");
+            if t == "balances" && *d == day(5) {
+                // as_of turned into integers: incompatible, every row bad.
+                assert_eq!(tr.state, TableState::Failed, "{tr:#?}");
+                assert!(
+                    tr.error.as_ref().unwrap().contains("max_bad_rows_ratio"),
+                    "{tr:?}"
+                );
+                continue;
+            }
+            assert_eq!(tr.state, TableState::Committed, "{tr:#?}");
+            assert_eq!(tr.rows_quarantined, expect.bad, "{t} {d}");
+            assert_eq!(tr.rows_written, expect.rows - expect.bad, "{t} {d}");
+            assert_eq!(tr.rows_on_disk, Some(tr.rows_written));
+            let part = root.join(t).join(crate::day::partition_dir(*d));
+            assert!(part.join("_SUCCESS").exists());
+        }
+        let code = if *d == day(5) { 1 } else { 0 };
+        assert_eq!(r.exit_code(), code);
+    }
+    // Balances of day 5 left nothing, not even an uncommitted partition.
+    assert!(!root.join("balances/date=2026-11-05/_SUCCESS").exists());
+
+    let reg = Registry::new(&root);
+    let versions = |t: &str| reg.load(t).unwrap().version();
+    assert_eq!(
+        (
+            versions("transfers"),
+            versions("prices"),
+            versions("balances")
+        ),
+        (4, 2, 1)
+    );
+    let transfers = reg.load("transfers").unwrap();
+    assert_eq!(
+        transfers.versions[1].changes,
+        vec!["widened amount int -> decimal(38,2)", "added memo string"]
+    );
+    assert_eq!(
+        transfers.versions[3].changes,
+        vec!["widened id int -> bigint"]
+    );
+
+    // Each day's Parquet has the version it was merged with.
+    let s1 = parquet_schema(&root.join("transfers/date=2026-11-01"));
+    assert_eq!(col_type(&s1, "amount"), DataType::Int32);
+    assert_eq!(col_type(&s1, "block_time"), DataType::Date32);
+    assert!(s1.iter().all(|(n, _)| n != "memo"));
+    let s4 = parquet_schema(&root.join("transfers/date=2026-11-04"));
+    assert_eq!(col_type(&s4, "id"), DataType::Int64);
+    assert_eq!(col_type(&s4, "amount"), DataType::Decimal128(38, 2));
+    assert!(matches!(
+        col_type(&s4, "block_time"),
+        DataType::Timestamp(_, _)
+    ));
+    // `fee` stopped coming on day 4; the column stays, null.
+    assert_eq!(col_type(&s4, "fee"), DataType::Int32);
+    let p3 = parquet_schema(&root.join("prices/date=2026-11-03"));
+    assert_eq!(col_type(&p3, "volume"), DataType::Int64);
+
+    // Quarantine holds exactly the bad rows, each with file, line, reason.
+    let q = root.join("_quarantine/transfers/date=2026-11-02");
+    let lines: Vec<serde_json::Value> = std::fs::read_dir(&q)
+        .unwrap()
+        .flat_map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        summary.counts[&DumpSummary::key("transfers", day(2))].bad
+    );
+    assert!(lines.iter().all(|l| l["line"].as_u64().unwrap() > 1000));
+    let reasons: Vec<&str> = lines
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("fields, the header has")));
+    assert!(reasons.iter().any(|r| r.contains("is not a decimal")));
+    assert!(reasons.iter().any(|r| r.contains("invalid UTF-8")));
+    assert!(lines[0]["file"].as_str().unwrap().contains(".tar.gz!"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_archives_twice_load_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path(), "");
+    let summary = partner::write_partner_dumps(
+        &tmp.path().join("dumps"),
+        &DumpParams {
+            seed: 2,
+            days: vec![day(1)],
+            archives_per_day: 3,
+            rows_per_batch: 200,
+            bad_rows: false,
+        },
+    )
+    .unwrap();
+    let dir = vec![tmp.path().join("dumps")];
+    let first = run(&c, &dir, None).await;
+    assert!(first
+        .archives
+        .iter()
+        .all(|a| a.action == ArchiveAction::Loaded));
+    assert_eq!(table(&first, "transfers", day(1)).rows_written, 600);
+    let root = c.batch_root().unwrap();
+    let data = |root: &Path| {
+        tree(root)
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("_ingest/runs"))
+            .collect::<Vec<_>>()
+    };
+    let before = data(&root);
+    let second = run(&c, &dir, None).await;
+    assert_eq!(second.archives.len(), summary.archives.len());
+    assert!(second
+        .archives
+        .iter()
+        .all(|a| a.action == ArchiveAction::Unchanged));
+    assert!(second.tables.is_empty());
+    assert_eq!(data(&root), before);
+    // The same bytes re-sent under a new name are not loaded again.
+    let resent = tmp.path().join("resent_2026-11-01.tar.gz");
+    std::fs::copy(&summary.archives[0], &resent).unwrap();
+    let third = run(&c, std::slice::from_ref(&resent), None).await;
+    assert_eq!(third.archives[0].action, ArchiveAction::Unchanged);
+    assert!(third.archives[0]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("partner_2026-11-01_0000.tar.gz"));
+    assert_eq!(data(&root), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_archive_is_refused_or_replaces_its_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dumps = tmp.path().join("dumps");
+    let params = DumpParams {
+        seed: 3,
+        days: vec![day(1)],
+        archives_per_day: 2,
+        rows_per_batch: 100,
+        bad_rows: false,
+    };
+    partner::write_partner_dumps(&dumps, &params).unwrap();
+    let c = config(tmp.path(), "");
+    run(&c, std::slice::from_ref(&dumps), None).await;
+    // Same names, other content (more rows).
+    partner::write_partner_dumps(
+        &dumps,
+        &DumpParams {
+            seed: 4,
+            rows_per_batch: 150,
+            ..params
+        },
+    )
+    .unwrap();
+    let r = run(&c, std::slice::from_ref(&dumps), None).await;
+    assert!(r
+        .archives
+        .iter()
+        .all(|a| a.action == ArchiveAction::Rejected));
+    assert!(r.archives[0]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("on_changed_archive"));
+    assert_eq!(r.exit_code(), 1);
+
+    let c = config(tmp.path(), "[ingest]\non_changed_archive = \"replace\"\n");
+    let r = run(&c, std::slice::from_ref(&dumps), None).await;
+    assert!(r
+        .archives
+        .iter()
+        .all(|a| a.action == ArchiveAction::Loaded && a.replaced));
+    let root = c.batch_root().unwrap();
+    let batch = BatchLayer::open(&c).unwrap();
+    let mut rows = 0;
+    for m in batch.list_day("transfers", day(1)).await.unwrap() {
+        rows += batch.files.row_count(&m).await.unwrap();
+    }
+    // 2 archives x 150, the 2 x 100 of the old versions gone.
+    assert_eq!(rows, 300);
+    assert!(root.join("transfers/date=2026-11-01/_SUCCESS").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_archives_are_rejected_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let c = config(&project, "[ingest]\nmax_line = \"1 MiB\"\n");
+    let hostile = tmp.path().join("hostile");
+    let archives = partner::hostile_archives(
+        &hostile,
+        &HostileParams {
+            bomb_bytes: 20 << 20,
+            huge_line_bytes: 2 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(archives.len() >= 12);
+    let outside_before = tree(tmp.path());
+    for (path, why) in &archives {
+        let r = run(&c, std::slice::from_ref(path), None).await;
+        assert_eq!(r.archives.len(), 1);
+        let a = &r.archives[0];
+        assert_eq!(
+            a.action,
+            ArchiveAction::Rejected,
+            "{}: {a:?}",
+            path.display()
+        );
+        let reason = a.reason.as_deref().unwrap();
+        assert!(reason.contains(why), "{}: {reason}", path.display());
+        assert!(r.tables.is_empty(), "{:?}", r.tables);
+        assert_eq!(r.exit_code(), 1);
+    }
+    let root = c.batch_root().unwrap();
+    // Only ingest's bookkeeping: no table, no quarantine, no manifest entry.
+    let written: Vec<String> = tree(&root)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !n.starts_with("_ingest/runs/") && n != "_ingest/lock")
+        .collect();
+    assert!(written.is_empty(), "{written:?}");
+    // Outside the batch root, nothing changed.
+    let outside_after: Vec<(String, u64)> = tree(tmp.path())
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("project/batch/"))
+        .collect();
+    assert_eq!(outside_after, outside_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_files_and_an_incompatible_change_under_the_fail_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path(), "[ingest.table_policy]\nledger = \"fail\"\n");
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("ledger_2026-11-01_1.csv"),
+        "Id,When\n1,2026-11-01\n2,\n",
+    )
+    .unwrap();
+    let gz = dir.join("notes_2026-11-01_1.ndjson.gz");
+    {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        e.write_all(b"{\"k\":\"a\",\"n\":1}\n{\"k\":\"b\",\"n\":2.5}\n")
+            .unwrap();
+        e.finish().unwrap();
+    }
+    // A header alone: zero rows, and no types to learn from.
+    std::fs::write(dir.join("empty_2026-11-01_1.csv"), "a,b\n").unwrap();
+    let r = run(&c, std::slice::from_ref(&dir), None).await;
+    assert_eq!(r.exit_code(), 0, "{r:#?}");
+    assert_eq!(table(&r, "ledger", day(1)).rows_written, 2);
+    assert_eq!(table(&r, "empty", day(1)).rows_read, 0);
+    let reg = Registry::new(&c.batch_root().unwrap());
+    assert_eq!(reg.load("empty").unwrap().version(), 0);
+    let notes = Registry::new(&c.batch_root().unwrap())
+        .load("notes")
+        .unwrap();
+    assert_eq!(notes.columns()[1].ty, types::ColType::Decimal(1));
+
+    std::fs::write(dir.join("ledger_2026-11-01_2.csv"), "id,when\n3,17\n").unwrap();
+    let r = run(&c, &[dir.join("ledger_2026-11-01_2.csv")], None).await;
+    let t = table(&r, "ledger", day(1));
+    assert_eq!(t.state, TableState::Failed);
+    assert!(t.error.as_ref().unwrap().contains("policy: fail"), "{t:?}");
+    assert_eq!(r.archives[0].action, ArchiveAction::Partial);
+    // The earlier rows stay committed.
+    let batch = BatchLayer::open(&c).unwrap();
+    assert!(batch.is_committed("ledger", day(1)).await.unwrap());
+    let files = batch.list_day("ledger", day(1)).await.unwrap();
+    assert_eq!(files.len(), 1);
+}

@@ -1,0 +1,344 @@
+//! The column type lattice of partner data. A value's type is the narrowest
+//! that parses it; a column's type is the join of its values' types.
+//!
+//! ```text
+//!   int -> bigint -> decimal(38,s) -> string      (numeric family)
+//!   date -> timestamp -> string                   (temporal family)
+//!   boolean -> string
+//! ```
+//! Moving up a chain is a widening (allowed and recorded). A change between
+//! families (a bigint column now holding dates) is incompatible and follows
+//! the table's policy.
+
+use std::fmt;
+use std::str::FromStr;
+
+use arrow::datatypes::DataType;
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+
+use crate::catalog::schema::timestamp_type;
+
+/// Largest decimal scale inferred; more fractional digits make a string.
+pub const MAX_SCALE: u8 = 18;
+const PRECISION: u8 = 38;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColType {
+    /// Only empty values seen: fits every type.
+    Null,
+    Boolean,
+    Int,
+    BigInt,
+    Decimal(u8),
+    Date,
+    Timestamp,
+    String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Null,
+    Boolean,
+    Numeric,
+    Temporal,
+    String,
+}
+
+/// How a registered type meets the type a new file's values have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The values fit the registered type.
+    Fits,
+    /// Up a chain, to this type.
+    Widen(ColType),
+    /// Across families; the policy decides.
+    Incompatible,
+}
+
+impl ColType {
+    fn family(self) -> Family {
+        match self {
+            ColType::Null => Family::Null,
+            ColType::Boolean => Family::Boolean,
+            ColType::Int | ColType::BigInt | ColType::Decimal(_) => Family::Numeric,
+            ColType::Date | ColType::Timestamp => Family::Temporal,
+            ColType::String => Family::String,
+        }
+    }
+
+    fn numeric_rank(self) -> u8 {
+        match self {
+            ColType::Int => 0,
+            ColType::BigInt => 1,
+            _ => 2,
+        }
+    }
+
+    /// The least type both fit in.
+    pub fn join(self, other: ColType) -> ColType {
+        use ColType::*;
+        match (self, other) {
+            (Null, t) | (t, Null) => t,
+            (a, b) if a == b => a,
+            (Decimal(a), Decimal(b)) => Decimal(a.max(b)),
+            (Decimal(s), n) | (n, Decimal(s)) if n.family() == Family::Numeric => Decimal(s),
+            (a, b) if a.family() == Family::Numeric && b.family() == Family::Numeric => {
+                if a.numeric_rank() >= b.numeric_rank() {
+                    a
+                } else {
+                    b
+                }
+            }
+            (Date, Timestamp) | (Timestamp, Date) => Timestamp,
+            _ => String,
+        }
+    }
+
+    /// Classifies a file whose values have type `seen` against `self`, the
+    /// registered type.
+    pub fn change_to(self, seen: ColType) -> Change {
+        let joined = self.join(seen);
+        if joined == self {
+            Change::Fits
+        } else if self.family() == seen.family() || seen == ColType::String || self == ColType::Null
+        {
+            Change::Widen(joined)
+        } else {
+            Change::Incompatible
+        }
+    }
+
+    /// The stored type of a column whose values were all empty.
+    pub fn or_string(self) -> ColType {
+        if self == ColType::Null {
+            ColType::String
+        } else {
+            self
+        }
+    }
+
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColType::Null | ColType::String => DataType::Utf8,
+            ColType::Boolean => DataType::Boolean,
+            ColType::Int => DataType::Int32,
+            ColType::BigInt => DataType::Int64,
+            ColType::Decimal(s) => DataType::Decimal128(PRECISION, s as i8),
+            ColType::Date => DataType::Date32,
+            ColType::Timestamp => timestamp_type(),
+        }
+    }
+
+    /// The narrowest type of one non-empty value.
+    pub fn of_value(v: &str) -> ColType {
+        if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+            return ColType::Boolean;
+        }
+        let b = v.as_bytes();
+        let first = b[0];
+        if first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.' {
+            if let Some(t) = numeric_type(v) {
+                return t;
+            }
+            if b.len() == 10 && parse_date(v).is_some() {
+                return ColType::Date;
+            }
+            if b.len() >= 19 && parse_timestamp(v).is_some() {
+                return ColType::Timestamp;
+            }
+        }
+        ColType::String
+    }
+}
+
+fn numeric_type(v: &str) -> Option<ColType> {
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    let (int, frac) = match digits.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (digits, None),
+    };
+    if !int.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    match frac {
+        None => {
+            if int.is_empty() {
+                None
+            } else if v.parse::<i32>().is_ok() {
+                Some(ColType::Int)
+            } else if v.parse::<i64>().is_ok() {
+                Some(ColType::BigInt)
+            } else if int.len() <= PRECISION as usize {
+                Some(ColType::Decimal(0))
+            } else {
+                None
+            }
+        }
+        Some(f) => {
+            let ok = f.bytes().all(|c| c.is_ascii_digit())
+                && !(int.is_empty() && f.is_empty())
+                && f.len() <= MAX_SCALE as usize
+                && int.len() + f.len() <= PRECISION as usize;
+            ok.then_some(ColType::Decimal(f.len() as u8))
+        }
+    }
+}
+
+pub fn parse_date(v: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]` / `...T...` taken as UTC.
+/// Microseconds since the epoch.
+pub fn parse_timestamp(v: &str) -> Option<i64> {
+    if v.len() < 19 {
+        return None;
+    }
+    let naive = NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f"));
+    match naive {
+        Ok(t) => Some(t.and_utc().timestamp_micros()),
+        Err(_) => DateTime::parse_from_rfc3339(v)
+            .ok()
+            .map(|t| t.timestamp_micros()),
+    }
+}
+
+/// A decimal text as an integer scaled by `10^scale`; `None` if it has more
+/// fractional digits than `scale` or more than 38 digits.
+pub fn parse_decimal(v: &str, scale: u8) -> Option<i128> {
+    let (neg, digits) = match v.as_bytes().first()? {
+        b'-' => (true, &v[1..]),
+        b'+' => (false, &v[1..]),
+        _ => (false, v),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if (int.is_empty() && frac.is_empty())
+        || frac.len() > scale as usize
+        || int.len() + scale as usize > PRECISION as usize
+        || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let mut n: i128 = 0;
+    for c in int.bytes().chain(frac.bytes()) {
+        n = n * 10 + i128::from(c - b'0');
+    }
+    for _ in frac.len()..scale as usize {
+        n *= 10;
+    }
+    Some(if neg { -n } else { n })
+}
+
+impl fmt::Display for ColType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColType::Null => f.write_str("null"),
+            ColType::Boolean => f.write_str("boolean"),
+            ColType::Int => f.write_str("int"),
+            ColType::BigInt => f.write_str("bigint"),
+            ColType::Decimal(s) => write!(f, "decimal(38,{s})"),
+            ColType::Date => f.write_str("date"),
+            ColType::Timestamp => f.write_str("timestamp"),
+            ColType::String => f.write_str("string"),
+        }
+    }
+}
+
+impl FromStr for ColType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "null" => ColType::Null,
+            "boolean" => ColType::Boolean,
+            "int" => ColType::Int,
+            "bigint" => ColType::BigInt,
+            "date" => ColType::Date,
+            "timestamp" => ColType::Timestamp,
+            "string" => ColType::String,
+            _ => {
+                let scale = s
+                    .strip_prefix("decimal(38,")
+                    .and_then(|r| r.strip_suffix(')'))
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .filter(|n| *n <= MAX_SCALE)
+                    .ok_or_else(|| format!("unknown column type `{s}`"))?;
+                ColType::Decimal(scale)
+            }
+        })
+    }
+}
+
+impl serde::Serialize for ColType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ColType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColType::*;
+    use super::*;
+
+    #[test]
+    fn values_get_the_narrowest_type() {
+        for (v, t) in [
+            ("42", Int),
+            ("-3000000000", BigInt),
+            ("123456789012345678901234567890", Decimal(0)),
+            ("1.50", Decimal(2)),
+            ("2026-11-01", Date),
+            ("2026-11-01 10:00:00", Timestamp),
+            ("2026-11-01T10:00:00.5+02:00", Timestamp),
+            ("TRUE", Boolean),
+            ("1e5", String),
+            ("0x12ab", String),
+            ("-", String),
+            (".", String),
+            ("1".repeat(39).as_str(), String),
+        ] {
+            assert_eq!(ColType::of_value(v), t, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_lattice_widens_along_chains_only() {
+        assert_eq!(Int.join(BigInt), BigInt);
+        assert_eq!(BigInt.join(Decimal(2)), Decimal(2));
+        assert_eq!(Decimal(4).join(Decimal(2)), Decimal(4));
+        assert_eq!(Date.join(Timestamp), Timestamp);
+        assert_eq!(Null.join(Date), Date);
+        assert_eq!(Int.join(Date), String);
+        assert_eq!(Int.change_to(Int), Change::Fits);
+        assert_eq!(BigInt.change_to(Int), Change::Fits);
+        assert_eq!(Int.change_to(BigInt), Change::Widen(BigInt));
+        assert_eq!(Date.change_to(Timestamp), Change::Widen(Timestamp));
+        assert_eq!(BigInt.change_to(String), Change::Widen(String));
+        assert_eq!(BigInt.change_to(Date), Change::Incompatible);
+        assert_eq!(Boolean.change_to(Int), Change::Incompatible);
+        assert_eq!(String.change_to(Int), Change::Fits);
+        for t in [Int, Decimal(7), Timestamp, String] {
+            assert_eq!(t.to_string().parse::<ColType>().unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn decimals_parse_exactly() {
+        assert_eq!(parse_decimal("1.5", 2), Some(150));
+        assert_eq!(parse_decimal("-0.07", 2), Some(-7));
+        assert_eq!(parse_decimal("12", 0), Some(12));
+        assert_eq!(parse_decimal("1.234", 2), None);
+        assert_eq!(
+            parse_decimal("123456789012345678901234567890", 0),
+            Some(123456789012345678901234567890)
+        );
+        assert_eq!(parse_decimal("abc", 0), None);
+    }
+}
