@@ -118,9 +118,8 @@ pub struct EngineConfig {
     /// Rows per Arrow batch. Default: 8192.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// How many independent models' queries run at once. One query already
-    /// uses every core; a finished model's write always overlaps the next
-    /// model's query whatever this is. Default: 1.
+    /// How many independent models run at once (query and write). One
+    /// query already uses every core of a small machine. Default: 1.
     #[serde(default = "default_parallel_models")]
     pub parallel_models: usize,
 }

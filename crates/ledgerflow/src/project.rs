@@ -39,7 +39,7 @@ memory_limit = "1 GiB"
 spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
-# parallel_models = 1       # model queries at once; writes always overlap
+# parallel_models = 1       # independent models run at once
 
 # `ledgerflow schedule` (one leader per serving database; see README).
 # [scheduler]
