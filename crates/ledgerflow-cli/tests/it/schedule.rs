@@ -679,3 +679,48 @@ async fn sigterm_cancels_a_run_past_the_grace_period_and_rolls_it_back() {
     );
     p.drop_db().await;
 }
+
+#[tokio::test]
+async fn max_active_runs_keeps_caught_up_days_one_at_a_time() {
+    let p = scheduled(
+        "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\ncatchup = true\nmax_catchup = 3\nmax_active_runs = 1",
+    )
+    .await;
+    p.generate("2026-11-01", "2026-11-05", "0.002", &[], &[]);
+    let once = |clock: &str| {
+        let out = p
+            .cmd(&["schedule", "--once"])
+            .env("LEDGERFLOW_CLOCK", clock)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    once(&clock("2026-11-02T00:00:30Z", 1.0));
+    once(&clock("2026-11-05T00:00:30Z", 1.0));
+    // Three days were due at once; each ran alone: the spans of the days'
+    // ledger rows do not overlap.
+    let rows = runs(&p);
+    let at = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let mut spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    for day in ["2026-11-02", "2026-11-03", "2026-11-04"] {
+        let day_rows: Vec<&Value> = rows.iter().filter(|r| r["day"] == day).collect();
+        assert_eq!(day_rows.len(), 3, "{day}: {rows:#?}");
+        let start = day_rows.iter().map(|r| at(&r["started_at"])).min().unwrap();
+        let end = day_rows
+            .iter()
+            .map(|r| at(&r["finished_at"]))
+            .max()
+            .unwrap();
+        spans.push((start, end));
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping runs: {spans:?}");
+    }
+    p.drop_db().await;
+}
