@@ -55,6 +55,11 @@ pub struct BenchIngestArgs {
     /// Working directory (default: a temporary one, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Internal: only write the archive into --dir (run as a child, so the
+    /// measuring process never holds the generator's memory: Linux counts
+    /// the parent's peak RSS at exec in the child's).
+    #[arg(long, hide = true, requires = "dir")]
+    pub generate_only: bool,
 }
 
 fn usage(message: String) -> anyhow::Error {
@@ -253,38 +258,62 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
             tmp.path().to_path_buf()
         }
     };
-    let project = work.join("project");
-    ledgerflow::project::init(&project)
-        .with_context(|| format!("creating the bench project in {}", project.display()))?;
-    let config = project.join(ledgerflow::project::CONFIG_FILE);
     // One row of each of the three tables is ~320 bytes.
     let rows = ((args.mb * 1_000_000) / 320).max(1) as usize;
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).context("bench day")?;
     let dumps = work.join("dumps");
-    let started = std::time::Instant::now();
-    let summary = partner::write_partner_dumps(
-        &dumps,
-        &partner::DumpParams {
-            seed: 42,
-            days: vec![day],
-            archives_per_day: 1,
-            rows_per_batch: rows,
-            bad_rows: false,
-        },
-    )?;
-    let archive = &summary.archives[0];
-    let compressed = std::fs::metadata(archive)?.len();
-    println!(
-        "generated {} ({:.1} MB uncompressed, {:.1} MB gzip) in {:.1}s",
-        archive.display(),
-        summary.uncompressed_bytes as f64 / 1e6,
-        compressed as f64 / 1e6,
-        started.elapsed().as_secs_f64()
-    );
+    if args.generate_only {
+        let started = std::time::Instant::now();
+        let summary = partner::write_partner_dumps(
+            &dumps,
+            &partner::DumpParams {
+                seed: 42,
+                days: vec![day],
+                archives_per_day: 1,
+                rows_per_batch: rows,
+                bad_rows: false,
+            },
+        )?;
+        let archive = &summary.archives[0];
+        println!(
+            "generated {} ({:.1} MB uncompressed, {:.1} MB gzip) in {:.1}s",
+            archive.display(),
+            summary.uncompressed_bytes as f64 / 1e6,
+            std::fs::metadata(archive)?.len() as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        std::fs::write(
+            work.join("uncompressed_bytes"),
+            summary.uncompressed_bytes.to_string(),
+        )?;
+        std::fs::write(work.join("archive"), archive.display().to_string())?;
+        return Ok(0);
+    }
+    let project = work.join("project");
+    ledgerflow::project::init(&project)
+        .with_context(|| format!("creating the bench project in {}", project.display()))?;
+    let config = project.join(ledgerflow::project::CONFIG_FILE);
     let exe = std::env::current_exe().context("locating the ledgerflow executable")?;
+    let status = std::process::Command::new(&exe)
+        .arg("bench-ingest")
+        .arg("--mb")
+        .arg(args.mb.to_string())
+        .arg("--dir")
+        .arg(&work)
+        .arg("--generate-only")
+        .status()
+        .context("generating the bench archive")?;
+    anyhow::ensure!(status.success(), "generating the bench archive failed");
+    let archive = PathBuf::from(std::fs::read_to_string(work.join("archive"))?.trim());
+    let compressed = std::fs::metadata(&archive)
+        .with_context(|| format!("{}", archive.display()))?
+        .len();
+    let uncompressed: u64 = std::fs::read_to_string(work.join("uncompressed_bytes"))?
+        .trim()
+        .parse()?;
     let argv = crate::bench::argv(&config, &format!("ingest {} --json", archive.display()));
     let m = crate::bench::child(&exe, &work, "ingest", &[], &argv).await?;
-    let mb = summary.uncompressed_bytes as f64 / 1e6;
+    let mb = uncompressed as f64 / 1e6;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("| archive MB (uncompressed) | gzip MB | wall s | CPU s | MB/s (wall) | MB/s per CPU-second | cores | peak RSS MiB |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
