@@ -96,11 +96,10 @@ pub async fn status(config: &Path, args: StatusArgs) -> anyhow::Result<u8> {
             );
         }
         if let Some(last) = &j.last_tick {
-            let state = serde_json::to_value(last.state)?;
             println!(
                 "  last tick   day {} {} (attempts {}){}",
                 last.day,
-                state.as_str().unwrap_or_default(),
+                last.state.as_str(),
                 last.attempts,
                 last.error
                     .as_deref()

@@ -108,10 +108,12 @@ impl Runner {
         Ok(runner)
     }
 
-    /// Marks `pending`/`running` rows whose process on this host is gone as
-    /// failed (abandoned): a killed run never stays "running" in the ledger,
-    /// and its (model, day) is due again (its fingerprint never succeeded).
-    pub async fn close_abandoned(&self) -> Result<usize> {
+    /// Closes as failed every `pending`/`running` row for which `error`
+    /// gives a reason; the shared walk of the three cleanups below.
+    async fn close_open(
+        &self,
+        error: impl Fn(&crate::ledger::RunRecord) -> Option<String>,
+    ) -> Result<usize> {
         let mut closed = 0;
         for state in [RunState::Pending, RunState::Running] {
             let filter = crate::ledger::RunFilter {
@@ -119,20 +121,28 @@ impl Runner {
                 ..Default::default()
             };
             for run in self.sink.ledger_list(&filter).await? {
-                let Some(owner) = run
-                    .owner
-                    .as_deref()
-                    .filter(|o| crate::ledger::owner_is_gone(o))
-                else {
-                    continue;
-                };
-                let error = format!("abandoned: process {owner} is gone");
-                tracing::warn!(id = run.id, model = %run.model, day = %run.day, "{error}");
-                self.close(run.id, RunState::Failed, None, error).await?;
-                closed += 1;
+                if let Some(error) = error(&run) {
+                    tracing::warn!(id = run.id, model = %run.model, day = %run.day, "{error}");
+                    self.close(run.id, RunState::Failed, None, error).await?;
+                    closed += 1;
+                }
             }
         }
         Ok(closed)
+    }
+
+    /// Marks `pending`/`running` rows whose process on this host is gone as
+    /// failed (abandoned): a killed run never stays "running" in the ledger,
+    /// and its (model, day) is due again (its fingerprint never succeeded).
+    pub async fn close_abandoned(&self) -> Result<usize> {
+        self.close_open(|run| {
+            let owner = run
+                .owner
+                .as_deref()
+                .filter(|o| crate::ledger::owner_is_gone(o))?;
+            Some(format!("abandoned: process {owner} is gone"))
+        })
+        .await
     }
 
     /// Closes this process's own `pending`/`running` rows as failed with
@@ -140,21 +150,10 @@ impl Runner {
     /// row claiming to run.
     pub async fn close_own(&self, reason: &str) -> Result<usize> {
         let me = crate::ledger::this_process();
-        let mut closed = 0;
-        for state in [RunState::Pending, RunState::Running] {
-            let filter = crate::ledger::RunFilter {
-                state: Some(state),
-                ..Default::default()
-            };
-            for run in self.sink.ledger_list(&filter).await? {
-                if run.owner.as_deref() == Some(me.as_str()) {
-                    self.close(run.id, RunState::Failed, None, reason.to_owned())
-                        .await?;
-                    closed += 1;
-                }
-            }
-        }
-        Ok(closed)
+        self.close_open(|run| {
+            (run.owner.as_deref() == Some(me.as_str())).then(|| reason.to_owned())
+        })
+        .await
     }
 
     /// Closes open rows that a scheduler process other than this one left
@@ -163,28 +162,12 @@ impl Runner {
     /// that loses its lock cancels its runs at once.
     pub async fn close_other_schedulers(&self, reason: &str) -> Result<usize> {
         let me = crate::ledger::this_process();
-        let mut closed = 0;
-        for state in [RunState::Pending, RunState::Running] {
-            let filter = crate::ledger::RunFilter {
-                state: Some(state),
-                ..Default::default()
-            };
-            for run in self.sink.ledger_list(&filter).await? {
-                if run.trigger.starts_with("schedule:") && run.owner.as_deref() != Some(me.as_str())
-                {
-                    let owner = run.owner.clone().unwrap_or_default();
-                    self.close(
-                        run.id,
-                        RunState::Failed,
-                        None,
-                        format!("{reason} ({owner})"),
-                    )
-                    .await?;
-                    closed += 1;
-                }
-            }
-        }
-        Ok(closed)
+        self.close_open(|run| {
+            let other =
+                run.trigger.starts_with("schedule:") && run.owner.as_deref() != Some(me.as_str());
+            other.then(|| format!("{reason} ({})", run.owner.as_deref().unwrap_or_default()))
+        })
+        .await
     }
 
     /// The models to run, in dependency order; unknown names are a usage
@@ -270,20 +253,13 @@ impl Runner {
         // large COPY with other models' queries gained nothing (the database
         // server needs the same cores), so the default is one at a time.
         let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let last_rows = match self.last_rows(models).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.close_after_error(&ids, &e).await;
-                return Err(e);
-            }
-        };
         let queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut done: BTreeSet<&str> = BTreeSet::new();
         let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
         let mut remaining: Vec<usize> = (0..models.len()).collect();
         while !remaining.is_empty() {
-            let (mut wave, rest): (Vec<usize>, Vec<usize>) = remaining.iter().partition(|&&i| {
+            let (wave, rest): (Vec<usize>, Vec<usize>) = remaining.iter().partition(|&&i| {
                 models[i]
                     .depends_on
                     .iter()
@@ -294,7 +270,6 @@ impl Runner {
                 self.close_after_error(&ids, &e).await;
                 return Err(e);
             }
-            wave.sort_by_key(|&i| std::cmp::Reverse(last_rows[i]));
             let runs = wave.iter().map(|&i| {
                 let (model, id) = (&models[i], ids[i]);
                 let (failed, input_error, plan, ctx, queries) =
@@ -359,24 +334,6 @@ impl Runner {
                 tracing::warn!(id, "cannot close ledger row: {e}");
             }
         }
-    }
-
-    /// Rows each model wrote in its last successful run, any day (0 if none).
-    async fn last_rows(&self, models: &[ModelSpec]) -> Result<Vec<i64>> {
-        let mut out = Vec::with_capacity(models.len());
-        for model in models {
-            let last = self
-                .sink
-                .ledger_list(&crate::ledger::RunFilter {
-                    model: Some(model.name.clone()),
-                    state: Some(RunState::Success),
-                    limit: Some(1),
-                    ..Default::default()
-                })
-                .await?;
-            out.push(last.first().and_then(|r| r.rows_written).unwrap_or(0));
-        }
-        Ok(out)
     }
 
     async fn session_for(&self, plan: &DayPlan) -> Result<SessionContext> {

@@ -418,30 +418,20 @@ async fn plan_job(
         // Intervals that never started because no scheduler ran missed
         // their SLA too: one alert for the outage, keyed by its first tick.
         if let Some(deadline) = job.deadline(gap.first_tick).filter(|d| *d <= now) {
-            let alert = Alert {
-                job: job.name().to_owned(),
-                tick: gap.first_tick,
-                day: gap.first_day,
+            let state = format!(
+                "missed: {} interval(s) not run (days {} .. {})",
+                gap.ticks, gap.first_day, gap.last_day
+            );
+            raise_sla_alert(
+                shared,
+                job,
+                settings,
+                (gap.first_tick, gap.first_day),
                 deadline,
-                state: format!(
-                    "missed: {} interval(s) not run (days {} .. {})",
-                    gap.ticks, gap.first_day, gap.last_day
-                ),
-                raised_at: now,
-                webhook: job
-                    .config
-                    .webhook
-                    .clone()
-                    .or_else(|| settings.webhook.clone()),
-                delivered_at: None,
-                delivery_error: None,
-            };
-            if shared.store.raise(&alert).await? {
-                tracing::error!(job = %alert.job, day = %alert.day, "SLA missed: {}", alert.state);
-                if alert.webhook.is_some() {
-                    spawn_delivery(shared, alert, settings.webhook_attempts);
-                }
-            }
+                state,
+                now,
+            )
+            .await?;
         }
         shared
             .store
@@ -626,38 +616,52 @@ async fn check_sla(
         if deadline > now || !late {
             continue;
         }
-        let alert = Alert {
-            job: t.job.clone(),
-            tick: t.tick,
-            day: t.day,
-            deadline,
-            state: serde_json::to_value(t.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            raised_at: now,
-            webhook: job
-                .config
-                .webhook
-                .clone()
-                .or_else(|| settings.webhook.clone()),
-            delivered_at: None,
-            delivery_error: None,
-        };
-        if shared.store.raise(&alert).await? {
-            tracing::error!(
-                job = %alert.job,
-                day = %alert.day,
-                deadline = %alert.deadline,
-                state = %alert.state,
-                "SLA missed: job `{}` did not finish day {} by {}",
-                alert.job,
-                alert.day,
-                alert.deadline
-            );
-            if alert.webhook.is_some() {
-                spawn_delivery(shared, alert, settings.webhook_attempts);
-            }
+        let state = t.state.as_str().to_owned();
+        raise_sla_alert(shared, job, settings, (t.tick, t.day), deadline, state, now).await?;
+    }
+    Ok(())
+}
+
+/// Records the alert for (job, tick) unless one exists; a new one is logged
+/// and sent to the job's webhook.
+async fn raise_sla_alert(
+    shared: &Arc<Shared>,
+    job: &Job,
+    settings: &SchedulerConfig,
+    (tick, day): (DateTime<Utc>, NaiveDate),
+    deadline: DateTime<Utc>,
+    state: String,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let alert = Alert {
+        job: job.name().to_owned(),
+        tick,
+        day,
+        deadline,
+        state,
+        raised_at: now,
+        webhook: job
+            .config
+            .webhook
+            .clone()
+            .or_else(|| settings.webhook.clone()),
+        delivered_at: None,
+        delivery_error: None,
+    };
+    if shared.store.raise(&alert).await? {
+        tracing::error!(
+            job = %alert.job,
+            day = %alert.day,
+            deadline = %alert.deadline,
+            state = %alert.state,
+            "SLA missed: job `{}` did not finish day {} by {} ({})",
+            alert.job,
+            alert.day,
+            alert.deadline,
+            alert.state
+        );
+        if alert.webhook.is_some() {
+            spawn_delivery(shared, alert, settings.webhook_attempts);
         }
     }
     Ok(())

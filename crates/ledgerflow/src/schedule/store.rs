@@ -29,6 +29,17 @@ pub enum TickState {
     Failed,
 }
 
+impl TickState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TickState::Due => "due",
+            TickState::Running => "running",
+            TickState::Success => "success",
+            TickState::Failed => "failed",
+        }
+    }
+}
+
 /// One due interval of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tick {
