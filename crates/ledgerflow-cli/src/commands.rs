@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use ledgerflow::catalog::batch::BatchLayer;
-use ledgerflow::catalog::speed::landing::LandingLayer;
+use ledgerflow::catalog::speed::SpeedLayer;
 use ledgerflow::config::Config;
 use ledgerflow::generate::{self, chain};
 use ledgerflow::ledger::{RunFilter, RunState};
@@ -46,7 +46,7 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
         return Err(ledgerflow::Error::Usage("--blocks-per-file must be at least 1".into()).into());
     }
     let batch = BatchLayer::open(&config)?;
-    let landing = LandingLayer::open(&config)?;
+    let speed = SpeedLayer::open(&config)?;
     let params = chain::GenParams {
         seed: args.seed,
         scale: args.scale,
@@ -67,7 +67,7 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
         let mut parts = Vec::new();
         if speed_days.contains(d) {
             parts.push(
-                generate::write_speed_day(&landing, &params, *d, args.blocks_per_file, &tick)
+                generate::write_speed_day(&speed, &params, *d, args.blocks_per_file, &tick)
                     .await?,
             );
         }
@@ -115,6 +115,7 @@ fn print_report(r: &RunReport, json: bool) {
         }
         RunStatus::Skipped { reason } => format!("skipped  {reason}"),
         RunStatus::Failed { error } => format!("FAILED   {error}"),
+        RunStatus::Unavailable { reason } => format!("skipped  {reason}"),
     };
     println!(
         "{} {:<24} {:<6} {:>7.2}s  {what}",
@@ -125,12 +126,14 @@ fn print_report(r: &RunReport, json: bool) {
     );
 }
 
+/// 1 if any run failed, else 99 if any was skipped because the speed layer
+/// was down (Airflow's "skipped"), else 0.
 fn exit_code(reports: &[RunReport]) -> u8 {
-    if reports
-        .iter()
-        .any(|r| matches!(r.status, RunStatus::Failed { .. }))
-    {
+    let any = |f: fn(&RunStatus) -> bool| reports.iter().any(|r| f(&r.status));
+    if any(|s| matches!(s, RunStatus::Failed { .. })) {
         1
+    } else if any(|s| matches!(s, RunStatus::Unavailable { .. })) {
+        99
     } else {
         0
     }

@@ -59,6 +59,12 @@ pub async fn compact_day(
             "{day} is still open (today is {today}, UTC): blocks may still land; compact it after it closes, or pass --force"
         )));
     }
+    if opts.remove_landing && catalog.speed.landing().is_none() {
+        return Err(Error::Usage(format!(
+            "--remove-landing removes landing files, but the speed layer is {}: its documents expire by their TTL and are never deleted by ledgerflow",
+            catalog.speed.kind()
+        )));
+    }
     let plan = catalog.plan_day(day).await?;
     let mut report = CompactReport {
         day,
@@ -102,9 +108,10 @@ pub async fn compact_day(
                 "not committed: landing files kept",
             ));
         }
+        let landing = catalog.speed.landing().expect("checked above");
         for entity in Entity::ALL {
-            for meta in catalog.speed.list_day(entity.name(), day).await? {
-                catalog.speed.files.delete(&meta.location).await?;
+            for meta in landing.list_day(entity.name(), day).await? {
+                landing.files.delete(&meta.location).await?;
                 report.removed_landing_files += 1;
             }
         }

@@ -84,10 +84,77 @@ pub struct BatchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpeedConfig {
-    /// The speed layer: a landing directory of micro-batch Parquet files
-    /// (`<url>/<table>/date=YYYY-MM-DD/<seq>.parquet`, a local path relative
-    /// to this file). Overridden by `LEDGERFLOW_SPEED_URL`.
+    /// The speed layer: either a landing directory of micro-batch Parquet
+    /// files (`<url>/<table>/date=YYYY-MM-DD/<seq>.parquet`, a local path
+    /// relative to this file), or a MongoDB connection string
+    /// (`mongodb://host:port/?directConnection=true`, `mongodb+srv://..`).
+    /// Overridden by `LEDGERFLOW_SPEED_URL`.
     pub url: String,
+    /// MongoDB database holding the speed layer. Default: `ledger`.
+    #[serde(default = "default_mongo_database")]
+    pub database: String,
+    /// MongoDB collection of blocks (time field `timestamp`, a BSON date).
+    /// Default: `blocks`.
+    #[serde(default = "default_blocks_collection")]
+    pub blocks_collection: String,
+    /// MongoDB collection of transactions (time field `block_timestamp`, a
+    /// BSON date; `value` as Decimal128 or a decimal string). Default:
+    /// `transactions`.
+    #[serde(default = "default_transactions_collection")]
+    pub transactions_collection: String,
+    /// How long the speed layer keeps data (e.g. "48h"). A day that starts
+    /// before now - ttl and is not committed in the batch layer is an error,
+    /// never an empty result. Default: the TTL index of the blocks
+    /// collection (MongoDB), none for a landing dir.
+    #[serde(default, with = "humantime_serde")]
+    pub ttl: Option<std::time::Duration>,
+    /// What a run does when the speed layer cannot be reached: `fail` (exit
+    /// 1) or `skip` (ledger state skipped with the reason, exit 99; repair
+    /// later with backfill). Default: `fail`.
+    #[serde(default)]
+    pub on_unavailable: UnavailablePolicy,
+    /// How long to wait for a MongoDB server before it counts as
+    /// unavailable. Default: 5s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+    /// Create the time-field indexes if missing (else only warn that they
+    /// are missing). Default: true.
+    #[serde(default = "default_true")]
+    pub create_indexes: bool,
+    /// How `realtime` follows MongoDB: `change_stream` (resume token),
+    /// `poll` (by block number, for servers without change streams), or
+    /// `auto` (change streams if the server has them). Default: `auto`.
+    #[serde(default)]
+    pub follow: FollowMode,
+    /// How often `realtime` looks for new data when polling (landing dir,
+    /// or MongoDB in `poll` mode), and the change stream's longest wait.
+    /// Default: 100ms.
+    #[serde(default = "default_speed_poll", with = "humantime_serde")]
+    pub poll_interval: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailablePolicy {
+    #[default]
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FollowMode {
+    #[default]
+    Auto,
+    ChangeStream,
+    Poll,
+}
+
+/// Where the speed layer lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpeedTarget {
+    Landing { root: PathBuf },
+    Mongo { uri: String },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +378,24 @@ fn default_on_changed_archive() -> ChangedArchivePolicy {
     ChangedArchivePolicy::Error
 }
 
+fn default_mongo_database() -> String {
+    "ledger".into()
+}
+fn default_blocks_collection() -> String {
+    "blocks".into()
+}
+fn default_transactions_collection() -> String {
+    "transactions".into()
+}
+fn default_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
+}
+fn default_speed_poll() -> std::time::Duration {
+    std::time::Duration::from_millis(100)
+}
+fn default_true() -> bool {
+    true
+}
 fn default_models_dir() -> String {
     "models".into()
 }
@@ -401,7 +486,28 @@ impl Config {
             return Err(self.invalid("batch.rows_per_file", "must be at least 1"));
         }
         self.batch_root()?;
-        self.speed_root()?;
+        if let SpeedTarget::Mongo { .. } = self.speed_target()? {
+            // MongoDB's own naming rules: a database name has no `/\. "$`,
+            // a collection name no `$` (and neither a NUL).
+            for (key, name, forbidden) in [
+                ("speed.database", &self.speed.database, "/\\. \"$\0"),
+                ("speed.blocks_collection", &self.speed.blocks_collection, "$\0"),
+                ("speed.transactions_collection", &self.speed.transactions_collection, "$\0"),
+            ] {
+                if name.is_empty() || name.contains(|c| forbidden.contains(c)) {
+                    return Err(self.invalid(key, format!("`{name}` is not a valid MongoDB name")));
+                }
+            }
+        }
+        if self.speed.ttl.is_some_and(|t| t < std::time::Duration::from_secs(3600)) {
+            return Err(self.invalid("speed.ttl", "must be at least 1h"));
+        }
+        if self.speed.connect_timeout.is_zero() || self.speed.poll_interval.is_zero() {
+            return Err(self.invalid(
+                "speed.connect_timeout / speed.poll_interval",
+                "must be above zero",
+            ));
+        }
         if self.engine.memory_limit < ByteSize::mib(64) {
             return Err(self.invalid("engine.memory_limit", "must be at least 64 MiB"));
         }
@@ -479,8 +585,27 @@ impl Config {
         self.local_root("batch.url", &self.batch.url)
     }
 
+    /// The landing dir root; an error naming `speed.url` for MongoDB.
     pub fn speed_root(&self) -> Result<PathBuf> {
-        self.local_root("speed.url", &self.speed.url)
+        match self.speed_target()? {
+            SpeedTarget::Landing { root } => Ok(root),
+            SpeedTarget::Mongo { .. } => Err(self.invalid(
+                "speed.url",
+                "is a MongoDB URL; this needs a landing directory",
+            )),
+        }
+    }
+
+    pub fn speed_target(&self) -> Result<SpeedTarget> {
+        let url = self.speed.url.trim();
+        if url.starts_with("mongodb://") || url.starts_with("mongodb+srv://") {
+            return Ok(SpeedTarget::Mongo {
+                uri: url.to_string(),
+            });
+        }
+        Ok(SpeedTarget::Landing {
+            root: self.local_root("speed.url", url)?,
+        })
     }
 
     fn local_root(&self, key: &str, value: &str) -> Result<PathBuf> {

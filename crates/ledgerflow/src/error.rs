@@ -100,6 +100,27 @@ pub enum Error {
         message: String,
     },
 
+    /// The speed layer (MongoDB) cannot be reached. `target` is
+    /// `host:port/database`, never the password. Under
+    /// `speed.on_unavailable = "skip"` a run records it as skipped (exit 99).
+    #[error("speed layer {target} is unavailable: {message}")]
+    SourceUnavailable { target: String, message: String },
+
+    /// The speed layer answered, but with something unusable: a refused
+    /// query, or a document that does not fit the ledger schema.
+    #[error("speed layer {target}: {message}")]
+    Speed { target: String, message: String },
+
+    /// A day gone from the speed layer (older than its TTL) that was never
+    /// committed to the batch layer: reading it would give partial numbers.
+    #[error("{day} is neither committed in the batch layer ({batch}) nor within the speed layer's TTL ({ttl} at {speed}): compact days before they expire, or ingest the day into the batch layer")]
+    BeyondTtl {
+        day: NaiveDate,
+        batch: String,
+        speed: String,
+        ttl: String,
+    },
+
     /// Anything else from Arrow or Parquet while writing files.
     #[error("{context}: {message}")]
     Data { context: String, message: String },

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::schema::UTC;
 use crate::catalog::unified::{Catalog, DayPlan, Layer};
-use crate::config::Config;
+use crate::config::{Config, UnavailablePolicy};
 use crate::error::{Error, Result};
 use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
@@ -61,6 +61,11 @@ pub enum RunStatus {
     },
     Failed {
         error: String,
+    },
+    /// The speed layer could not be reached and `speed.on_unavailable` is
+    /// `skip`: recorded as skipped, exit 99, repaired later by backfill.
+    Unavailable {
+        reason: String,
     },
 }
 
@@ -209,6 +214,14 @@ impl Runner {
         opts: &RunOptions,
     ) -> Result<Vec<RunReport>> {
         let plan = self.catalog.plan_day(day).await;
+        let source_down = match &plan {
+            Err(e @ Error::SourceUnavailable { .. })
+                if self.config.speed.on_unavailable == UnavailablePolicy::Skip =>
+            {
+                Some(format!("source unavailable (speed.on_unavailable = skip): {e}"))
+            }
+            _ => None,
+        };
         let input_error = match &plan {
             Err(e) => Some(e.to_string()),
             Ok(p) if p.layer == Layer::None && !opts.allow_empty => {
@@ -272,12 +285,18 @@ impl Runner {
             }
             let runs = wave.iter().map(|&i| {
                 let (model, id) = (&models[i], ids[i]);
-                let (failed, input_error, plan, ctx, queries) =
-                    (&failed, &input_error, &plan, &ctx, &queries);
+                let (failed, input_error, plan, ctx, queries, source_down) =
+                    (&failed, &input_error, &plan, &ctx, &queries, &source_down);
                 async move {
                     let started = Instant::now();
                     let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
-                    let status = if let Some(error) = input_error {
+                    let status = if let Some(reason) = &source_down {
+                        self.close(id, RunState::Skipped, None, reason.clone())
+                            .await?;
+                        RunStatus::Unavailable {
+                            reason: reason.clone(),
+                        }
+                    } else if let Some(error) = input_error {
                         self.close(id, RunState::Failed, None, error.clone())
                             .await?;
                         RunStatus::Failed {
@@ -306,7 +325,9 @@ impl Runner {
                 };
                 // A skipped model's dependents are skipped too, transitively.
                 let upstream_skipped = matches!(&status, RunStatus::Skipped { reason } if reason.starts_with("upstream"));
-                if matches!(status, RunStatus::Failed { .. }) || upstream_skipped {
+                if matches!(status, RunStatus::Failed { .. } | RunStatus::Unavailable { .. })
+                    || upstream_skipped
+                {
                     failed.insert(models[i].name.clone());
                 }
                 done.insert(models[i].name.as_str());
@@ -498,7 +519,8 @@ impl Runner {
                 day: plan.day,
                 schema,
                 batches,
-                run_id,
+                run_id: Some(run_id),
+                checkpoint: None,
             })
             .await?;
         drop(permit);

@@ -20,7 +20,8 @@ use sha2::{Digest, Sha256};
 use super::batch::BatchLayer;
 use super::reorg;
 use super::schema::{self, Entity};
-use super::speed::landing::LandingLayer;
+use super::speed::{Scratch, SpeedLayer};
+use super::store::PartitionStore;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
@@ -60,6 +61,8 @@ pub struct DayPlan {
     /// only if their block is one of these, which also drops transactions
     /// whose block had not landed when the day was listed.
     pub canonical: Vec<String>,
+    /// A MongoDB day's copy in the spill dir (kept while the plan lives).
+    pub scratch: Option<Arc<Scratch>>,
 }
 
 impl DayPlan {
@@ -77,10 +80,15 @@ impl DayPlan {
     }
 
     /// Feeds what identifies this day's inputs into a fingerprint: layer,
-    /// and every file's name, size, modification time and etag.
+    /// and every file's name, size, modification time and etag (for a
+    /// MongoDB day: the hash of every document read).
     pub fn hash_into(&self, hasher: &mut Sha256) {
         hasher.update(self.day.to_string());
         hasher.update(self.layer.as_str());
+        if let Some(scratch) = &self.scratch {
+            hasher.update(&scratch.content);
+            return;
+        }
         for (entity, files) in &self.files {
             hasher.update(entity.name());
             for f in files {
@@ -96,14 +104,16 @@ impl DayPlan {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     pub batch: BatchLayer,
-    pub speed: LandingLayer,
+    pub speed: SpeedLayer,
+    spill_dir: std::path::PathBuf,
 }
 
 impl Catalog {
     pub fn open(config: &Config) -> Result<Self> {
         Ok(Self {
             batch: BatchLayer::open(config)?,
-            speed: LandingLayer::open(config)?,
+            speed: SpeedLayer::open(config)?,
+            spill_dir: config.spill_dir(),
         })
     }
 
@@ -127,6 +137,7 @@ impl Catalog {
                     files,
                     orphans: Vec::new(),
                     canonical: Vec::new(),
+                    scratch: None,
                 });
             }
             files.clear();
@@ -137,19 +148,25 @@ impl Catalog {
                 format!("the batch partitions of {day} kept changing while being listed"),
             ));
         }
-        for entity in Entity::ALL {
-            files.insert(entity, self.speed.list_day(entity.name(), day).await?);
-        }
-        if files[&Entity::Blocks].is_empty() {
+        let speed = self
+            .speed
+            .day(
+                day,
+                &self.spill_dir,
+                self.batch.files.describe_day("blocks", day),
+            )
+            .await?;
+        if speed.headers.is_empty() {
             return Ok(DayPlan {
                 day,
                 layer: Layer::None,
                 files: BTreeMap::new(),
                 orphans: Vec::new(),
                 canonical: Vec::new(),
+                scratch: None,
             });
         }
-        let headers = self.speed.headers(&files[&Entity::Blocks]).await?;
+        let headers = speed.headers;
         let orphan_set = reorg::orphans(&headers);
         let mut orphans: Vec<String> = orphan_set.iter().cloned().collect();
         orphans.sort();
@@ -163,9 +180,10 @@ impl Catalog {
         Ok(DayPlan {
             day,
             layer: Layer::Speed,
-            files,
+            files: speed.files,
             orphans,
             canonical,
+            scratch: speed.scratch,
         })
     }
 
@@ -174,21 +192,24 @@ impl Catalog {
         Error::DayNotFound {
             day,
             batch: self.batch.files.describe_day("blocks", day),
-            speed: self.speed.describe_day("blocks", day),
+            speed: self.speed.describe_day(day),
         }
     }
 
-    fn store_of(&self, layer: Layer) -> &super::store::PartitionStore {
-        match layer {
-            Layer::Batch => &self.batch.files,
-            _ => &self.speed.files,
+    fn store_of<'a>(&'a self, plan: &'a DayPlan) -> &'a PartitionStore {
+        match (&plan.scratch, &self.speed) {
+            (Some(scratch), _) => &scratch.store,
+            _ if plan.layer == Layer::Batch => &self.batch.files,
+            (None, SpeedLayer::Landing(landing)) => &landing.files,
+            // A MongoDB plan without files has nothing to read.
+            (None, SpeedLayer::Mongo(_)) => &self.batch.files,
         }
     }
 
     /// Reads every file's footer and checks its schema, so a corrupt file or
     /// a missing/mistyped column fails before anything runs, named.
     pub async fn validate(&self, plan: &DayPlan) -> Result<()> {
-        let store = self.store_of(plan.layer);
+        let store = self.store_of(plan);
         for (entity, files) in &plan.files {
             let expected = entity.schema();
             for meta in files {
@@ -209,7 +230,7 @@ impl Catalog {
                 let Some(files) = plan.files.get(&entity).filter(|f| !f.is_empty()) else {
                     continue;
                 };
-                let store = self.store_of(plan.layer);
+                let store = self.store_of(plan);
                 let urls: Vec<String> = files.iter().map(|m| store.url(&m.location)).collect();
                 let engine_err = |e| Error::Engine {
                     model: format!("<catalog {}>", entity.name()),

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::catalog::batch::BatchLayer;
 use crate::catalog::schema::Entity;
-use crate::catalog::speed::landing::LandingLayer;
+use crate::catalog::speed::SpeedLayer;
 use crate::error::{Error, Result};
 use chain::{Block, GenParams, Tx};
 
@@ -82,10 +82,11 @@ pub async fn write_batch_day(
     Ok(summary)
 }
 
-/// Writes one open day to the landing dir as micro-batches of
-/// `blocks_per_file` blocks, in arrival order, with orphaned blocks.
+/// Writes one open day to the speed layer as micro-batches of
+/// `blocks_per_file` blocks (landing files, or MongoDB inserts), in arrival
+/// order, with orphaned blocks.
 pub async fn write_speed_day(
-    landing: &LandingLayer,
+    speed: &SpeedLayer,
     params: &GenParams,
     day: NaiveDate,
     blocks_per_file: usize,
@@ -103,21 +104,22 @@ pub async fn write_speed_day(
         blocks.push(generated.block);
         txs.extend(generated.txs);
         if blocks.len() >= blocks_per_file.max(1) {
-            flush_micro_batch(landing, day, seq, &mut blocks, &mut txs).await?;
+            flush_micro_batch(speed, day, seq, &mut blocks, &mut txs).await?;
             seq += 1;
         }
         progress(summary.blocks);
     }
     if !blocks.is_empty() {
-        flush_micro_batch(landing, day, seq, &mut blocks, &mut txs).await?;
+        flush_micro_batch(speed, day, seq, &mut blocks, &mut txs).await?;
         seq += 1;
     }
     summary.files = seq * 2;
     Ok(summary)
 }
 
-async fn flush_micro_batch(
-    landing: &LandingLayer,
+/// Appends one micro-batch to the speed layer.
+pub async fn flush_micro_batch(
+    speed: &SpeedLayer,
     day: NaiveDate,
     seq: u64,
     blocks: &mut Vec<Block>,
@@ -125,12 +127,19 @@ async fn flush_micro_batch(
 ) -> Result<()> {
     // Transactions first: a reader that sees a block also sees its
     // transactions.
-    landing
-        .append(Entity::Transactions, day, seq, tx_batch(txs)?)
-        .await?;
-    landing
-        .append(Entity::Blocks, day, seq, block_batch(blocks)?)
-        .await?;
+    let (tx_rows, block_rows) = (tx_batch(txs)?, block_batch(blocks)?);
+    match speed {
+        SpeedLayer::Landing(landing) => {
+            landing
+                .append(Entity::Transactions, day, seq, tx_rows)
+                .await?;
+            landing.append(Entity::Blocks, day, seq, block_rows).await?;
+        }
+        SpeedLayer::Mongo(mongo) => {
+            mongo.insert(Entity::Transactions, &tx_rows).await?;
+            mongo.insert(Entity::Blocks, &block_rows).await?;
+        }
+    }
     blocks.clear();
     txs.clear();
     Ok(())

@@ -540,12 +540,14 @@ async fn run_tick(
                     .filter(|r| match &r.status {
                         RunStatus::Success { .. } => true,
                         RunStatus::Skipped { reason } => !reason.starts_with("upstream"),
-                        RunStatus::Failed { .. } => false,
+                        RunStatus::Failed { .. } | RunStatus::Unavailable { .. } => false,
                     })
                     .map(|r| r.model.clone())
                     .collect();
                 let first_error = reports.iter().find_map(|r| match &r.status {
-                    RunStatus::Failed { error } => Some(format!("{}: {error}", r.model)),
+                    RunStatus::Failed { error } | RunStatus::Unavailable { reason: error } => {
+                        Some(format!("{}: {error}", r.model))
+                    }
                     _ => None,
                 });
                 models.retain(|m| !done.contains(&m.name));

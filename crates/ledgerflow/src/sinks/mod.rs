@@ -28,7 +28,22 @@ pub enum WriteMode {
     ReplaceDay { column: String },
     /// `INSERT .. ON CONFLICT (key) DO UPDATE`, after de-duplicating keys.
     Upsert,
+    /// Delete every row whose timestamp `column` is one of `minutes`
+    /// (microseconds, UTC), then insert: the realtime loop's write, which
+    /// also drops minutes a reorg emptied.
+    ReplaceMinutes { column: String, minutes: Vec<i64> },
 }
+
+/// Where a realtime stream is, stored with the rows it produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub stream: String,
+    /// Opaque to the sink (JSON written by the realtime loop).
+    pub position: String,
+}
+
+/// Table of realtime checkpoints in the serving database.
+pub const CHECKPOINT_TABLE: &str = "ledgerflow_realtime";
 
 /// One model's output for one day, to be written atomically together with
 /// the ledger row `run_id` being closed as success.
@@ -47,7 +62,9 @@ pub struct WriteRequest {
     pub batches: Vec<RecordBatch>,
     /// Ledger row closed as `success` (with the row count) in the same
     /// transaction.
-    pub run_id: i64,
+    pub run_id: Option<i64>,
+    /// Checkpoint stored in the same transaction (realtime).
+    pub checkpoint: Option<Checkpoint>,
 }
 
 #[async_trait]
@@ -73,6 +90,9 @@ pub trait Sink: Send + Sync {
 
     /// Newest first.
     async fn ledger_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
+
+    /// The stored position of a realtime stream, if any.
+    async fn checkpoint(&self, stream: &str) -> Result<Option<String>>;
 
     /// Fingerprint of the latest successful run of (model, day), if any.
     async fn last_success_fingerprint(&self, model: &str, day: NaiveDate)

@@ -25,7 +25,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
 use super::ident::{self, quote, quoted_list};
 use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
-use super::{Sink, WriteMode, WriteRequest};
+use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
@@ -609,8 +609,14 @@ impl Sink for PostgresSink {
                 error text,
                 owner text
             );
-            CREATE INDEX IF NOT EXISTS {} ON {ledger} (model, day, id);",
+            CREATE INDEX IF NOT EXISTS {} ON {ledger} (model, day, id);
+            CREATE TABLE IF NOT EXISTS {} (
+                stream text PRIMARY KEY,
+                position text NOT NULL,
+                updated_at timestamptz NOT NULL
+            );",
             quote(&format!("{}_model_day", ledger::TABLE)),
+            self.table(CHECKPOINT_TABLE),
         ))
         .await
         .map_err(fail)?;
@@ -647,7 +653,7 @@ impl Sink for PostgresSink {
         // A swap stages into a new regular table named after this run (the
         // transaction drops it on rollback); otherwise into a temp table.
         let staging = match swap {
-            Some(_) => self.table(&format!("{}_r{}", req.table, req.run_id)),
+            Some(_) => self.table(&format!("{}_r{}", req.table, req.run_id.unwrap_or(0))),
             None => STAGING.to_owned(),
         };
         let create = match (&swap, &req.mode) {
@@ -655,7 +661,7 @@ impl Sink for PostgresSink {
             (None, WriteMode::Upsert) => format!(
                 "CREATE TEMP TABLE {STAGING} (LIKE {table}, {STAGING_SEQ} bigserial) ON COMMIT DROP"
             ),
-            (None, WriteMode::ReplaceDay { .. }) => {
+            (None, WriteMode::ReplaceDay { .. } | WriteMode::ReplaceMinutes { .. }) => {
                 format!("CREATE TEMP TABLE {STAGING} (LIKE {table}) ON COMMIT DROP")
             }
         };
@@ -710,6 +716,21 @@ impl Sink for PostgresSink {
                     .await
                     .map_err(|e| fail("inserting", &e))?
             }
+            WriteMode::ReplaceMinutes { column, minutes } => {
+                let minutes: Vec<chrono::DateTime<chrono::Utc>> = minutes
+                    .iter()
+                    .filter_map(|&m| chrono::DateTime::from_timestamp_micros(m))
+                    .collect();
+                let delete = format!("DELETE FROM {table} WHERE {} = ANY($1)", quote(column));
+                tx.execute(&delete, &[&minutes])
+                    .await
+                    .map_err(|e| fail("deleting the minutes", &e))?;
+                let insert =
+                    format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {STAGING}");
+                tx.execute(&insert, &[])
+                    .await
+                    .map_err(|e| fail("inserting", &e))?
+            }
             WriteMode::Upsert => {
                 let key = quoted_list(&req.key);
                 let action = sql::conflict_action(&req);
@@ -726,20 +747,32 @@ impl Sink for PostgresSink {
             }
         };
 
-        let close = format!(
-            "UPDATE {} SET state = 'success', rows_written = $1, finished_at = now(), \
-             error = NULL WHERE id = $2",
-            self.table(ledger::TABLE)
-        );
-        let closed = tx
-            .execute(&close, &[&(written as i64), &req.run_id])
-            .await
-            .map_err(|e| fail("closing the ledger row", &e))?;
-        if closed != 1 {
-            return Err(self.message(format!(
-                "{context}: ledger row {} does not exist",
-                req.run_id
-            )));
+        if let Some(run_id) = req.run_id {
+            let close = format!(
+                "UPDATE {} SET state = 'success', rows_written = $1, finished_at = now(), \
+                 error = NULL WHERE id = $2",
+                self.table(ledger::TABLE)
+            );
+            let closed = tx
+                .execute(&close, &[&(written as i64), &run_id])
+                .await
+                .map_err(|e| fail("closing the ledger row", &e))?;
+            if closed != 1 {
+                return Err(self.message(format!(
+                    "{context}: ledger row {run_id} does not exist"
+                )));
+            }
+        }
+        if let Some(cp) = &req.checkpoint {
+            let upsert = format!(
+                "INSERT INTO {} (stream, position, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (stream) DO UPDATE SET position = excluded.position, \
+                 updated_at = excluded.updated_at",
+                self.table(CHECKPOINT_TABLE)
+            );
+            tx.execute(&upsert, &[&cp.stream, &cp.position])
+                .await
+                .map_err(|e| fail("storing the checkpoint", &e))?;
         }
         failpoint::hit("before_commit", &req.table).await;
         tx.commit().await.map_err(|e| fail("COMMIT", &e))?;
@@ -853,6 +886,19 @@ impl Sink for PostgresSink {
         rows.iter()
             .map(|r| record(r).map_err(|e| self.fail("reading the ledger", e.as_ref())))
             .collect()
+    }
+
+    async fn checkpoint(&self, stream: &str) -> Result<Option<String>> {
+        let sql = format!(
+            "SELECT position FROM {} WHERE stream = $1",
+            self.table(CHECKPOINT_TABLE)
+        );
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&sql, &[&stream])
+            .await
+            .map_err(|e| self.fail(&format!("reading checkpoint `{stream}`"), &e))?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     async fn last_success_fingerprint(

@@ -19,7 +19,7 @@ use rusqlite::{
 use super::ident::{quote, quoted_list};
 use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
-use super::{Sink, WriteMode, WriteRequest};
+use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
@@ -182,6 +182,19 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
                 .map_err(|e| fail("deleting the day", e))?;
             table.clone()
         }
+        WriteMode::ReplaceMinutes { column, minutes } => {
+            let delete = format!("DELETE FROM {table} WHERE {} = ?1", quote(column));
+            let mut stmt = tx
+                .prepare(&delete)
+                .map_err(|e| fail("deleting the minutes", e))?;
+            for &m in minutes {
+                let text = values::timestamp_text(m)
+                    .map_err(|m| serving(target, format!("{context}: {m}")))?;
+                stmt.execute([text])
+                    .map_err(|e| fail("deleting the minutes", e))?;
+            }
+            table.clone()
+        }
         // Staged first so that the upsert sees each key once, as in
         // PostgreSQL, and reports the same row count.
         WriteMode::Upsert => {
@@ -223,7 +236,7 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
     }
 
     let written = match &req.mode {
-        WriteMode::ReplaceDay { .. } => inserted,
+        WriteMode::ReplaceDay { .. } | WriteMode::ReplaceMinutes { .. } => inserted,
         WriteMode::Upsert => {
             let key = quoted_list(&req.key);
             let action = sql::conflict_action(req);
@@ -241,19 +254,33 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
         }
     };
 
-    let close = format!(
-        "UPDATE {} SET state = 'success', rows_written = ?1, finished_at = ?2, error = NULL \
-         WHERE id = ?3",
-        quote(ledger::TABLE)
-    );
-    let closed = tx
-        .execute(&close, params![written as i64, now_text(), req.run_id])
-        .map_err(|e| fail("closing the ledger row", e))?;
-    if closed != 1 {
-        return Err(serving(
-            target,
-            format!("{context}: ledger row {} does not exist", req.run_id),
-        ));
+    if let Some(run_id) = req.run_id {
+        let close = format!(
+            "UPDATE {} SET state = 'success', rows_written = ?1, finished_at = ?2, error = NULL \
+             WHERE id = ?3",
+            quote(ledger::TABLE)
+        );
+        let closed = tx
+            .execute(&close, params![written as i64, now_text(), run_id])
+            .map_err(|e| fail("closing the ledger row", e))?;
+        if closed != 1 {
+            return Err(serving(
+                target,
+                format!("{context}: ledger row {run_id} does not exist"),
+            ));
+        }
+    }
+    if let Some(cp) = &req.checkpoint {
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (stream, position, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (stream) DO UPDATE SET position = excluded.position, \
+                 updated_at = excluded.updated_at",
+                quote(CHECKPOINT_TABLE)
+            ),
+            params![cp.stream, cp.position, now_text()],
+        )
+        .map_err(|e| fail("storing the checkpoint", e))?;
     }
     failpoint::hit_blocking("before_commit", &req.table);
     tx.commit().map_err(|e| fail("COMMIT", e))?;
@@ -317,9 +344,15 @@ impl Sink for SqliteSink {
                     error TEXT,
                     owner TEXT
                 );
-                CREATE INDEX IF NOT EXISTS {1} ON {0} (model, day, id);",
+                CREATE INDEX IF NOT EXISTS {1} ON {0} (model, day, id);
+                CREATE TABLE IF NOT EXISTS {2} (
+                    stream TEXT PRIMARY KEY,
+                    position TEXT NOT NULL,
+                    updated_at TEXT NOT NULL
+                );",
                 quote(ledger::TABLE),
                 quote(&format!("{}_model_day", ledger::TABLE)),
+                quote(CHECKPOINT_TABLE),
             ))
             .map_err(|e| serving(target, format!("creating {}: {e}", ledger::TABLE)))
         })
@@ -437,6 +470,23 @@ impl Sink for SqliteSink {
                 )
                 .map_err(fail)?;
             rows.collect::<rusqlite::Result<_>>().map_err(fail)
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, stream: &str) -> Result<Option<String>> {
+        let stream = stream.to_string();
+        self.run(move |conn, target| {
+            conn.query_row(
+                &format!(
+                    "SELECT position FROM {} WHERE stream = ?1",
+                    quote(CHECKPOINT_TABLE)
+                ),
+                [&stream],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| serving(target, format!("reading checkpoint `{stream}`: {e}")))
         })
         .await
     }

@@ -115,7 +115,8 @@ pub(crate) fn upsert(table: &str, rows: &[(i64, i64, Option<i128>)], run_id: i64
         day: day(5),
         schema: schema.clone(),
         batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
-        run_id,
+        run_id: Some(run_id),
+        checkpoint: None,
     }
 }
 
@@ -194,7 +195,8 @@ pub(crate) async fn upsert_dedupes_keys_and_the_last_row_wins(sink: &dyn Sink, d
             day: day(5),
             schema: schema.clone(),
             batches: vec![batch.clone()],
-            run_id: id,
+            run_id: Some(id),
+            checkpoint: None,
         };
         assert_eq!(sink.write(req).await.unwrap(), expected);
     }

@@ -270,6 +270,14 @@ pub fn validate_request(req: &WriteRequest) -> Result<()> {
             return Err(fail("upsert needs a key".into()));
         }
         WriteMode::Upsert => {}
+        WriteMode::ReplaceMinutes { column, .. } => match req.schema.field_with_name(column) {
+            Ok(f) if matches!(f.data_type(), DataType::Timestamp(..)) => {}
+            _ => {
+                return Err(fail(format!(
+                    "realtime writes need a timestamp output column `{column}` (the minute)"
+                )))
+            }
+        },
     }
     for batch in &req.batches {
         let schema = batch.schema();
@@ -514,7 +522,8 @@ pub(crate) mod fixtures {
             day,
             schema: activity_schema(),
             batches,
-            run_id,
+            run_id: Some(run_id),
+            checkpoint: None,
         }
     }
 

@@ -1,1 +1,175 @@
+//! The speed layer: the open day, block by block. Either a landing dir of
+//! micro-batch files (the embedded default) or MongoDB. Both hand the
+//! catalog the same thing for a day: Parquet files of the canonical
+//! schemas plus the block headers in arrival order, so the boundary and
+//! reorg rules, validation and registration are one code path.
+
+pub mod bson_arrow;
 pub mod landing;
+pub mod mongo;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use chrono::{NaiveDate, Utc};
+use object_store::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+use self::landing::LandingLayer;
+use self::mongo::MongoLayer;
+use super::reorg::Header;
+use super::schema::Entity;
+use super::store::PartitionStore;
+use crate::config::{Config, SpeedTarget};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub enum SpeedLayer {
+    Landing(LandingLayer),
+    Mongo(MongoLayer),
+}
+
+/// A MongoDB day copied into the spill dir for one run; removed when the
+/// last plan holding it is dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    pub store: PartitionStore,
+    /// Hash of every document read: the day's input identity.
+    pub content: String,
+    _dir: tempfile::TempDir,
+}
+
+/// One day of the speed layer, ready for the catalog.
+#[derive(Debug, Default)]
+pub struct SpeedDay {
+    pub files: BTreeMap<Entity, Vec<ObjectMeta>>,
+    pub headers: Vec<Header>,
+    pub scratch: Option<Arc<Scratch>>,
+}
+
+impl SpeedLayer {
+    pub fn open(config: &Config) -> Result<Self> {
+        Ok(match config.speed_target()? {
+            SpeedTarget::Landing { .. } => SpeedLayer::Landing(LandingLayer::open(config)?),
+            SpeedTarget::Mongo { uri } => SpeedLayer::Mongo(MongoLayer::open(config, &uri)?),
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SpeedLayer::Landing(_) => "landing dir",
+            SpeedLayer::Mongo(_) => "MongoDB",
+        }
+    }
+
+    pub fn landing(&self) -> Option<&LandingLayer> {
+        match self {
+            SpeedLayer::Landing(l) => Some(l),
+            SpeedLayer::Mongo(_) => None,
+        }
+    }
+
+    pub fn describe_day(&self, day: NaiveDate) -> String {
+        match self {
+            SpeedLayer::Landing(l) => l.describe_day(Entity::Blocks.name(), day),
+            SpeedLayer::Mongo(m) => m.describe_day(Entity::Blocks, day),
+        }
+    }
+
+    /// Reads `day` from the speed layer. `batch` describes the batch
+    /// partition, for the TTL error.
+    pub async fn day(&self, day: NaiveDate, spill_dir: &PathBuf, batch: String) -> Result<SpeedDay> {
+        match self {
+            SpeedLayer::Landing(l) => {
+                let mut files = BTreeMap::new();
+                for entity in Entity::ALL {
+                    files.insert(entity, l.list_day(entity.name(), day).await?);
+                }
+                let headers = l.headers(&files[&Entity::Blocks]).await?;
+                Ok(SpeedDay {
+                    files,
+                    headers,
+                    scratch: None,
+                })
+            }
+            SpeedLayer::Mongo(m) => {
+                m.check_within_ttl(day, Utc::now(), batch).await?;
+                m.ensure_indexes().await?;
+                materialize(m, day, spill_dir).await
+            }
+        }
+    }
+}
+
+/// Copies a MongoDB day into Parquet files in a fresh directory under the
+/// spill dir, streaming (bounded memory), and collects the block headers.
+async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &PathBuf) -> Result<SpeedDay> {
+    std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix("speed-day-")
+        .tempdir_in(spill_dir)
+        .map_err(|e| Error::io(spill_dir, e))?;
+    let store = PartitionStore::local(dir.path())?;
+    let (start, end) = crate::day::bounds(day);
+    let mut content = Sha256::new();
+    let mut files = BTreeMap::new();
+    let mut headers = Vec::new();
+    for entity in Entity::ALL {
+        let path = PartitionStore::day_prefix(entity.name(), day).join("part-0.parquet");
+        let mut cursor = m
+            .cursor(entity, MongoLayer::window_filter(entity, start, end))
+            .await?;
+        cursor.content = Some(Sha256::new());
+        let mut writer = store.parquet_writer(&path, entity.schema())?;
+        while let Some(batch) = cursor.next_batch().await? {
+            if entity == Entity::Blocks {
+                push_headers(&batch, &mut headers);
+            }
+            writer
+                .write(&batch)
+                .await
+                .map_err(|e| Error::data(store.describe(&path), e))?;
+        }
+        writer
+            .close()
+            .await
+            .map_err(|e| Error::data(store.describe(&path), e))?;
+        content.update(entity.name());
+        content.update(cursor.read.to_le_bytes());
+        content.update(cursor.content.take().expect("set above").finalize());
+        let metas = if cursor.read == 0 {
+            store.delete(&path).await?;
+            Vec::new()
+        } else {
+            store.list_day(entity.name(), day).await?
+        };
+        files.insert(entity, metas);
+    }
+    Ok(SpeedDay {
+        files,
+        headers,
+        scratch: Some(Arc::new(Scratch {
+            store,
+            content: hex::encode(&content.finalize()[..16]),
+            _dir: dir,
+        })),
+    })
+}
+
+/// Appends the headers of a blocks batch (canonical schema) in row order.
+pub fn push_headers(batch: &RecordBatch, headers: &mut Vec<Header>) {
+    let numbers = batch.column(0).as_primitive::<Int64Type>();
+    let hashes = batch.column(1).as_string::<i32>();
+    let parents = batch.column(2).as_string::<i32>();
+    for i in 0..batch.num_rows() {
+        headers.push(Header {
+            number: numbers.value(i),
+            hash: hashes.value(i).to_string(),
+            parent_hash: parents.value(i).to_string(),
+            arrival: headers.len(),
+        });
+    }
+}
