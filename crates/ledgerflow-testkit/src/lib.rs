@@ -5,6 +5,7 @@
 //! against.
 
 pub mod cluster;
+pub mod mongo;
 pub mod project;
 pub mod reference;
 pub mod serving;

@@ -22,3 +22,5 @@ pub mod schedule;
 pub mod sinks;
 
 pub use error::{Error, Result};
+/// The MongoDB driver ledgerflow speaks to its speed layer with.
+pub use mongodb;

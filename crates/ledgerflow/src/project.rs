@@ -24,8 +24,23 @@ marker = "_SUCCESS"
 rows_per_file = 500000
 
 [speed]
-# Speed layer: landing dir of micro-batch Parquet files (env: LEDGERFLOW_SPEED_URL).
+# Speed layer: landing dir of micro-batch Parquet files, or MongoDB
+# ("mongodb://host:27017/?directConnection=true") (env: LEDGERFLOW_SPEED_URL).
 url = "data/landing"
+# MongoDB only: database and collections (time fields `timestamp` and
+# `block_timestamp` as BSON dates; wei as Decimal128 or decimal strings).
+# database = "ledger"
+# blocks_collection = "blocks"
+# transactions_collection = "transactions"
+# Retention: a day older than this and not committed in the batch layer is
+# an error. Default: the TTL index on blocks.timestamp (MongoDB).
+# ttl = "48h"
+# When the speed layer is down: "fail" (exit 1) or "skip" (exit 99).
+# on_unavailable = "fail"
+# connect_timeout = "5s"
+# realtime: "auto" | "change_stream" | "poll", and how often to look.
+# follow = "auto"
+# poll_interval = "100ms"
 
 [serving]
 # sqlite://PATH or postgres://user@host:port/db (env: LEDGERFLOW_SERVING_URL).

@@ -8,6 +8,7 @@ mod compact;
 mod idempotency;
 mod ingest;
 mod models;
+mod mongo;
 mod schedule;
 
 use std::path::PathBuf;
