@@ -51,6 +51,10 @@ pub enum Command {
     Runs(RunsArgs),
     /// Close a day: move its canonical rows from the speed layer into batch partitions.
     Compact(CompactArgs),
+    /// Keep the realtime models (realtime_dashboard) fresh from the speed layer; resumes from its checkpoint.
+    Realtime(RealtimeArgs),
+    /// Measure realtime freshness (block landed -> row visible) at several rates.
+    BenchRealtime(BenchRealtimeArgs),
     /// Run the configured [[jobs]] on their schedules (long-running; one leader).
     Schedule(ScheduleArgs),
     /// Jobs: next tick, running, last success and lag per model, SLA misses, gaps.
@@ -98,10 +102,11 @@ pub struct StatusArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GenerateArgs {
-    #[arg(long)]
-    pub from: NaiveDate,
-    #[arg(long)]
-    pub to: NaiveDate,
+    /// First day (with --live: the day to append to; default today, UTC).
+    #[arg(long, required_unless_present = "live")]
+    pub from: Option<NaiveDate>,
+    #[arg(long, required_unless_present = "live")]
+    pub to: Option<NaiveDate>,
     /// 1.0 = mainnet: 7,200 blocks and about 1.2 million transactions a day.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
@@ -131,6 +136,66 @@ pub struct GenerateArgs {
     /// With --partner-dumps: rows of each table in each archive.
     #[arg(long, default_value_t = 5000)]
     pub rows_per_batch: usize,
+    /// Append blocks to the speed layer as they "happen" (one micro-batch
+    /// per block, reorgs included), until stopped; continues after the
+    /// blocks already there, and into the next day.
+    #[arg(long)]
+    pub live: bool,
+    /// With --live: multiple of mainnet's rate (1 = a block every 12 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// With --live: stop after at least this many blocks of the day, at a
+    /// settled tip (no open fork).
+    #[arg(long)]
+    pub blocks: Option<u64>,
+    /// The speed layer to write to, instead of the config's `speed.url`
+    /// (a landing dir or mongodb://...).
+    #[arg(long, value_name = "URL")]
+    pub speed: Option<String>,
+}
+
+impl GenerateArgs {
+    pub fn range(&self) -> Result<(NaiveDate, NaiveDate), ledgerflow::Error> {
+        match (self.from, self.to) {
+            (Some(from), Some(to)) if to < from => {
+                Err(ledgerflow::Error::Usage("--to is before --from".into()))
+            }
+            (Some(from), Some(to)) => Ok((from, to)),
+            _ => Err(ledgerflow::Error::Usage(
+                "--from and --to are required (unless --live)".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RealtimeArgs {
+    /// Catch up with the speed layer, then exit (instead of following it).
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// Print the summary as JSON on exit.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchRealtimeArgs {
+    /// Rates to measure, as multiples of mainnet (a block every 12 s).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,400")]
+    pub rates: Vec<f64>,
+    /// Blocks per rate (at least 2).
+    #[arg(long, default_value_t = 60)]
+    pub blocks: u64,
+    /// Speed layer: `landing` (a temporary dir) or a mongodb:// URL.
+    #[arg(long, default_value = "landing")]
+    pub speed: String,
+    /// Serving database (default: SQLite in the temporary dir).
+    #[arg(long)]
+    pub serving: Option<String>,
+    /// Also time reading a whole day of this many blocks from MongoDB
+    /// (documents/s), when --speed is a MongoDB URL.
+    #[arg(long, default_value_t = 0)]
+    pub day_blocks: u64,
 }
 
 #[derive(Debug, clap::Args)]

@@ -29,13 +29,18 @@ fn load(config: &Path) -> anyhow::Result<Config> {
 }
 
 pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
-    if args.to < args.from {
-        return Err(ledgerflow::Error::Usage("--to is before --from".into()).into());
-    }
     if let Some(dir) = &args.partner_dumps {
         return crate::ingest_cmd::partner_dumps(dir, &args);
     }
-    let config = load(config)?;
+    let mut config = load(config)?;
+    if let Some(url) = &args.speed {
+        config.speed.url = url.clone();
+        config.validate()?;
+    }
+    if args.live {
+        return crate::realtime_cmd::generate_live(&config, &args).await;
+    }
+    let (from, to) = args.range()?;
     if !(args.scale > 0.0 && args.scale <= 100.0) {
         return Err(ledgerflow::Error::Usage("--scale must be in (0, 100]".into()).into());
     }
@@ -52,7 +57,7 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
         scale: args.scale,
         reorg_rate: args.reorg_rate,
     };
-    let days = day::range(args.from, args.to);
+    let days = day::range(from, to);
     let speed_days = if args.speed_days.is_empty() {
         vec![day::today()]
     } else {
@@ -67,8 +72,7 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
         let mut parts = Vec::new();
         if speed_days.contains(d) {
             parts.push(
-                generate::write_speed_day(&speed, &params, *d, args.blocks_per_file, &tick)
-                    .await?,
+                generate::write_speed_day(&speed, &params, *d, args.blocks_per_file, &tick).await?,
             );
         }
         if !speed_days.contains(d) || args.also_batch {

@@ -221,9 +221,10 @@ pub fn partner_dumps(dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
             "--archives-per-day and --rows-per-batch must be at least 1".into(),
         ));
     }
+    let (from, to) = args.range()?;
     let params = partner::DumpParams {
         seed: args.seed,
-        days: ledgerflow::day::range(args.from, args.to),
+        days: ledgerflow::day::range(from, to),
         archives_per_day: args.archives_per_day,
         rows_per_batch: args.rows_per_batch,
         bad_rows: true,
@@ -232,7 +233,7 @@ pub fn partner_dumps(dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
     let hostile = partner::hostile_archives(
         &dir.join("hostile"),
         &partner::HostileParams {
-            day: args.from,
+            day: from,
             ..Default::default()
         },
     )?;

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod ingest_cmd;
 mod progress;
+mod realtime_cmd;
 mod schedule;
 
 use std::process::ExitCode;
@@ -45,6 +46,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Backfill(args) => commands::backfill(&cli.config, args).await,
         Command::Runs(args) => commands::runs(&cli.config, args).await,
         Command::Compact(args) => commands::compact(&cli.config, args).await,
+        Command::Realtime(args) => realtime_cmd::realtime(&cli.config, args).await,
+        Command::BenchRealtime(args) => realtime_cmd::bench(args).await,
         Command::Schedule(args) => schedule::schedule(&cli.config, args).await,
         Command::Status(args) => schedule::status(&cli.config, args).await,
         Command::Bench(args) => bench::bench(args).await,

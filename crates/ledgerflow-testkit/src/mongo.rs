@@ -71,7 +71,11 @@ impl MongoServer {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some((_, rest)) = line.split_once("listening on ") {
-                    let port = rest.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                    let port = rest
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok());
                     let _ = tx.send(port);
                 }
             }

@@ -162,3 +162,67 @@ pub fn string_column(path: &Path, column: &str) -> Vec<String> {
     }
     out
 }
+
+/// A long-running command of a project (scheduler, realtime loop) in the
+/// background; its stderr log goes to a file in the project.
+pub struct Background {
+    pub child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Background {
+    pub fn start(p: &TestProject, args: &[&str], env: &[(&str, &str)]) -> Background {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let log = p.path().join(format!("{}-{stamp}.log", args[0]));
+        let mut cmd = p.cmd(args);
+        cmd.env("LEDGERFLOW_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Background {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text`.
+    pub fn wait_log(&self, text: &str, timeout: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < timeout,
+                "no `{text}` within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then asserts a clean exit (0); returns it.
+    pub fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        assert_eq!(code, 0, "{:?} exit; log:\n{}", self.log, self.log());
+        code
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

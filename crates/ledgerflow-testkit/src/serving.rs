@@ -207,6 +207,19 @@ impl TestDb {
         names
     }
 
+    /// Whether a table exists (models create theirs on first write).
+    pub async fn has_table(&self, table: &str) -> bool {
+        let sql = match self {
+            TestDb::Postgres { schema, .. } => format!(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '{table}'"
+            ),
+            TestDb::Sqlite { .. } => {
+                format!("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{table}'")
+            }
+        };
+        self.read(&sql, |r| r.i64(0)).await[0] > 0
+    }
+
     pub async fn count(&self, table: &str) -> usize {
         self.dump(table, &[]).await.len()
     }
@@ -429,6 +442,20 @@ pub fn assert_daily_eq(actual: &BlockDailyMetrics, expected: &BlockDailyMetrics)
     a.avg_base_fee_per_gas = e.avg_base_fee_per_gas;
     a.avg_block_time_s = e.avg_block_time_s;
     assert_eq!(a, e);
+}
+
+/// [`assert_minutes_eq`] as a test, for waiting until it holds.
+pub fn minutes_eq(actual: &[RealtimeMinute], expected: &[RealtimeMinute]) -> bool {
+    actual.len() == expected.len()
+        && actual.iter().zip(expected).all(|(a, e)| {
+            let prices = match (a.avg_gas_price_wei, e.avg_gas_price_wei) {
+                (Some(x), Some(y)) => approx_eq(x, y),
+                (x, y) => x == y,
+            };
+            let mut a = a.clone();
+            a.avg_gas_price_wei = e.avg_gas_price_wei;
+            prices && &a == e
+        })
 }
 
 pub fn assert_minutes_eq(actual: &[RealtimeMinute], expected: &[RealtimeMinute]) {

@@ -491,15 +491,27 @@ impl Config {
             // a collection name no `$` (and neither a NUL).
             for (key, name, forbidden) in [
                 ("speed.database", &self.speed.database, "/\\. \"$\0"),
-                ("speed.blocks_collection", &self.speed.blocks_collection, "$\0"),
-                ("speed.transactions_collection", &self.speed.transactions_collection, "$\0"),
+                (
+                    "speed.blocks_collection",
+                    &self.speed.blocks_collection,
+                    "$\0",
+                ),
+                (
+                    "speed.transactions_collection",
+                    &self.speed.transactions_collection,
+                    "$\0",
+                ),
             ] {
                 if name.is_empty() || name.contains(|c| forbidden.contains(c)) {
                     return Err(self.invalid(key, format!("`{name}` is not a valid MongoDB name")));
                 }
             }
         }
-        if self.speed.ttl.is_some_and(|t| t < std::time::Duration::from_secs(3600)) {
+        if self
+            .speed
+            .ttl
+            .is_some_and(|t| t < std::time::Duration::from_secs(3600))
+        {
             return Err(self.invalid("speed.ttl", "must be at least 1h"));
         }
         if self.speed.connect_timeout.is_zero() || self.speed.poll_interval.is_zero() {

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod models;
 pub mod project;
+pub mod realtime;
 pub mod runner;
 pub mod schedule;
 pub mod sinks;

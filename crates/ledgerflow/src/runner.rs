@@ -8,14 +8,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::catalog::schema::UTC;
 use crate::catalog::unified::{Catalog, DayPlan, Layer};
 use crate::config::{Config, UnavailablePolicy};
 use crate::error::{Error, Result};
@@ -218,7 +216,9 @@ impl Runner {
             Err(e @ Error::SourceUnavailable { .. })
                 if self.config.speed.on_unavailable == UnavailablePolicy::Skip =>
             {
-                Some(format!("source unavailable (speed.on_unavailable = skip): {e}"))
+                Some(format!(
+                    "source unavailable (speed.on_unavailable = skip): {e}"
+                ))
             }
             _ => None,
         };
@@ -325,8 +325,10 @@ impl Runner {
                 };
                 // A skipped model's dependents are skipped too, transitively.
                 let upstream_skipped = matches!(&status, RunStatus::Skipped { reason } if reason.starts_with("upstream"));
-                if matches!(status, RunStatus::Failed { .. } | RunStatus::Unavailable { .. })
-                    || upstream_skipped
+                if matches!(
+                    status,
+                    RunStatus::Failed { .. } | RunStatus::Unavailable { .. }
+                ) || upstream_skipped
                 {
                     failed.insert(models[i].name.clone());
                 }
@@ -457,16 +459,7 @@ impl Runner {
             });
         }
         let (start, end) = crate::day::bounds(plan.day);
-        let ts = |t: chrono::DateTime<Utc>| {
-            ScalarValue::TimestampMicrosecond(Some(t.timestamp_micros()), Some(UTC.into()))
-        };
-        let days_since_epoch = (plan.day - NaiveDate::default()).num_days() as i32;
-        let params = vec![
-            ("day", ScalarValue::Date32(Some(days_since_epoch))),
-            ("start", ts(start)),
-            ("end", ts(end)),
-            ("run_at", ts(Utc::now())),
-        ];
+        let params = crate::models::window_params(plan.day, start, end);
         let model_err = |e: datafusion::error::DataFusionError| {
             let message = e.to_string();
             Error::Model {

@@ -9,6 +9,7 @@ mod idempotency;
 mod ingest;
 mod models;
 mod mongo;
+mod realtime;
 mod schedule;
 
 use std::path::PathBuf;

@@ -109,7 +109,9 @@ async fn daily_models_against_a_real_mongodb_when_configured() {
     };
     let database = format!("ledgerflow_test_{}", std::process::id());
     daily_models_case(&uri, &database).await;
-    let client = ledgerflow::mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let client = ledgerflow::mongodb::Client::with_uri_str(&uri)
+        .await
+        .unwrap();
     client.database(&database).drop().await.unwrap();
 }
 

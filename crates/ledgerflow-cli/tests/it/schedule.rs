@@ -5,13 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ledgerflow_testkit::cluster::Cluster;
-use ledgerflow_testkit::project::{stderr, stdout, TestProject};
+use ledgerflow_testkit::project::{stderr, stdout, Background, TestProject};
 use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
 use serde_json::Value;
 
@@ -61,65 +60,17 @@ fn status(p: &TestProject, clock: &str) -> Value {
     serde_json::from_str(&stdout(&out)).unwrap()
 }
 
-/// A scheduler in the background; its log goes to a file.
-struct Scheduler {
-    child: Child,
-    log: PathBuf,
-}
+/// A scheduler in the background (simulated clock); its log goes to a file.
+struct Scheduler;
 
 impl Scheduler {
-    fn start(p: &TestProject, args: &[&str], clock: &str, env: &[(&str, &str)]) -> Scheduler {
-        let log = p.path().join(format!("schedule-{}.log", rand_suffix()));
-        let mut cmd: Command = p.cmd(&[&["schedule"], args].concat());
-        cmd.env("LEDGERFLOW_CLOCK", clock)
-            .env("LEDGERFLOW_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Scheduler {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
+    fn start(p: &TestProject, args: &[&str], clock: &str, env: &[(&str, &str)]) -> Background {
+        let env: Vec<(&str, &str)> = [("LEDGERFLOW_CLOCK", clock)]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
+        Background::start(p, &[&["schedule"], args].concat(), &env)
     }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until the log contains `text`.
-    fn wait_log(&self, text: &str, timeout: Duration) {
-        let start = Instant::now();
-        while !self.log().contains(text) {
-            assert!(
-                start.elapsed() < timeout,
-                "no `{text}` within {timeout:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    /// SIGTERM; the exit code.
-    fn stop(mut self) -> i32 {
-        self.signal(libc::SIGTERM);
-        let code = self.child.wait().unwrap().code().unwrap_or(-1);
-        assert_eq!(code, 0, "scheduler exit; log:\n{}", self.log());
-        code
-    }
-}
-
-fn rand_suffix() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {

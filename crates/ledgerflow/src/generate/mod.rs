@@ -5,6 +5,7 @@
 
 pub mod arrow_rows;
 pub mod chain;
+pub mod live;
 pub mod partner;
 
 use chrono::NaiveDate;

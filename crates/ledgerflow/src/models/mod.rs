@@ -27,3 +27,26 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ModelSpec>> {
     }
     dag::order(models)
 }
+
+/// The parameters a model's SQL is bound with: `$day`, the window `[$start,
+/// $end)` (a day, or the minutes a realtime pass recomputes) and `$run_at`.
+pub fn window_params(
+    day: chrono::NaiveDate,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Vec<(&'static str, datafusion::scalar::ScalarValue)> {
+    use datafusion::scalar::ScalarValue;
+    let ts = |t: chrono::DateTime<chrono::Utc>| {
+        ScalarValue::TimestampMicrosecond(
+            Some(t.timestamp_micros()),
+            Some(crate::catalog::schema::UTC.into()),
+        )
+    };
+    let days_since_epoch = (day - chrono::NaiveDate::default()).num_days() as i32;
+    vec![
+        ("day", ScalarValue::Date32(Some(days_since_epoch))),
+        ("start", ts(start)),
+        ("end", ts(end)),
+        ("run_at", ts(chrono::Utc::now())),
+    ]
+}

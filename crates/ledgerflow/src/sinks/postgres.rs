@@ -758,9 +758,7 @@ impl Sink for PostgresSink {
                 .await
                 .map_err(|e| fail("closing the ledger row", &e))?;
             if closed != 1 {
-                return Err(self.message(format!(
-                    "{context}: ledger row {run_id} does not exist"
-                )));
+                return Err(self.message(format!("{context}: ledger row {run_id} does not exist")));
             }
         }
         if let Some(cp) = &req.checkpoint {

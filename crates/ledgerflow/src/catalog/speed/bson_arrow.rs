@@ -126,7 +126,11 @@ impl DocBatcher {
             let value = match raw {
                 None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined) => {
                     if !field.is_nullable() {
-                        let problem = if raw.is_none() { "is missing" } else { "is null" };
+                        let problem = if raw.is_none() {
+                            "is missing"
+                        } else {
+                            "is null"
+                        };
                         return Err(describe(doc, ctx, field.name(), problem));
                     }
                     Cell::Null
@@ -188,7 +192,12 @@ fn convert(ty: &DataType, v: RawBsonRef<'_>) -> Result<Cell, String> {
                     .map_err(|_| format!("`{s}` is not a decimal integer"))?,
                 RawBsonRef::Int32(i) => i128::from(i),
                 RawBsonRef::Int64(i) => i128::from(i),
-                other => return Err(format!("{} (expected Decimal128 or a decimal string)", found(other))),
+                other => {
+                    return Err(format!(
+                        "{} (expected Decimal128 or a decimal string)",
+                        found(other)
+                    ))
+                }
             };
             if wei.unsigned_abs() >= 10u128.pow(u32::from(*p)) {
                 return Err(format!("{wei} has more than {p} digits"));
@@ -305,7 +314,10 @@ mod tests {
             let d = i128_to_decimal128(v).unwrap();
             assert_eq!(decimal128_to_i128(&d), Some(v), "{v}");
             // The same bytes as the bson crate's own parser.
-            assert_eq!(d.bytes(), v.to_string().parse::<Decimal128>().unwrap().bytes());
+            assert_eq!(
+                d.bytes(),
+                v.to_string().parse::<Decimal128>().unwrap().bytes()
+            );
         }
         assert!(i128_to_decimal128(10i128.pow(35) + 1).is_none());
         assert_eq!(decimal128_to_i128(&"1.5".parse().unwrap()), None);
@@ -318,11 +330,11 @@ mod tests {
         let huge = 10i128.pow(37) + 3; // beyond Decimal128: stored as a string
         let docs = [
             doc! {"_id": 1, "hash": "h1", "block_number": 5i64, "block_hash": "b", "block_timestamp": DateTime::from_millis(1_700_000_000_000),
-                  "transaction_index": 0, "from_address": "a", "to_address": Bson::Null, "value": i128_to_decimal128(10i128.pow(25)).unwrap(),
-                  "gas": 21000, "gas_price": 7i64, "receipt_gas_used": 21000, "receipt_status": 1, "transaction_type": 2},
+            "transaction_index": 0, "from_address": "a", "to_address": Bson::Null, "value": i128_to_decimal128(10i128.pow(25)).unwrap(),
+            "gas": 21000, "gas_price": 7i64, "receipt_gas_used": 21000, "receipt_status": 1, "transaction_type": 2},
             doc! {"_id": 2, "hash": "h2", "block_number": 5i64, "block_hash": "b", "block_timestamp": DateTime::from_millis(1_700_000_000_000),
-                  "transaction_index": 1, "from_address": "a", "to_address": "c", "value": huge.to_string(),
-                  "gas": 21000, "gas_price": 7i64, "receipt_gas_used": 21000},
+            "transaction_index": 1, "from_address": "a", "to_address": "c", "value": huge.to_string(),
+            "gas": 21000, "gas_price": 7i64, "receipt_gas_used": 21000},
         ];
         let mut batcher = DocBatcher::new(schema.clone());
         let ctx = DocContext {
@@ -354,7 +366,10 @@ mod tests {
         let err = batcher
             .push(&RawDocumentBuf::from_document(&d).unwrap(), &ctx)
             .unwrap_err();
-        assert!(err.contains("blocks") && err.contains("x9") && err.contains("`number`"), "{err}");
+        assert!(
+            err.contains("blocks") && err.contains("x9") && err.contains("`number`"),
+            "{err}"
+        );
         assert_eq!(batcher.rows(), 0);
         let d = doc! {"_id": "x10", "number": 1, "hash": "h", "parent_hash": "p"};
         let err = batcher

@@ -81,7 +81,12 @@ impl SpeedLayer {
 
     /// Reads `day` from the speed layer. `batch` describes the batch
     /// partition, for the TTL error.
-    pub async fn day(&self, day: NaiveDate, spill_dir: &PathBuf, batch: String) -> Result<SpeedDay> {
+    pub async fn day(
+        &self,
+        day: NaiveDate,
+        spill_dir: &PathBuf,
+        batch: String,
+    ) -> Result<SpeedDay> {
         match self {
             SpeedLayer::Landing(l) => {
                 let mut files = BTreeMap::new();

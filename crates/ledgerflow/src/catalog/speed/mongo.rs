@@ -193,7 +193,11 @@ impl MongoLayer {
             .map_err(|e| self.classify(e, "listing indexes"))?
         {
             let on_time = index.keys.keys().next().map(String::as_str) == Some("timestamp");
-            if let Some(ttl) = index.options.and_then(|o| o.expire_after).filter(|_| on_time) {
+            if let Some(ttl) = index
+                .options
+                .and_then(|o| o.expire_after)
+                .filter(|_| on_time)
+            {
                 return Ok(Some(ttl));
             }
         }

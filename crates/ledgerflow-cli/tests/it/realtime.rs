@@ -1,0 +1,192 @@
+//! `realtime` over live blocks with reorgs, from the landing dir and from
+//! MongoDB (change streams, polling), checked against the reference over
+//! exactly the blocks written; killed and restarted (SIGKILL) it loses and
+//! doubles nothing; the MongoDB server killed mid-stream, it reconnects and
+//! catches up; SIGTERM keeps the checkpoint and exits 0.
+
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use ledgerflow::generate::chain::{day_blocks, Block, GenParams, Tx};
+use ledgerflow::generate::live::settled_prefix;
+use ledgerflow_testkit::mongo::MongoServer;
+use ledgerflow_testkit::project::{Background, TestProject};
+use ledgerflow_testkit::reference::{self, RealtimeMinute};
+use ledgerflow_testkit::serving::{assert_minutes_eq, minutes_eq, Serving};
+
+use crate::mongo::use_mongo;
+use crate::project;
+
+const SCALE: &str = "0.01";
+const REORGS: &str = "0.2";
+
+fn params() -> GenParams {
+    GenParams {
+        seed: 42,
+        scale: 0.01,
+        reorg_rate: 0.2,
+    }
+}
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+/// The first `n` arrivals of `day` (with their transactions).
+fn prefix(day: NaiveDate, n: u64) -> (Vec<Block>, Vec<Tx>) {
+    let mut blocks = Vec::new();
+    let mut txs = Vec::new();
+    for g in day_blocks(&params(), day, true).take(n as usize) {
+        blocks.push(g.block);
+        txs.extend(g.txs);
+    }
+    (blocks, txs)
+}
+
+/// What realtime_dashboard must hold once the first `written[i]` blocks of
+/// each day are in the speed layer.
+fn expected(days: &[(NaiveDate, u64)]) -> Vec<RealtimeMinute> {
+    days.iter()
+        .flat_map(|&(day, n)| {
+            let (b, t) = prefix(day, n);
+            reference::realtime_minutes(day, &b, &t)
+        })
+        .collect()
+}
+
+/// Appends blocks of `day` until at least `blocks` (at a settled tip).
+fn live(p: &TestProject, day: NaiveDate, blocks: u64, rate: &str) -> u64 {
+    let day_s = day.to_string();
+    let n = blocks.to_string();
+    p.ok(&[
+        "generate",
+        "--live",
+        "--from",
+        &day_s,
+        "--rate",
+        rate,
+        "--blocks",
+        &n,
+        "--scale",
+        SCALE,
+        "--reorg-rate",
+        REORGS,
+    ]);
+    settled_prefix(&params(), day, blocks)
+}
+
+async fn wait_for(p: &TestProject, want: &[RealtimeMinute], bg: &Background, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        // Equal, not just as long: a fork's orphan and its replacement
+        // share a height, so only the whole rows tell them apart.
+        let got = if p.db.has_table("realtime_dashboard").await {
+            p.db.realtime_minutes().await
+        } else {
+            Vec::new()
+        };
+        if minutes_eq(&got, want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "realtime did not catch up within {timeout:?}: {} of {} minutes; log:\n{}",
+            got.len(),
+            want.len(),
+            bg.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Landing dir: live blocks with reorgs, a SIGKILL mid-stream, a restart,
+/// a day rollover; every state checked against the reference.
+#[tokio::test]
+async fn realtime_from_the_landing_dir_equals_the_reference_across_kill_and_rollover() {
+    let p = project(Serving::Postgres).await;
+    let (d1, d2) = (d("2026-11-10"), d("2026-11-11"));
+    let n1 = live(&p, d1, 20, "100000");
+    let rt = Background::start(&p, &["realtime"], &[]);
+    wait_for(&p, &expected(&[(d1, n1)]), &rt, Duration::from_secs(60)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(d1, n1)]));
+
+    // More blocks while it follows; then a crash.
+    let n1 = live(&p, d1, 45, "3000");
+    wait_for(&p, &expected(&[(d1, n1)]), &rt, Duration::from_secs(60)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(d1, n1)]));
+    rt.kill();
+
+    // Blocks land while it is down, including the rest of the day and the
+    // start of the next one.
+    let n1 = live(&p, d1, 10_000, "100000");
+    let n2 = live(&p, d2, 15, "100000");
+    let rt = Background::start(&p, &["realtime"], &[]);
+    let want = expected(&[(d1, n1), (d2, n2)]);
+    wait_for(&p, &want, &rt, Duration::from_secs(60)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &want);
+    // SIGTERM: exit 0, the checkpoint kept; a catch-up run finds nothing
+    // to change.
+    rt.stop();
+    let before = p.db.dump("realtime_dashboard", &["updated_at"]).await;
+    p.ok(&["realtime", "--exit-when-idle"]);
+    assert_eq!(
+        p.db.dump("realtime_dashboard", &["updated_at"]).await,
+        before
+    );
+    assert_minutes_eq(&p.db.realtime_minutes().await, &want);
+    p.drop_db().await;
+}
+
+/// MongoDB with change streams: live blocks with reorgs, the loop killed
+/// and restarted (resume token), the server killed and restarted under a
+/// running loop (it reconnects and catches up).
+#[tokio::test]
+async fn realtime_from_mongodb_change_streams_survives_kills_of_itself_and_the_server() {
+    let mut server = MongoServer::start(true);
+    let p = project(Serving::Postgres).await;
+    use_mongo(&p, &server.uri(), "ledger", "connect_timeout = \"2s\"");
+    let day = d("2026-11-12");
+    let n = live(&p, day, 10, "100000");
+    let rt = Background::start(&p, &["realtime"], &[]);
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(90)).await;
+    rt.wait_log("realtime: started", Duration::from_secs(5));
+
+    let n = live(&p, day, 25, "100000");
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(90)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+    rt.kill();
+
+    let n = live(&p, day, 35, "100000");
+    let rt = Background::start(&p, &["realtime"], &[]);
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(90)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+
+    // The server goes away under the running loop, and comes back.
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.start_again();
+    let n = live(&p, day, 50, "100000");
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(120)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+    assert!(rt.log().contains("realtime: waiting"), "{}", rt.log());
+    rt.stop();
+    p.drop_db().await;
+}
+
+/// MongoDB followed by polling block numbers (servers without change
+/// streams): the same numbers.
+#[tokio::test]
+async fn realtime_from_mongodb_by_polling_equals_the_reference() {
+    let server = MongoServer::start(false);
+    let p = project(Serving::Sqlite).await;
+    use_mongo(&p, &server.uri(), "ledger", "follow = \"poll\"");
+    let day = d("2026-11-13");
+    let n = live(&p, day, 20, "100000");
+    p.ok(&["realtime", "--exit-when-idle"]);
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+    let rt = Background::start(&p, &["realtime"], &[]);
+    let n = live(&p, day, 40, "2000");
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(90)).await;
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+    rt.stop();
+}

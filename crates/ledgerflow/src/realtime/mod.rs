@@ -1,0 +1,452 @@
+//! `ledgerflow realtime`: keeps the realtime models (grain `realtime`, e.g.
+//! realtime_dashboard) fresh from the speed layer.
+//!
+//! Each pass takes what arrived (a landing file, change-stream events, or
+//! new heights when polling), works out which minutes changed (new blocks,
+//! transactions, blocks a reorg moved on or off the canonical chain),
+//! recomputes only those minutes with the models' SQL over their canonical
+//! rows, and in one serving transaction replaces those minutes (so minutes
+//! a reorg emptied disappear) and stores the checkpoint. A crash anywhere
+//! loses nothing and doubles nothing: on restart the minutes of the last
+//! `REORG_WINDOW` heights before the checkpoint and of every orphan are
+//! recomputed from the source, and a replace is idempotent.
+
+pub mod chain;
+pub mod follow;
+pub mod landing_follow;
+pub mod mongo_follow;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::TimestampMicrosecondType;
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use self::chain::{minute_of, ChainState, MINUTE_MICROS};
+use self::follow::{Follower, MinuteRows};
+use crate::catalog::schema::Entity;
+use crate::catalog::speed::SpeedLayer;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::models::{Grain, ModelSpec};
+use crate::sinks::{Checkpoint, Sink, WriteMode, WriteRequest};
+
+/// Heights below the checkpoint's highest block recomputed after a restart:
+/// deeper reorgs than this are not expected in a speed layer.
+pub const REORG_WINDOW: i64 = 64;
+
+/// Checkpoint name in the serving database.
+pub const DEFAULT_STREAM: &str = "realtime";
+
+/// Longest wait between retries while a source or the serving database is
+/// down.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Position {
+    day: NaiveDate,
+    last_block: i64,
+    source: serde_json::Value,
+}
+
+/// One committed pass, for progress output and the freshness benchmark.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub minutes: usize,
+    pub rows: u64,
+    pub highest_block: i64,
+    pub at: Instant,
+}
+
+#[derive(Clone, Default)]
+pub struct RealtimeOptions {
+    /// Stop once a poll finds nothing new (catch up, then exit).
+    pub exit_when_idle: bool,
+    /// Set to stop after the current pass (SIGTERM).
+    pub stop: Arc<AtomicBool>,
+    /// Called after each commit.
+    pub on_commit: Option<Arc<dyn Fn(&Committed) + Send + Sync>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RealtimeSummary {
+    pub passes: u64,
+    pub minutes_written: u64,
+    pub rows_written: u64,
+    pub highest_block: Option<i64>,
+    pub resyncs: u64,
+}
+
+/// The realtime models of the project.
+pub fn realtime_models(config: &Config) -> Result<Vec<ModelSpec>> {
+    let models: Vec<ModelSpec> = crate::models::load_dir(&config.models_dir())?
+        .into_iter()
+        .filter(|m| m.grain == Grain::Realtime)
+        .collect();
+    if models.is_empty() {
+        return Err(Error::Usage(format!(
+            "no model in {} has `-- grain: realtime`",
+            config.models_dir().display()
+        )));
+    }
+    for m in &models {
+        if m.key.is_empty() {
+            return Err(Error::Model {
+                file: m.file.clone(),
+                line: 1,
+                message: "a realtime model needs a key whose first column is the minute".into(),
+            });
+        }
+    }
+    Ok(models)
+}
+
+struct Loop {
+    models: Vec<ModelSpec>,
+    sink: Arc<dyn Sink>,
+    follower: Box<dyn Follower>,
+    chain: ChainState,
+    ctx: SessionContext,
+    summary: RealtimeSummary,
+}
+
+pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSummary> {
+    let models = realtime_models(config)?;
+    let sink = crate::sinks::open(config).await?;
+    let stored: Option<Position> = match sink.checkpoint(DEFAULT_STREAM).await? {
+        Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+            Error::data(
+                format!("checkpoint `{DEFAULT_STREAM}` in {}", sink.describe()),
+                e,
+            )
+        })?),
+        None => None,
+    };
+    let follower: Box<dyn Follower> = match SpeedLayer::open(config)? {
+        SpeedLayer::Landing(l) => Box::new(landing_follow::LandingFollower::new(
+            l,
+            config.speed.poll_interval,
+        )),
+        SpeedLayer::Mongo(m) => Box::new(
+            mongo_follow::MongoFollower::start(
+                m,
+                config.speed.follow,
+                config.speed.poll_interval,
+                stored.as_ref().map(|p| &p.source),
+            )
+            .await?,
+        ),
+    };
+    let mut lp = Loop {
+        models,
+        sink,
+        follower,
+        chain: ChainState::default(),
+        ctx: crate::engine::session(config)?,
+        summary: RealtimeSummary::default(),
+    };
+    let mut pending = lp.start(stored.as_ref()).await?;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if opts.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let step = lp.step(&mut pending, &opts).await;
+        match step {
+            Ok(idle) => {
+                backoff = Duration::from_millis(200);
+                if idle && opts.exit_when_idle && pending.is_empty() {
+                    break;
+                }
+            }
+            // A source or serving database that is down is waited for; the
+            // pending minutes are kept and written once it is back.
+            Err(e @ (Error::SourceUnavailable { .. } | Error::Serving { .. })) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "realtime: waiting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    lp.summary.highest_block = lp.chain.highest().map(|(_, n)| n);
+    Ok(lp.summary)
+}
+
+impl Loop {
+    /// Loads the followed days and returns the minutes to recompute first.
+    async fn start(&mut self, stored: Option<&Position>) -> Result<BTreeSet<i64>> {
+        let latest = self.follower.latest_day().await?;
+        let mut days: BTreeSet<NaiveDate> = latest.into_iter().collect();
+        if let Some(p) = stored {
+            // A checkpoint older than the day before the newest is history:
+            // the daily runs own those days.
+            if latest.is_none_or(|l| p.day >= l.pred_opt().unwrap_or(l)) {
+                days.insert(p.day);
+            }
+        }
+        let mut pending = BTreeSet::new();
+        for &day in &days {
+            let blocks = self.follower.load_day(day).await?;
+            self.chain.add(blocks);
+            match stored {
+                Some(p) if p.day == day => {
+                    pending.extend(self.chain.restart_minutes(day, p.last_block - REORG_WINDOW))
+                }
+                // Never followed (or a new day): every minute of the day,
+                // so rows left by anything else are replaced too.
+                _ => pending.extend(all_minutes(day)),
+            }
+        }
+        self.roll();
+        tracing::info!(days = ?days, minutes = pending.len(), resumed = stored.is_some(), "realtime: started");
+        Ok(pending)
+    }
+
+    /// One pass: poll, then commit what changed. Returns whether the poll
+    /// found nothing new.
+    async fn step(&mut self, pending: &mut BTreeSet<i64>, opts: &RealtimeOptions) -> Result<bool> {
+        let arrivals = self.follower.poll().await?;
+        let idle = arrivals.is_empty();
+        let resync = arrivals.resync;
+        let change = self.chain.add(arrivals.blocks);
+        pending.extend(change.minutes);
+        pending.extend(arrivals.tx_minutes);
+        if resync || change.gap {
+            // Events were lost upstream: the source is read again.
+            self.summary.resyncs += 1;
+            tracing::warn!(
+                gap = change.gap,
+                "realtime: reloading the followed days from the source"
+            );
+            for day in self.chain.days() {
+                self.chain.forget(day);
+                let blocks = self.follower.load_day(day).await?;
+                self.chain.add(blocks);
+                pending.extend(all_minutes(day));
+            }
+        }
+        self.roll();
+        if !pending.is_empty() {
+            let committed = self.commit(pending).await?;
+            pending.clear();
+            if let Some(f) = &opts.on_commit {
+                f(&committed);
+            }
+        }
+        Ok(idle)
+    }
+
+    /// Follows the newest block's day (day rollover) and forgets days
+    /// before the previous one.
+    fn roll(&mut self) {
+        if let Some((day, highest)) = self.chain.highest() {
+            self.chain.prune(day.pred_opt().unwrap_or(day));
+            self.follower.set_current(day, highest);
+        }
+    }
+
+    /// Recomputes `minutes` and writes them, day by day, each write with
+    /// the checkpoint.
+    async fn commit(&mut self, minutes: &BTreeSet<i64>) -> Result<Committed> {
+        let rows = self.follower.read_minutes(minutes).await?;
+        let (blocks, transactions) = self.canonical_rows(rows, minutes)?;
+        let mut by_day: std::collections::BTreeMap<NaiveDate, Vec<i64>> = Default::default();
+        for &m in minutes {
+            by_day.entry(crate::day::of_micros(m)).or_default().push(m);
+        }
+        let (day, highest) = self.chain.highest().unwrap_or((crate::day::today(), 0));
+        let position = Position {
+            day,
+            last_block: highest,
+            source: self.follower.position(),
+        };
+        let checkpoint = Checkpoint {
+            stream: DEFAULT_STREAM.into(),
+            position: serde_json::to_string(&position).expect("positions serialize"),
+        };
+        self.register(Entity::Blocks, blocks)?;
+        self.register(Entity::Transactions, transactions)?;
+        let mut written = 0;
+        for (day, day_minutes) in by_day {
+            let start = utc(day_minutes[0]);
+            let end = utc(day_minutes[day_minutes.len() - 1] + MINUTE_MICROS);
+            for model in &self.models {
+                let batches = compute(&self.ctx, model, day, start, end).await?;
+                let schema = batches.0;
+                written += self
+                    .sink
+                    .write(WriteRequest {
+                        table: model.name.clone(),
+                        key: model.key.clone(),
+                        mode: WriteMode::ReplaceMinutes {
+                            column: model.key[0].clone(),
+                            minutes: day_minutes.clone(),
+                        },
+                        day,
+                        schema,
+                        batches: batches.1,
+                        run_id: None,
+                        checkpoint: Some(checkpoint.clone()),
+                    })
+                    .await?;
+            }
+        }
+        self.summary.passes += 1;
+        self.summary.minutes_written += minutes.len() as u64;
+        self.summary.rows_written += written;
+        tracing::debug!(
+            minutes = minutes.len(),
+            rows = written,
+            highest,
+            "realtime: committed"
+        );
+        Ok(Committed {
+            minutes: minutes.len(),
+            rows: written,
+            highest_block: highest,
+            at: Instant::now(),
+        })
+    }
+
+    /// Keeps the rows of canonical blocks inside `minutes`.
+    fn canonical_rows(
+        &self,
+        rows: MinuteRows,
+        minutes: &BTreeSet<i64>,
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let keep = |entity: Entity, batches: Vec<RecordBatch>| -> Result<Vec<RecordBatch>> {
+            let mut out = Vec::new();
+            for batch in batches {
+                let batch = conform(entity, &batch)?;
+                let ts = batch
+                    .column_by_name(entity.time_column())
+                    .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+                    .expect("conformed");
+                let hashes = batch
+                    .column_by_name(entity.block_hash_column())
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .expect("conformed");
+                let mask: BooleanArray = (0..batch.num_rows())
+                    .map(|i| {
+                        let t = ts.value(i);
+                        Some(
+                            minutes.contains(&minute_of(t))
+                                && self
+                                    .chain
+                                    .is_canonical(crate::day::of_micros(t), hashes.value(i)),
+                        )
+                    })
+                    .collect();
+                let kept = filter_record_batch(&batch, &mask)
+                    .map_err(|e| Error::data("filtering canonical rows", e))?;
+                if kept.num_rows() > 0 {
+                    out.push(kept);
+                }
+            }
+            Ok(out)
+        };
+        Ok((
+            keep(Entity::Blocks, rows.blocks)?,
+            keep(Entity::Transactions, rows.transactions)?,
+        ))
+    }
+
+    fn register(&self, entity: Entity, batches: Vec<RecordBatch>) -> Result<()> {
+        let engine = |e| Error::Engine {
+            model: format!("<realtime {}>", entity.name()),
+            day: crate::day::today(),
+            source: e,
+        };
+        let table = MemTable::try_new(entity.schema(), vec![batches]).map_err(engine)?;
+        self.ctx.deregister_table(entity.name()).map_err(engine)?;
+        self.ctx
+            .register_table(entity.name(), Arc::new(table))
+            .map_err(engine)?;
+        Ok(())
+    }
+}
+
+/// Runs a realtime model's SQL over the registered minute rows.
+async fn compute(
+    ctx: &SessionContext,
+    model: &ModelSpec,
+    day: NaiveDate,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    let model_err = |e: datafusion::error::DataFusionError| {
+        let message = e.to_string();
+        Error::Model {
+            file: model.file.clone(),
+            line: model.error_line(&message),
+            message,
+        }
+    };
+    let df = ctx
+        .sql(&model.sql)
+        .await
+        .and_then(|df| df.with_param_values(crate::models::window_params(day, start, end)))
+        .map_err(model_err)?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    match schema.field_with_name(&model.key[0]).map(|f| f.data_type()) {
+        Ok(arrow::datatypes::DataType::Timestamp(..)) => {}
+        _ => {
+            return Err(Error::Model {
+                file: model.file.clone(),
+                line: 1,
+                message: format!(
+                    "a realtime model's first key column `{}` must be a timestamp (the minute)",
+                    model.key[0]
+                ),
+            })
+        }
+    }
+    let batches = df.collect().await.map_err(|e| Error::Engine {
+        model: model.name.clone(),
+        day,
+        source: e,
+    })?;
+    Ok((schema, batches))
+}
+
+/// A batch read from a landing file or MongoDB in the canonical schema
+/// (files may order columns differently or carry more).
+fn conform(entity: Entity, batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = entity.schema();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| Error::Schema {
+                file: format!("a {} micro-batch", entity.name()),
+                column: field.name().clone(),
+                expected: field.data_type().to_string(),
+                problem: "is missing".into(),
+            })?;
+        let column = if column.data_type() == field.data_type() {
+            column.clone()
+        } else {
+            arrow::compute::cast(column, field.data_type())
+                .map_err(|e| Error::data(format!("{}.{}", entity.name(), field.name()), e))?
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema, columns).map_err(|e| Error::data(entity.name(), e))
+}
+
+fn all_minutes(day: NaiveDate) -> impl Iterator<Item = i64> {
+    let start = crate::day::bounds(day).0.timestamp_micros();
+    (0..1440).map(move |i| start + i * MINUTE_MICROS)
+}
+
+fn utc(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).expect("in range")
+}
