@@ -28,18 +28,25 @@ pub struct MongoServer {
     port: u16,
     storage: tempfile::TempDir,
     sync_on_commit: bool,
+    extra: Vec<String>,
 }
 
 impl MongoServer {
     /// Starts a server on a free port. `sync_on_commit` makes acknowledged
     /// writes durable, for tests that kill the server.
     pub fn start(sync_on_commit: bool) -> MongoServer {
+        Self::start_with(sync_on_commit, &[])
+    }
+
+    /// With more server flags (e.g. `--oplog-max-entries 100`).
+    pub fn start_with(sync_on_commit: bool, extra: &[&str]) -> MongoServer {
         let storage = tempfile::tempdir().expect("temp dir");
         let mut server = MongoServer {
             child: None,
             port: 0,
             storage,
             sync_on_commit,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn();
         server
@@ -57,6 +64,7 @@ impl MongoServer {
         if self.sync_on_commit {
             cmd.arg("--sync-on-commit");
         }
+        cmd.args(&self.extra);
         let mut child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start SecantusDB ({}): {e}; run .ci/run once, or set LEDGERFLOW_SECANTUSD",

@@ -108,9 +108,9 @@ pub struct SpeedConfig {
     /// collection (MongoDB), none for a landing dir.
     #[serde(default, with = "humantime_serde")]
     pub ttl: Option<std::time::Duration>,
-    /// What a run does when the speed layer cannot be reached: `fail` (exit
-    /// 1) or `skip` (ledger state skipped with the reason, exit 99; repair
-    /// later with backfill). Default: `fail`.
+    /// What a run does when the speed layer cannot be reached: `fail`
+    /// (exit 1) or `skip` (ledger state skipped with the reason, exit 99;
+    /// repair later with backfill). Default: `fail`.
     #[serde(default)]
     pub on_unavailable: UnavailablePolicy,
     /// How long to wait for a MongoDB server before it counts as

@@ -190,3 +190,29 @@ async fn realtime_from_mongodb_by_polling_equals_the_reference() {
     assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
     rt.stop();
 }
+
+/// A stored resume token older than the server's history (error 286):
+/// the loop starts a new stream, reloads the day and gets it right.
+#[tokio::test]
+async fn a_resume_token_past_the_oplog_is_recovered_from() {
+    let server = MongoServer::start_with(false, &["--oplog-max-entries", "100"]);
+    let p = project(Serving::Sqlite).await;
+    use_mongo(&p, &server.uri(), "ledger", "");
+    let day = d("2026-11-14");
+    let n = live(&p, day, 8, "100000");
+    p.ok(&["realtime", "--exit-when-idle"]);
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+    let n = live(&p, day, 30, "100000");
+    let client = ledgerflow::mongodb::Client::with_uri_str(server.uri())
+        .await
+        .unwrap();
+    client
+        .database("admin")
+        .run_command(ledgerflow::mongodb::bson::doc! {"secantusAdmin.pruneOplog": 1})
+        .await
+        .unwrap();
+    let out = p.ok(&["realtime", "--exit-when-idle"]);
+    let log = ledgerflow_testkit::project::stderr(&out);
+    assert!(log.contains("older than the server's history"), "{log}");
+    assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
+}

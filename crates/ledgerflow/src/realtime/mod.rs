@@ -65,6 +65,8 @@ pub struct Committed {
     pub at: Instant,
 }
 
+pub type OnCommit = Arc<dyn Fn(&Committed) + Send + Sync>;
+
 #[derive(Clone, Default)]
 pub struct RealtimeOptions {
     /// Stop once a poll finds nothing new (catch up, then exit).
@@ -72,7 +74,7 @@ pub struct RealtimeOptions {
     /// Set to stop after the current pass (SIGTERM).
     pub stop: Arc<AtomicBool>,
     /// Called after each commit.
-    pub on_commit: Option<Arc<dyn Fn(&Committed) + Send + Sync>>,
+    pub on_commit: Option<OnCommit>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

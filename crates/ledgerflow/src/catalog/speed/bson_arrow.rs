@@ -25,7 +25,7 @@ pub fn i128_to_decimal128(v: i128) -> Option<Decimal128> {
     let mut magnitude = v.unsigned_abs();
     let mut exponent = D128_BIAS;
     while magnitude > D128_MAX_COEFF {
-        if magnitude % 10 != 0 {
+        if !magnitude.is_multiple_of(10) {
             return None;
         }
         magnitude /= 10;
