@@ -131,7 +131,7 @@ pub async fn bench(args: BenchRealtimeArgs) -> anyhow::Result<u8> {
     );
     println!(
         "{:>8} {:>8} {:>10} {:>10} {:>10} {:>9}",
-        "rate", "blocks", "p50 ms", "p99 ms", "max ms", "passes"
+        "rate", "heights", "p50 ms", "p99 ms", "max ms", "passes"
     );
     for (i, &rate) in args.rates.iter().enumerate() {
         let dir = tmp.path().join(format!("rate{i}"));
@@ -233,10 +233,14 @@ async fn mongo_day_read(args: &BenchRealtimeArgs, tmp: &Path) -> anyhow::Result<
     let written = ledgerflow::generate::write_speed_day(&speed, &params, day, 50, &|_| {}).await?;
     let docs = written.blocks + written.transactions;
     let catalog = ledgerflow::catalog::unified::Catalog::open(&config)?;
+    // The first read also creates the time indexes; the second is the
+    // steady state.
     let started = Instant::now();
-    let plan = catalog.plan_day(day).await?;
+    drop(catalog.plan_day(day).await?);
+    let first = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    drop(catalog.plan_day(day).await?);
     let full = started.elapsed().as_secs_f64();
-    drop(plan);
     let SpeedLayer::Mongo(mongo) = &speed else {
         unreachable!("checked by the caller")
     };
@@ -246,14 +250,18 @@ async fn mongo_day_read(args: &BenchRealtimeArgs, tmp: &Path) -> anyhow::Result<
         let coll = mongo.collection(entity).await?;
         let mut cursor = coll
             .find(MongoLayer::window_filter(entity, start, end))
+            .projection(ledgerflow::catalog::speed::bson_arrow::projection(
+                &entity.schema(),
+            ))
             .batch_size(5000)
             .await?;
         while cursor.advance().await? {}
     }
     let raw = started.elapsed().as_secs_f64();
     println!(
-        "MongoDB day read: {docs} documents in {full:.2} s = {:.0} documents/s into Parquet; \
-         the server alone (raw cursor drain) {raw:.2} s = {:.0}% of it",
+        "MongoDB day read: {docs} documents in {full:.2} s = {:.0} documents/s into Parquet \
+         (first read, creating the indexes: {first:.2} s); the server alone (the same \
+         queries drained raw, undecoded) {raw:.2} s = {:.0}% of it",
         docs as f64 / full,
         100.0 * raw / full
     );
