@@ -127,7 +127,11 @@ async fn realtime_from_the_landing_dir_equals_the_reference_across_kill_and_roll
     // SIGTERM: exit 0, the checkpoint kept; a catch-up run finds nothing
     // to change.
     rt.stop();
-    assert_eq!(p.db.count("ledgerflow_realtime").await, 1, "checkpoint kept");
+    assert_eq!(
+        p.db.count("ledgerflow_realtime").await,
+        1,
+        "checkpoint kept"
+    );
     let before = p.db.dump("realtime_dashboard", &["updated_at"]).await;
     p.ok(&["realtime", "--exit-when-idle"]);
     assert_eq!(
