@@ -172,6 +172,9 @@ impl Follower for LandingFollower {
     }
 
     async fn load_day(&mut self, day: NaiveDate) -> Result<Vec<BlockInfo>> {
+        // A (re)load reads every file of the day, whatever was taken before.
+        self.seen.retain(|(_, d), _| *d != day);
+        self.spans.retain(|s| s.day != day);
         let mut arrivals = Arrivals::default();
         for entity in Entity::ALL {
             for meta in self.new_files(entity, day).await? {

@@ -45,6 +45,10 @@ pub const REORG_WINDOW: i64 = 64;
 /// Checkpoint name in the serving database.
 pub const DEFAULT_STREAM: &str = "realtime";
 
+/// Minutes recomputed per transaction: a first start or a reload of a
+/// mainnet day is done in bounded memory, an hour or two at a time.
+const MINUTES_PER_COMMIT: usize = 120;
+
 /// Longest wait between retries while a source or the serving database is
 /// down.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -117,6 +121,9 @@ struct Loop {
     chain: ChainState,
     ctx: SessionContext,
     summary: RealtimeSummary,
+    /// Days to read again from the source (lost events); kept until the
+    /// reload succeeds, so a source that fails meanwhile is retried.
+    reload: BTreeSet<NaiveDate>,
 }
 
 pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSummary> {
@@ -153,6 +160,7 @@ pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSumma
         chain: ChainState::default(),
         ctx: crate::engine::session(config)?,
         summary: RealtimeSummary::default(),
+        reload: BTreeSet::new(),
     };
     let mut pending = lp.start(stored.as_ref()).await?;
     let mut backoff = Duration::from_millis(200);
@@ -195,6 +203,12 @@ impl Loop {
             }
         }
         let mut pending = BTreeSet::new();
+        // The day before the first one is loaded too (headers only), so a
+        // late fork or transaction there is judged against its own chain.
+        if let Some(before) = days.first().and_then(|d| d.pred_opt()) {
+            let blocks = self.follower.load_day(before).await?;
+            self.chain.add(blocks);
+        }
         for &day in &days {
             let blocks = self.follower.load_day(day).await?;
             self.chain.add(blocks);
@@ -228,17 +242,33 @@ impl Loop {
                 gap = change.gap,
                 "realtime: reloading the followed days from the source"
             );
-            for day in self.chain.days() {
-                self.chain.forget(day);
-                let blocks = self.follower.load_day(day).await?;
-                self.chain.add(blocks);
-                pending.extend(all_minutes(day));
-            }
+            self.reload.extend(self.chain.days());
+        }
+        while let Some(&day) = self.reload.first() {
+            // Loaded before the old headers are dropped: a failing source
+            // leaves the chain as it was and the reload pending.
+            let blocks = self.follower.load_day(day).await?;
+            self.chain.forget(day);
+            self.chain.add(blocks);
+            pending.extend(all_minutes(day));
+            self.reload.remove(&day);
         }
         self.roll();
-        if !pending.is_empty() {
-            let committed = self.commit(pending).await?;
-            pending.clear();
+        // Minutes of days the chain no longer holds (pruned, or never
+        // loaded) cannot be judged: they are left as they are.
+        let days: BTreeSet<NaiveDate> = self.chain.days().into_iter().collect();
+        pending.retain(|&m| days.contains(&crate::day::of_micros(m)));
+        let all: Vec<i64> = pending.iter().copied().collect();
+        let chunks: Vec<&[i64]> = all.chunks(MINUTES_PER_COMMIT).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let minutes: BTreeSet<i64> = chunk.iter().copied().collect();
+            // The checkpoint rides on the pass's last write only: a crash
+            // before it leaves the previous checkpoint, whose restart
+            // recomputes all of this pass again.
+            let committed = self.commit(&minutes, i + 1 == chunks.len()).await?;
+            for m in chunk.iter() {
+                pending.remove(m);
+            }
             if let Some(f) = &opts.on_commit {
                 f(&committed);
             }
@@ -255,9 +285,9 @@ impl Loop {
         }
     }
 
-    /// Recomputes `minutes` and writes them, day by day, each write with
-    /// the checkpoint.
-    async fn commit(&mut self, minutes: &BTreeSet<i64>) -> Result<Committed> {
+    /// Recomputes `minutes` and writes them, day by day and model by
+    /// model; the last write also stores the checkpoint if `checkpoint`.
+    async fn commit(&mut self, minutes: &BTreeSet<i64>, checkpoint: bool) -> Result<Committed> {
         let rows = self.follower.read_minutes(minutes).await?;
         let (blocks, transactions) = self.canonical_rows(rows, minutes)?;
         let mut by_day: std::collections::BTreeMap<NaiveDate, Vec<i64>> = Default::default();
@@ -270,17 +300,20 @@ impl Loop {
             last_block: highest,
             source: self.follower.position(),
         };
-        let checkpoint = Checkpoint {
+        let position = Checkpoint {
             stream: DEFAULT_STREAM.into(),
             position: serde_json::to_string(&position).expect("positions serialize"),
         };
         self.register(Entity::Blocks, blocks)?;
         self.register(Entity::Transactions, transactions)?;
         let mut written = 0;
+        let writes = by_day.len() * self.models.len();
+        let mut write = 0;
         for (day, day_minutes) in by_day {
             let start = utc(day_minutes[0]);
             let end = utc(day_minutes[day_minutes.len() - 1] + MINUTE_MICROS);
             for model in &self.models {
+                write += 1;
                 let batches = compute(&self.ctx, model, day, start, end).await?;
                 let schema = batches.0;
                 written += self
@@ -296,7 +329,7 @@ impl Loop {
                         schema,
                         batches: batches.1,
                         run_id: None,
-                        checkpoint: Some(checkpoint.clone()),
+                        checkpoint: (checkpoint && write == writes).then(|| position.clone()),
                     })
                     .await?;
             }

@@ -33,7 +33,9 @@ enum Mode {
         token: Option<ResumeToken>,
     },
     Poll {
-        tx_counts: HashMap<i64, i64>,
+        /// Transactions seen per block hash (two forks at one height may
+        /// sit in different minutes).
+        tx_counts: HashMap<String, i64>,
         /// Hashes of the blocks reported, by height (pruned with the window).
         seen: HashMap<String, i64>,
     },
@@ -205,6 +207,15 @@ impl MongoFollower {
                     *token = s.resume_token();
                     break;
                 }
+                Err(e) if is_history_lost(&e) => {
+                    // The stream fell behind the server's history: start a
+                    // new one and have the loop reload the days.
+                    tracing::warn!("the change stream fell behind the server's history: starting a new stream and recomputing the followed days");
+                    *stream = None;
+                    *token = None;
+                    arrivals.resync = true;
+                    return Ok(arrivals);
+                }
                 Err(e) => {
                     if !s.is_alive() {
                         *stream = None;
@@ -232,7 +243,7 @@ impl MongoFollower {
             txs.clone_with_type::<Document>()
                 .aggregate([
                     doc! {"$match": {"block_number": {"$gte": from}}},
-                    doc! {"$group": {"_id": "$block_number", "n": {"$sum": 1}, "ts": {"$max": "$block_timestamp"}}},
+                    doc! {"$group": {"_id": "$block_hash", "number": {"$max": "$block_number"}, "n": {"$sum": 1}, "ts": {"$max": "$block_timestamp"}}},
                 ])
                 .await?
                 .with_type::<Document>()
@@ -251,18 +262,19 @@ impl MongoFollower {
         }
         seen.retain(|_, n| *n >= from);
         for g in groups {
-            let (Some(number), Some(n), Ok(ts)) =
-                (int(&g, "_id"), int(&g, "n"), g.get_datetime("ts"))
+            let (Ok(hash), Some(n), Ok(ts)) =
+                (g.get_str("_id"), int(&g, "n"), g.get_datetime("ts"))
             else {
                 continue;
             };
-            if tx_counts.insert(number, n) != Some(n) {
+            if tx_counts.insert(hash.to_string(), n) != Some(n) {
                 arrivals
                     .tx_minutes
                     .insert(minute_of(ts.timestamp_millis() * 1000));
             }
         }
-        tx_counts.retain(|&k, _| k >= from);
+        // Blocks below the window drop out of the counts with their hashes.
+        tx_counts.retain(|hash, _| seen.contains_key(hash));
         if arrivals.is_empty() {
             tokio::time::sleep(self.poll_interval).await;
         }

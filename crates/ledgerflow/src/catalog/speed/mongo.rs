@@ -333,7 +333,12 @@ impl BatchCursor<'_> {
     }
 }
 
-/// Errors that mean "the server is not there" rather than "it said no".
+/// Server error codes of a replica set changing its primary (and
+/// shutting down): transient, waited out like an unreachable server.
+const FAILOVER_CODES: [i32; 8] = [91, 189, 10107, 11600, 11602, 13435, 13436, 89];
+
+/// Errors that mean "the server is not there (for now)" rather than "it
+/// said no".
 pub fn is_unavailable(e: &mongodb::error::Error) -> bool {
     matches!(
         *e.kind,
@@ -341,7 +346,9 @@ pub fn is_unavailable(e: &mongodb::error::Error) -> bool {
             | ErrorKind::Io(_)
             | ErrorKind::ConnectionPoolCleared { .. }
             | ErrorKind::DnsResolve { .. }
-    )
+    ) || matches!(&*e.kind, ErrorKind::Command(c) if FAILOVER_CODES.contains(&c.code))
+        || e.contains_label("RetryableError")
+        || e.contains_label("ResumableChangeStreamError")
 }
 
 /// A resume token the server no longer has history for.
