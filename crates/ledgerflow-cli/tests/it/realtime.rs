@@ -221,3 +221,20 @@ async fn a_resume_token_past_the_oplog_is_recovered_from() {
     assert!(log.contains("older than the server's history"), "{log}");
     assert_minutes_eq(&p.db.realtime_minutes().await, &expected(&[(day, n)]));
 }
+
+/// A speed layer that is down when `realtime` starts is waited for, and
+/// followed once it is up.
+#[tokio::test]
+async fn realtime_waits_for_a_source_that_is_down_at_start() {
+    let mut server = MongoServer::start(false);
+    let p = project(Serving::Sqlite).await;
+    use_mongo(&p, &server.uri(), "ledger", "connect_timeout = \"1s\"");
+    server.stop();
+    let rt = Background::start(&p, &["realtime"], &[]);
+    rt.wait_log("realtime: waiting", Duration::from_secs(30));
+    server.start_again();
+    let day = d("2026-11-15");
+    let n = live(&p, day, 12, "100000");
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(90)).await;
+    rt.stop();
+}

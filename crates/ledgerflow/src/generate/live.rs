@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::AsArray;
 use chrono::NaiveDate;
 
 use super::chain::{self, GenParams};
@@ -70,12 +71,29 @@ async fn already_written(speed: &SpeedLayer, day: NaiveDate) -> Result<(u64, u64
         }
         SpeedLayer::Mongo(m) => {
             let (start, end) = crate::day::bounds(day);
-            let coll = m.collection(Entity::Blocks).await?;
-            let n = coll
-                .count_documents(MongoLayer::window_filter(Entity::Blocks, start, end))
+            let mut hashes = Vec::new();
+            for batch in m
+                .read_all(
+                    Entity::Blocks,
+                    MongoLayer::window_filter(Entity::Blocks, start, end),
+                )
+                .await?
+            {
+                let col = batch.column(1).as_string::<i32>();
+                hashes.extend(col.iter().flatten().map(str::to_string));
+            }
+            // A block's transactions are inserted before it: those of a
+            // block a killed writer never inserted are removed, so the
+            // rewrite does not double them.
+            let mut orphaned = MongoLayer::window_filter(Entity::Transactions, start, end);
+            orphaned.insert("block_hash", mongodb::bson::doc! {"$nin": &hashes});
+            m.database()
+                .await?
+                .collection::<mongodb::bson::Document>(m.collection_name(Entity::Transactions))
+                .delete_many(orphaned)
                 .await
-                .map_err(|e| m.classify(e, "counting blocks"))?;
-            Ok((n, 0))
+                .map_err(|e| m.classify(e, "removing a partial block's transactions"))?;
+            Ok((hashes.len() as u64, 0))
         }
     }
 }

@@ -128,6 +128,54 @@ struct Loop {
 
 pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSummary> {
     let models = realtime_models(config)?;
+    // Following (not a one-off catch-up), a source or serving database that
+    // is down at start is waited for, as it is later.
+    let mut backoff = Duration::from_millis(200);
+    let (mut lp, mut pending) = loop {
+        match setup(config, models.clone()).await {
+            Ok(started) => break started,
+            Err(e @ (Error::SourceUnavailable { .. } | Error::Serving { .. }))
+                if !opts.exit_when_idle =>
+            {
+                if opts.stop.load(Ordering::SeqCst) {
+                    return Ok(RealtimeSummary::default());
+                }
+                tracing::warn!(error = %e, retry_in = ?backoff, "realtime: waiting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    loop {
+        if opts.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let step = lp.step(&mut pending, &opts).await;
+        match step {
+            Ok(idle) => {
+                backoff = Duration::from_millis(200);
+                if idle && opts.exit_when_idle && pending.is_empty() {
+                    break;
+                }
+            }
+            // A source or serving database that is down is waited for; the
+            // pending minutes are kept and written once it is back.
+            Err(e @ (Error::SourceUnavailable { .. } | Error::Serving { .. })) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "realtime: waiting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    lp.summary.highest_block = lp.chain.highest().map(|(_, n)| n);
+    Ok(lp.summary)
+}
+
+/// Opens the sink and the follower from the stored checkpoint, loads the
+/// followed days; returns the loop and the minutes to recompute first.
+async fn setup(config: &Config, models: Vec<ModelSpec>) -> Result<(Loop, BTreeSet<i64>)> {
     let sink = crate::sinks::open(config).await?;
     let stored: Option<Position> = match sink.checkpoint(DEFAULT_STREAM).await? {
         Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
@@ -162,32 +210,8 @@ pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSumma
         summary: RealtimeSummary::default(),
         reload: BTreeSet::new(),
     };
-    let mut pending = lp.start(stored.as_ref()).await?;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        if opts.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let step = lp.step(&mut pending, &opts).await;
-        match step {
-            Ok(idle) => {
-                backoff = Duration::from_millis(200);
-                if idle && opts.exit_when_idle && pending.is_empty() {
-                    break;
-                }
-            }
-            // A source or serving database that is down is waited for; the
-            // pending minutes are kept and written once it is back.
-            Err(e @ (Error::SourceUnavailable { .. } | Error::Serving { .. })) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "realtime: waiting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    lp.summary.highest_block = lp.chain.highest().map(|(_, n)| n);
-    Ok(lp.summary)
+    let pending = lp.start(stored.as_ref()).await?;
+    Ok((lp, pending))
 }
 
 impl Loop {
