@@ -9,6 +9,7 @@ mod ingest_cmd;
 mod progress;
 mod realtime_cmd;
 mod schedule;
+mod signals;
 
 use std::process::ExitCode;
 

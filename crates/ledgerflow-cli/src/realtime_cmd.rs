@@ -11,7 +11,6 @@ use ledgerflow::catalog::speed::SpeedLayer;
 use ledgerflow::config::Config;
 use ledgerflow::generate::{chain, live};
 use ledgerflow::realtime::{self, Committed, RealtimeOptions};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::{BenchRealtimeArgs, GenerateArgs, RealtimeArgs};
 
@@ -19,17 +18,10 @@ use crate::cli::{BenchRealtimeArgs, GenerateArgs, RealtimeArgs};
 /// and checkpoint commit), then the command exits 0.
 fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     let flag = stop.clone();
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!("{name}: stopping after the current pass");
-        flag.store(true, Ordering::SeqCst);
-    });
+    crate::signals::on_shutdown("stopping after the current pass", move || {
+        flag.store(true, Ordering::SeqCst)
+    })?;
     Ok(stop)
 }
 

@@ -4,7 +4,6 @@ use std::path::Path;
 
 use ledgerflow::config::Config;
 use ledgerflow::schedule::{self, status, ScheduleOptions};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::cli::{ScheduleArgs, StatusArgs};
@@ -13,16 +12,9 @@ use crate::cli::{ScheduleArgs, StatusArgs};
 /// runs and gives running ones the grace period.
 fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
     let (tx, rx) = watch::channel(false);
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!("{name}: shutting down");
+    crate::signals::on_shutdown("shutting down", move || {
         let _ = tx.send(true);
-    });
+    })?;
     Ok(rx)
 }
 

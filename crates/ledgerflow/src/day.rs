@@ -23,11 +23,14 @@ pub fn range(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
     from.iter_days().take_while(|d| *d <= to).collect()
 }
 
+/// The instant of a microsecond timestamp.
+pub fn at_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_micros(micros).expect("timestamp in range")
+}
+
 /// The UTC day a microsecond timestamp falls in.
 pub fn of_micros(micros: i64) -> NaiveDate {
-    DateTime::<Utc>::from_timestamp_micros(micros)
-        .expect("timestamp in range")
-        .date_naive()
+    at_micros(micros).date_naive()
 }
 
 pub fn today() -> NaiveDate {

@@ -459,20 +459,7 @@ impl Runner {
             });
         }
         let (start, end) = crate::day::bounds(plan.day);
-        let params = crate::models::window_params(plan.day, start, end);
-        let model_err = |e: datafusion::error::DataFusionError| {
-            let message = e.to_string();
-            Error::Model {
-                file: model.file.clone(),
-                line: model.error_line(&message),
-                message,
-            }
-        };
-        let df = ctx
-            .sql(&model.sql)
-            .await
-            .and_then(|df| df.with_param_values(params))
-            .map_err(model_err)?;
+        let df = crate::models::bind(ctx, model, plan.day, start, end).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         for k in &model.key {
             if schema.field_with_name(k).is_err() {

@@ -50,6 +50,13 @@ fn of<'a>(rows: &'a [Value], model: &str, day: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// (attempt, state) of ledger rows, in their order.
+fn attempt_states<'a>(rows: &[&'a Value]) -> Vec<(i64, &'a str)> {
+    rows.iter()
+        .map(|r| (r["attempt"].as_i64().unwrap(), r["state"].as_str().unwrap()))
+        .collect()
+}
+
 fn status(p: &TestProject, clock: &str) -> Value {
     let out = p
         .cmd(&["status", "--json"])
@@ -143,12 +150,8 @@ async fn ticks_run_in_dag_order_with_retries_in_the_ledger() {
     );
     // Attempts 1 and 2 of block_daily_metrics failed (injected), 3 succeeded.
     let daily = of(&rows, "block_daily_metrics", "2026-11-02");
-    let summary: Vec<(i64, &str)> = daily
-        .iter()
-        .map(|r| (r["attempt"].as_i64().unwrap(), r["state"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        summary,
+        attempt_states(&daily),
         vec![(1, "failed"), (2, "failed"), (3, "success")],
         "{daily:#?}"
     );
@@ -159,12 +162,8 @@ async fn ticks_run_in_dag_order_with_retries_in_the_ledger() {
     // Its dependent was skipped (upstream failed) on attempts 1 and 2, and
     // ran after it on attempt 3.
     let dep = of(&rows, "daily_summary", "2026-11-02");
-    let states: Vec<(i64, &str)> = dep
-        .iter()
-        .map(|r| (r["attempt"].as_i64().unwrap(), r["state"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        states,
+        attempt_states(&dep),
         vec![(1, "skipped"), (2, "skipped"), (3, "success")],
         "{dep:#?}"
     );

@@ -50,3 +50,25 @@ pub fn window_params(
         ("run_at", ts(chrono::Utc::now())),
     ]
 }
+
+/// Plans `model`'s SQL in `ctx` with the window parameters bound; a SQL
+/// error names the model file and line.
+pub async fn bind(
+    ctx: &datafusion::prelude::SessionContext,
+    model: &ModelSpec,
+    day: chrono::NaiveDate,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<datafusion::prelude::DataFrame> {
+    ctx.sql(&model.sql)
+        .await
+        .and_then(|df| df.with_param_values(window_params(day, start, end)))
+        .map_err(|e| {
+            let message = e.to_string();
+            Error::Model {
+                file: model.file.clone(),
+                line: model.error_line(&message),
+                message,
+            }
+        })
+}

@@ -119,22 +119,6 @@ impl ChainState {
             .is_some_and(|d| d.canonical.contains(hash))
     }
 
-    /// The canonical hashes of every followed day.
-    pub fn canonical(&self) -> HashSet<&str> {
-        self.days
-            .values()
-            .flat_map(|d| d.canonical.iter().map(String::as_str))
-            .collect()
-    }
-
-    /// Every minute of `day` that has a block (canonical or not).
-    pub fn minutes_of(&self, day: NaiveDate) -> BTreeSet<i64> {
-        self.days
-            .get(&day)
-            .map(|d| d.minute.values().copied().collect())
-            .unwrap_or_default()
-    }
-
     /// Minutes of `day` to recompute after a restart: those of blocks at
     /// or above `from_number` and those of every orphan (a block that may
     /// have left the canonical chain while the loop was down).

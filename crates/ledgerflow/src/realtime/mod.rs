@@ -334,8 +334,8 @@ impl Loop {
         let writes = by_day.len() * self.models.len();
         let mut write = 0;
         for (day, day_minutes) in by_day {
-            let start = utc(day_minutes[0]);
-            let end = utc(day_minutes[day_minutes.len() - 1] + MINUTE_MICROS);
+            let start = crate::day::at_micros(day_minutes[0]);
+            let end = crate::day::at_micros(day_minutes[day_minutes.len() - 1] + MINUTE_MICROS);
             for model in &self.models {
                 write += 1;
                 let batches = compute(&self.ctx, model, day, start, end).await?;
@@ -441,19 +441,7 @@ async fn compute(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
-    let model_err = |e: datafusion::error::DataFusionError| {
-        let message = e.to_string();
-        Error::Model {
-            file: model.file.clone(),
-            line: model.error_line(&message),
-            message,
-        }
-    };
-    let df = ctx
-        .sql(&model.sql)
-        .await
-        .and_then(|df| df.with_param_values(crate::models::window_params(day, start, end)))
-        .map_err(model_err)?;
+    let df = crate::models::bind(ctx, model, day, start, end).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     match schema.field_with_name(&model.key[0]).map(|f| f.data_type()) {
         Ok(arrow::datatypes::DataType::Timestamp(..)) => {}
@@ -504,8 +492,4 @@ fn conform(entity: Entity, batch: &RecordBatch) -> Result<RecordBatch> {
 fn all_minutes(day: NaiveDate) -> impl Iterator<Item = i64> {
     let start = crate::day::bounds(day).0.timestamp_micros();
     (0..1440).map(move |i| start + i * MINUTE_MICROS)
-}
-
-fn utc(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).expect("in range")
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::change_stream::event::{ChangeStreamEvent, ResumeToken};
@@ -87,15 +87,7 @@ impl MongoFollower {
             Err(StreamError::Unsupported(message)) if follow == FollowMode::Auto => {
                 tracing::warn!(%message, "change streams are not available: following MongoDB by polling block numbers");
             }
-            Err(StreamError::Unsupported(message)) => {
-                return Err(Error::Speed {
-                    target: me.mongo.target().to_string(),
-                    message: format!(
-                        "change streams are not available ({message}); set speed.follow = \"poll\""
-                    ),
-                })
-            }
-            Err(StreamError::Other(e)) => return Err(e),
+            Err(e) => return Err(e.into_error(&me.mongo)),
         }
         Ok(me)
     }
@@ -173,7 +165,7 @@ impl MongoFollower {
             let Mode::Stream { stream, .. } = &mut self.mode else {
                 unreachable!()
             };
-            *stream = Some(opened.map_err(StreamError::into_error)?);
+            *stream = Some(opened.map_err(|e| e.into_error(&self.mongo))?);
             arrivals.resync |= std::mem::take(&mut self.resync);
         }
         let blocks_coll = self.mongo.collection_name(Entity::Blocks).to_string();
@@ -289,11 +281,13 @@ enum StreamError {
 }
 
 impl StreamError {
-    fn into_error(self) -> Error {
+    fn into_error(self, mongo: &MongoLayer) -> Error {
         match self {
-            StreamError::Unsupported(m) => Error::Speed {
-                target: String::new(),
-                message: m,
+            StreamError::Unsupported(message) => Error::Speed {
+                target: mongo.target().to_string(),
+                message: format!(
+                    "change streams are not available ({message}); set speed.follow = \"poll\""
+                ),
             },
             StreamError::Other(e) => e,
         }
@@ -307,10 +301,6 @@ fn int(doc: &Document, field: &str) -> Option<i64> {
         Bson::Double(d) if d.fract() == 0.0 => Some(*d as i64),
         _ => None,
     }
-}
-
-fn utc(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).expect("in range")
 }
 
 #[async_trait]
@@ -357,7 +347,11 @@ impl Follower for MongoFollower {
         let mut rows = MinuteRows::default();
         for (start, end) in minute_windows(minutes) {
             for entity in Entity::ALL {
-                let filter = MongoLayer::window_filter(entity, utc(start), utc(end));
+                let filter = MongoLayer::window_filter(
+                    entity,
+                    crate::day::at_micros(start),
+                    crate::day::at_micros(end),
+                );
                 let batches = self.mongo.read_all(entity, filter).await?;
                 match entity {
                     Entity::Blocks => rows.blocks.extend(batches),

@@ -2,8 +2,7 @@
 //! files, `<root>/<table>/date=YYYY-MM-DD/<seq>.parquet`, named so that
 //! name order is arrival order.
 
-use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use object_store::path::Path;
 use object_store::ObjectMeta;
@@ -57,34 +56,12 @@ impl LandingLayer {
                 .read_columns(meta, &["number", "hash", "parent_hash"])
                 .await?
             {
-                let col = |name: &str| {
-                    batch.column_by_name(name).ok_or_else(|| Error::Schema {
-                        file: self.files.describe(&meta.location),
-                        column: name.into(),
-                        expected: "present".into(),
-                        problem: "is missing".into(),
-                    })
-                };
-                let numbers = col("number")?.as_primitive_opt::<Int64Type>().cloned();
-                let (hashes, parents) = (
-                    col("hash")?.as_string_opt::<i32>(),
-                    col("parent_hash")?.as_string_opt::<i32>(),
-                );
-                let (Some(numbers), Some(hashes), Some(parents)) = (numbers, hashes, parents)
-                else {
+                if !super::push_headers(&batch, &mut headers) {
                     return Err(Error::Schema {
                         file: self.files.describe(&meta.location),
                         column: "number, hash, parent_hash".into(),
                         expected: "Int64, Utf8, Utf8".into(),
-                        problem: "have other types".into(),
-                    });
-                };
-                for i in 0..batch.num_rows() {
-                    headers.push(Header {
-                        number: numbers.value(i),
-                        hash: hashes.value(i).to_string(),
-                        parent_hash: parents.value(i).to_string(),
-                        arrival: headers.len(),
+                        problem: "are missing or have other types".into(),
                     });
                 }
             }

@@ -43,7 +43,7 @@ pub struct Scratch {
 }
 
 /// One day of the speed layer, ready for the catalog.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SpeedDay {
     pub files: BTreeMap<Entity, Vec<ObjectMeta>>,
     pub headers: Vec<Header>,
@@ -131,7 +131,8 @@ async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &PathBuf) -> Res
         let mut writer = store.parquet_writer(&path, entity.schema())?;
         while let Some(batch) = cursor.next_batch().await? {
             if entity == Entity::Blocks {
-                push_headers(&batch, &mut headers);
+                let canonical = push_headers(&batch, &mut headers);
+                debug_assert!(canonical, "the batcher builds the canonical schema");
             }
             writer
                 .write(&batch)
@@ -164,11 +165,22 @@ async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &PathBuf) -> Res
     })
 }
 
-/// Appends the headers of a blocks batch (canonical schema) in row order.
-pub fn push_headers(batch: &RecordBatch, headers: &mut Vec<Header>) {
-    let numbers = batch.column(0).as_primitive::<Int64Type>();
-    let hashes = batch.column(1).as_string::<i32>();
-    let parents = batch.column(2).as_string::<i32>();
+/// Appends the headers of a blocks batch (its `number`, `hash` and
+/// `parent_hash` columns, found by name) in row order; `false` if one of
+/// them is missing or has another type.
+pub fn push_headers(batch: &RecordBatch, headers: &mut Vec<Header>) -> bool {
+    let numbers = batch
+        .column_by_name("number")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>());
+    let hashes = batch
+        .column_by_name("hash")
+        .and_then(|c| c.as_string_opt::<i32>());
+    let parents = batch
+        .column_by_name("parent_hash")
+        .and_then(|c| c.as_string_opt::<i32>());
+    let (Some(numbers), Some(hashes), Some(parents)) = (numbers, hashes, parents) else {
+        return false;
+    };
     for i in 0..batch.num_rows() {
         headers.push(Header {
             number: numbers.value(i),
@@ -177,4 +189,5 @@ pub fn push_headers(batch: &RecordBatch, headers: &mut Vec<Header>) {
             arrival: headers.len(),
         });
     }
+    true
 }
