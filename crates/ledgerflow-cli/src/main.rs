@@ -17,7 +17,31 @@ use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
 
+// glibc malloc returns large freed blocks to the kernel, so every query
+// batch faulted fresh zeroed pages in again (~20% of a run's CPU was page
+// faults); mimalloc keeps them for reuse.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in mimalloc v3's option enum (the sys crate has
+/// no constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory goes back to the kernel after 1 s instead of 10 ms: a
+/// query frees and reallocates hundreds of MiB between batches, and each
+/// early purge made the kernel zero those pages again (measured: a day's
+/// run spent 2.0-2.5 s of system time with 10 ms, 0.9-1.4 s with longer).
+fn tune_allocator() {
+    // SAFETY: sets a plain integer option, before any other thread starts.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

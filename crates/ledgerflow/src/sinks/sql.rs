@@ -22,23 +22,23 @@ pub fn is_finished(state: RunState) -> bool {
 }
 
 /// The body of `CREATE TABLE name (..)` for `req`'s output: every column
-/// with the type `column_type` gives it, key columns `NOT NULL`, then the
-/// primary key.
-pub fn table_defs<T: Display>(req: &WriteRequest, column_type: impl Fn(&DataType) -> T) -> String {
+/// with the type `column_type` gives it (told whether the column is part of
+/// the key), key columns `NOT NULL`, then the primary key.
+pub fn table_defs<T: Display>(
+    req: &WriteRequest,
+    column_type: impl Fn(&DataType, bool) -> T,
+) -> String {
     let mut defs: Vec<String> = req
         .schema
         .fields()
         .iter()
         .map(|f| {
-            let not_null = if req.key.contains(f.name()) {
-                " NOT NULL"
-            } else {
-                ""
-            };
+            let key = req.key.contains(f.name());
+            let not_null = if key { " NOT NULL" } else { "" };
             format!(
                 "{} {}{not_null}",
                 quote(f.name()),
-                column_type(f.data_type())
+                column_type(f.data_type(), key)
             )
         })
         .collect();
