@@ -27,22 +27,30 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the kernel after 1 s instead of 10 ms: a
-/// query frees and reallocates hundreds of MiB between batches, and each
-/// early purge made the kernel zero those pages again (measured: a day's
-/// run spent 2.0-2.5 s of system time with 10 ms, 0.9-1.4 s with longer).
-fn tune_allocator() {
-    // SAFETY: sets a plain integer option, before any other thread starts.
+/// When freed memory goes back to the kernel. A query frees and reallocates
+/// hundreds of MiB between batches, and each early purge (mimalloc's
+/// default is 10 ms) made the kernel zero those pages again: a day's run
+/// spent 1.1-1.4 s of system time so, 0.8-0.9 s never purging. One-shot
+/// commands never purge (the process ends soon); the daemons purge after
+/// 1 s idle so a quiet scheduler does not sit on a run's peak.
+fn tune_allocator(daemon: bool) {
+    let delay = if daemon { 1000 } else { -1 };
+    // SAFETY: sets a plain integer option; the guard checks the index names
+    // the purge delay (default 10) and leaves a MIMALLOC_PURGE_DELAY set in
+    // the environment alone.
     unsafe {
         if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000);
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay);
         }
     }
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    tune_allocator(matches!(
+        cli.command,
+        Command::Schedule(_) | Command::Realtime(_)
+    ));
     init_logging(cli.log_format, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
