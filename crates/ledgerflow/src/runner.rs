@@ -5,7 +5,7 @@
 //! one transaction.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use chrono::NaiveDate;
@@ -20,6 +20,18 @@ use crate::error::{Error, Result};
 use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
 use crate::sinks::{self, Sink, WriteMode, WriteRequest};
+
+/// One model's run within a day's: what it shares with the day's other
+/// models, and its own ledger row.
+struct Run<'a> {
+    ctx: &'a SessionContext,
+    plan: &'a DayPlan,
+    /// This model's ledger row.
+    id: i64,
+    /// Limits the queries running at once (`engine.parallel_models`).
+    queries: &'a tokio::sync::Semaphore,
+    outputs: &'a std::sync::Mutex<models::Outputs>,
+}
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -196,9 +208,15 @@ impl Runner {
             .collect())
     }
 
-    pub fn fingerprint(model: &ModelSpec, plan: &DayPlan) -> String {
+    /// The inputs of (model, day): its SQL, the SQL of the models it reads,
+    /// and the day's files.
+    pub fn fingerprint(&self, model: &ModelSpec, plan: &DayPlan) -> String {
         let mut h = Sha256::new();
         h.update(model.sql.as_bytes());
+        for up in models::dag::upstreams(model, &self.models) {
+            h.update(up.name.as_bytes());
+            h.update(up.sql.as_bytes());
+        }
         plan.hash_into(&mut h);
         hex::encode(&h.finalize()[..16])
     }
@@ -267,6 +285,7 @@ impl Runner {
         // server needs the same cores), so the default is one at a time.
         let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
         let queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
+        let outputs = std::sync::Mutex::new(models::Outputs::new());
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut done: BTreeSet<&str> = BTreeSet::new();
         let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
@@ -285,8 +304,15 @@ impl Runner {
             }
             let runs = wave.iter().map(|&i| {
                 let (model, id) = (&models[i], ids[i]);
-                let (failed, input_error, plan, ctx, queries, source_down) =
-                    (&failed, &input_error, &plan, &ctx, &queries, &source_down);
+                let (failed, input_error, plan, ctx, queries, source_down, outputs) = (
+                    &failed,
+                    &input_error,
+                    &plan,
+                    &ctx,
+                    &queries,
+                    &source_down,
+                    &outputs,
+                );
                 async move {
                     let started = Instant::now();
                     let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
@@ -310,7 +336,14 @@ impl Runner {
                     } else {
                         let plan = plan.as_ref().expect("no input error means a plan");
                         let ctx = ctx.as_ref().expect("no input error means a session");
-                        self.run_model(ctx, model, plan, opts, id, queries).await?
+                        let run = Run {
+                            ctx,
+                            plan,
+                            id,
+                            queries,
+                            outputs,
+                        };
+                        self.run_model(model, opts, &run).await?
                     };
                     Ok::<_, Error>((i, status, started.elapsed().as_secs_f64()))
                 }
@@ -392,14 +425,12 @@ impl Runner {
     /// reaching the ledger itself are returned.
     async fn run_model(
         &self,
-        ctx: &SessionContext,
         model: &ModelSpec,
-        plan: &DayPlan,
         opts: &RunOptions,
-        id: i64,
-        queries: &tokio::sync::Semaphore,
+        run: &Run<'_>,
     ) -> Result<RunStatus> {
-        let fingerprint = Self::fingerprint(model, plan);
+        let (plan, id) = (run.plan, run.id);
+        let fingerprint = self.fingerprint(model, plan);
         if !opts.force {
             let last = self
                 .sink
@@ -423,7 +454,7 @@ impl Runner {
                 },
             )
             .await?;
-        match self.execute(ctx, model, plan, id, queries).await {
+        match self.execute(model, run).await {
             Ok((rows, compute_s, write_s)) => Ok(RunStatus::Success {
                 rows,
                 compute_s,
@@ -438,15 +469,10 @@ impl Runner {
         }
     }
 
-    async fn execute(
-        &self,
-        ctx: &SessionContext,
-        model: &ModelSpec,
-        plan: &DayPlan,
-        run_id: i64,
-        queries: &tokio::sync::Semaphore,
-    ) -> Result<(u64, f64, f64)> {
-        let permit = queries
+    async fn execute(&self, model: &ModelSpec, run: &Run<'_>) -> Result<(u64, f64, f64)> {
+        let (ctx, plan, run_id) = (run.ctx, run.plan, run.id);
+        let permit = run
+            .queries
             .acquire()
             .await
             .expect("the semaphore is never closed");
@@ -459,6 +485,22 @@ impl Runner {
             });
         }
         let (start, end) = crate::day::bounds(plan.day);
+        let upstream_outputs = run
+            .outputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        models::bind_upstreams(
+            ctx,
+            model,
+            &self.models,
+            &upstream_outputs,
+            plan.day,
+            start,
+            end,
+        )
+        .await?;
+        drop(upstream_outputs);
         let df = crate::models::bind(ctx, model, plan.day, start, end).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         for k in &model.key {
@@ -490,6 +532,18 @@ impl Runner {
             source: e,
         })?;
         let compute_s = started.elapsed().as_secs_f64();
+        // Kept for the models that read this one (their query then scans
+        // these rows instead of recomputing them).
+        if self
+            .models
+            .iter()
+            .any(|m| m.depends_on.contains(&model.name))
+        {
+            run.outputs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(model.name.clone(), (schema.clone(), batches.clone()));
+        }
         let rows = self
             .sink
             .write(WriteRequest {
@@ -524,7 +578,7 @@ impl Runner {
                     format!("error: {}", self.catalog.day_not_found(day))
                 } else if !opts.force
                     && self.sink.last_success_fingerprint(&model.name, day).await?
-                        == Some(Self::fingerprint(model, &plan))
+                        == Some(self.fingerprint(model, &plan))
                 {
                     "skip (unchanged)".to_string()
                 } else {

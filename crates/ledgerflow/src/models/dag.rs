@@ -56,6 +56,21 @@ pub fn order(models: Vec<ModelSpec>) -> Result<Vec<ModelSpec>> {
     Ok(ordered)
 }
 
+/// The models `model` reads, transitively, in dependency order (`all` is
+/// a project's models as [`order`] returned them).
+pub fn upstreams<'a>(model: &ModelSpec, all: &'a [ModelSpec]) -> Vec<&'a ModelSpec> {
+    let mut needed: BTreeSet<&str> = model.depends_on.iter().map(String::as_str).collect();
+    // Backwards, a dependent comes before its own upstreams.
+    for m in all.iter().rev() {
+        if needed.contains(m.name.as_str()) {
+            needed.extend(m.depends_on.iter().map(String::as_str));
+        }
+    }
+    all.iter()
+        .filter(|m| needed.contains(m.name.as_str()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +96,27 @@ mod tests {
         assert!(err.contains("cycle"), "{err}");
         let err = order(vec![m("a", "zzz")]).unwrap_err().to_string();
         assert!(err.contains("zzz") && err.contains("a.sql"), "{err}");
+    }
+
+    #[test]
+    fn upstreams_are_transitive_and_in_dependency_order() {
+        let all = order(vec![
+            m("d", "c"),
+            m("c", "a, b"),
+            m("b", "a"),
+            m("a", ""),
+            m("x", ""),
+        ])
+        .unwrap();
+        let names = |model: &str| -> Vec<&str> {
+            let model = all.iter().find(|m| m.name == model).unwrap();
+            upstreams(model, &all)
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect()
+        };
+        assert_eq!(names("d"), ["a", "b", "c"]);
+        assert_eq!(names("b"), ["a"]);
+        assert!(names("x").is_empty());
     }
 }

@@ -51,6 +51,63 @@ pub fn window_params(
     ]
 }
 
+/// Outputs of the models a run computed, by name, for their dependents.
+pub type Outputs = std::collections::HashMap<
+    String,
+    (
+        datafusion::arrow::datatypes::SchemaRef,
+        Vec<datafusion::arrow::record_batch::RecordBatch>,
+    ),
+>;
+
+/// Makes every model `model` depends on (transitively) readable in `ctx` as
+/// a table named after it, holding its output for `day`: the batches this
+/// run computed when `outputs` has them, else its query bound for the same
+/// day (a view, computed inside the dependent's query: the upstream was
+/// skipped as unchanged, or is not part of this run).
+pub async fn bind_upstreams(
+    ctx: &datafusion::prelude::SessionContext,
+    model: &ModelSpec,
+    all: &[ModelSpec],
+    outputs: &Outputs,
+    day: chrono::NaiveDate,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    use datafusion::catalog::TableProvider;
+    let engine = |source| Error::Engine {
+        model: model.name.clone(),
+        day,
+        source,
+    };
+    for up in dag::upstreams(model, all) {
+        if crate::catalog::schema::Entity::ALL
+            .iter()
+            .any(|e| e.name() == up.name)
+        {
+            return Err(Error::Model {
+                file: model.file.clone(),
+                line: 1,
+                message: format!(
+                    "depends_on `{}`: a model read by others cannot share an input table's name",
+                    up.name
+                ),
+            });
+        }
+        let table: std::sync::Arc<dyn TableProvider> = match outputs.get(&up.name) {
+            Some((schema, batches)) => std::sync::Arc::new(
+                datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches.clone()])
+                    .map_err(engine)?,
+            ),
+            None => bind(ctx, up, day, start, end).await?.into_view(),
+        };
+        ctx.deregister_table(up.name.as_str()).map_err(engine)?;
+        ctx.register_table(up.name.as_str(), table)
+            .map_err(engine)?;
+    }
+    Ok(())
+}
+
 /// Plans `model`'s SQL in `ctx` with the window parameters bound; a SQL
 /// error names the model file and line.
 pub async fn bind(

@@ -338,7 +338,7 @@ impl Loop {
             let end = crate::day::at_micros(day_minutes[day_minutes.len() - 1] + MINUTE_MICROS);
             for model in &self.models {
                 write += 1;
-                let batches = compute(&self.ctx, model, day, start, end).await?;
+                let batches = compute(&self.ctx, model, &self.models, day, start, end).await?;
                 let schema = batches.0;
                 written += self
                     .sink
@@ -437,10 +437,14 @@ impl Loop {
 async fn compute(
     ctx: &SessionContext,
     model: &ModelSpec,
+    all: &[ModelSpec],
     day: NaiveDate,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    // Upstream realtime models read as views over the same minutes.
+    let none = crate::models::Outputs::new();
+    crate::models::bind_upstreams(ctx, model, all, &none, day, start, end).await?;
     let df = crate::models::bind(ctx, model, day, start, end).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     match schema.field_with_name(&model.key[0]).map(|f| f.data_type()) {

@@ -23,9 +23,11 @@ pub fn is_finished(state: RunState) -> bool {
 
 /// The body of `CREATE TABLE name (..)` for `req`'s output: every column
 /// with the type `column_type` gives it (told whether the column is part of
-/// the key), key columns `NOT NULL`, then the primary key.
+/// the key), key columns `NOT NULL`, then the primary key over `key` (the
+/// request's key columns, in the order the index should sort them).
 pub fn table_defs<T: Display>(
     req: &WriteRequest,
+    key: &[String],
     column_type: impl Fn(&DataType, bool) -> T,
 ) -> String {
     let mut defs: Vec<String> = req
@@ -42,8 +44,8 @@ pub fn table_defs<T: Display>(
             )
         })
         .collect();
-    if !req.key.is_empty() {
-        defs.push(format!("PRIMARY KEY ({})", quoted_list(&req.key)));
+    if !key.is_empty() {
+        defs.push(format!("PRIMARY KEY ({})", quoted_list(key)));
     }
     defs.join(", ")
 }

@@ -137,7 +137,7 @@ fn ensure_table(conn: &Connection, target: &str, req: &WriteRequest) -> Result<(
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} ({})",
             quote(&req.table),
-            sql::table_defs(req, |t, _| sqlite_type(t))
+            sql::table_defs(req, &req.key, |t, _| sqlite_type(t))
         );
         conn.execute_batch(&sql).map_err(fail)?;
         // Another process may have created it first, with other columns.

@@ -4,9 +4,13 @@
 -- key: day
 -- grain: day
 -- write: replace_day
+-- depends_on: user_activity_agg
 --
 -- Parameters bound per run: $day (DATE), $start and $end (the day's
 -- [start, end) as UTC timestamps), $run_at (when the run started).
+-- `user_activity_agg` reads as that model's output for the same day: one
+-- row per address, so the distinct senders and receivers are a count of
+-- its rows rather than two distinct counts over every transaction.
 WITH b AS (
     SELECT
         count(*) AS block_count,
@@ -29,11 +33,16 @@ t AS (
         count(*) FILTER (WHERE to_address IS NULL) AS contract_creation_count,
         -- A failed transaction moves no value, but its fee is paid.
         sum(value) FILTER (WHERE receipt_status IS DISTINCT FROM 0) AS total_value_wei,
-        sum(CAST(receipt_gas_used AS DECIMAL(38, 0)) * CAST(gas_price AS DECIMAL(38, 0))) AS total_fees_wei,
-        count(DISTINCT from_address) AS unique_senders,
-        count(DISTINCT to_address) AS unique_receivers
+        sum(CAST(receipt_gas_used AS DECIMAL(38, 0)) * CAST(gas_price AS DECIMAL(38, 0))) AS total_fees_wei
     FROM transactions
     WHERE block_timestamp >= $start AND block_timestamp < $end
+),
+a AS (
+    SELECT
+        count(*) FILTER (WHERE tx_sent > 0) AS unique_senders,
+        count(*) FILTER (WHERE tx_received > 0) AS unique_receivers
+    FROM user_activity_agg
+    WHERE address IS NOT NULL
 )
 SELECT
     CAST($day AS DATE) AS day,
@@ -48,8 +57,8 @@ SELECT
     b.avg_base_fee_per_gas,
     CAST(coalesce(t.total_value_wei, 0) AS DECIMAL(38, 0)) AS total_value_wei,
     CAST(coalesce(t.total_fees_wei, 0) AS DECIMAL(38, 0)) AS total_fees_wei,
-    t.unique_senders,
-    t.unique_receivers,
+    a.unique_senders,
+    a.unique_receivers,
     b.avg_block_time_s
-FROM b CROSS JOIN t
+FROM b CROSS JOIN t CROSS JOIN a
 WHERE b.block_count > 0
