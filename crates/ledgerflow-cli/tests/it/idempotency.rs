@@ -88,6 +88,21 @@ async fn runs_and_backfills_are_idempotent() {
         let out = p.ok(&["runs", "--model", "user_activity_agg", "--limit", "2"]);
         assert_eq!(stdout(&out).lines().count(), 3, "{}", stdout(&out));
         p.expect(&["runs", "--state", "done"], 2);
+
+        // Changing a model re-runs it and the models that read it
+        // (block_daily_metrics reads user_activity_agg), not the others.
+        let sql = p.path().join("models/user_activity_agg.sql");
+        let text = std::fs::read_to_string(&sql).unwrap();
+        std::fs::write(&sql, format!("{text}\n-- edited\n")).unwrap();
+        let out = p.ok(&["run", "--date", "2026-11-02"]);
+        let text = stdout(&out);
+        assert_eq!(text.matches("skipped").count(), 1, "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains("realtime_dashboard") && l.contains("skipped")),
+            "{text}"
+        );
+        assert_dumps_eq(&p.db.dump_metrics().await, &week, "after the edit");
         p.drop_db().await;
     }
 }

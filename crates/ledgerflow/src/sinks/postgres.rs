@@ -1037,11 +1037,18 @@ mod tests {
     }
 
     async fn cleanup(sink: PostgresSink) {
-        let sql = format!("DROP SCHEMA {} CASCADE", quote(&sink.schema));
+        execute(
+            &sink,
+            &format!("DROP SCHEMA {} CASCADE", quote(&sink.schema)),
+        )
+        .await;
+    }
+
+    async fn execute(sink: &PostgresSink, sql: &str) {
         sink.client()
             .await
             .unwrap()
-            .batch_execute(&sql)
+            .batch_execute(sql)
             .await
             .unwrap();
     }
@@ -1224,12 +1231,7 @@ mod tests {
             "CREATE TABLE {legacy} (LIKE {activity}, PRIMARY KEY (day, address)) \
              PARTITION BY RANGE (day)"
         );
-        sink.client()
-            .await
-            .unwrap()
-            .batch_execute(&sql)
-            .await
-            .unwrap();
+        execute(&sink, &sql).await;
         replace_day(&sink, "legacy", day(3), &fixtures::big_rows()).await;
         let second: Vec<fixtures::Row> = vec![(Some("0xee"), 6, 7)];
         replace_day(&sink, "legacy", day(3), &second).await;
