@@ -450,21 +450,8 @@ fn put_numeric(unscaled: i128, scale: i16, out: &mut BytesMut) -> Result<(), Box
         return Ok(());
     }
     // Decimal digits of |unscaled|, least significant first: digits[i] is
-    // worth 10^(i - scale). Split into u64 parts first: u128 division is a
-    // slow library call, and a day's COPY encodes millions of these.
-    const TEN19: u64 = 10_000_000_000_000_000_000;
-    let mag = unscaled.unsigned_abs();
-    let parts = match u64::try_from(mag) {
-        Ok(m) => [m % TEN19, m / TEN19, 0],
-        Err(_) => {
-            let (ten19, high) = (u128::from(TEN19), mag / u128::from(TEN19));
-            [
-                (mag % ten19) as u64,
-                (high % ten19) as u64,
-                (high / ten19) as u64,
-            ]
-        }
-    };
+    // worth 10^(i - scale).
+    let parts = split_u64(unscaled.unsigned_abs(), 10_000_000_000_000_000_000);
     let mut digits = [0u8; 57];
     for (k, mut part) in parts.into_iter().enumerate() {
         for d in &mut digits[k * 19..(k + 1) * 19] {
@@ -507,24 +494,25 @@ fn put_numeric(unscaled: i128, scale: i16, out: &mut BytesMut) -> Result<(), Box
     Ok(())
 }
 
+/// `mag` as three digits in base `base` (10^16 or 10^19), least
+/// significant first. u128 division is a slow library call: at most two
+/// of them, the rest is u64 arithmetic.
+fn split_u64(mag: u128, base: u64) -> [u64; 3] {
+    match u64::try_from(mag) {
+        Ok(m) => [m % base, m / base, 0],
+        Err(_) => {
+            let (b, high) = (u128::from(base), mag / u128::from(base));
+            [(mag % b) as u64, (high % b) as u64, (high / b) as u64]
+        }
+    }
+}
+
 /// [`put_numeric`] for a scale that is a multiple of 4 (wei: scale 0): the
 /// base-10000 digits of |unscaled| are the NUMERIC's digits as they are, so
 /// they come straight from u64 divisions (a day's COPY encodes millions).
 fn put_numeric_aligned(unscaled: i128, scale: i16, out: &mut BytesMut) {
-    const TEN16: u64 = 10_000_000_000_000_000;
-    let mag = unscaled.unsigned_abs();
     // Up to 39 decimal digits: three parts of 16 digits, 12 groups of 4.
-    let parts = match u64::try_from(mag) {
-        Ok(m) => [m % TEN16, m / TEN16, 0],
-        Err(_) => {
-            let (ten16, high) = (u128::from(TEN16), mag / u128::from(TEN16));
-            [
-                (mag % ten16) as u64,
-                (high % ten16) as u64,
-                (high / ten16) as u64,
-            ]
-        }
-    };
+    let parts = split_u64(unscaled.unsigned_abs(), 10_000_000_000_000_000);
     // Least significant first.
     let mut groups = [0u16; 12];
     for (k, mut part) in parts.into_iter().enumerate() {
