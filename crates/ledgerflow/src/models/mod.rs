@@ -81,9 +81,10 @@ pub async fn bind_upstreams(
         source,
     };
     for up in dag::upstreams(model, all) {
+        // DataFusion folds unquoted table names to lower case.
         if crate::catalog::schema::Entity::ALL
             .iter()
-            .any(|e| e.name() == up.name)
+            .any(|e| e.name().eq_ignore_ascii_case(&up.name))
         {
             return Err(Error::Model {
                 file: model.file.clone(),
@@ -95,10 +96,15 @@ pub async fn bind_upstreams(
             });
         }
         let table: std::sync::Arc<dyn TableProvider> = match outputs.get(&up.name) {
-            Some((schema, batches)) => std::sync::Arc::new(
-                datafusion::datasource::MemTable::try_new(schema.clone(), vec![batches.clone()])
-                    .map_err(engine)?,
-            ),
+            Some((schema, batches)) => {
+                // The batches' own schema: the plan's may differ in
+                // nullability or metadata, which MemTable refuses.
+                let schema = batches.first().map_or(schema.clone(), |b| b.schema());
+                std::sync::Arc::new(
+                    datafusion::datasource::MemTable::try_new(schema, vec![batches.clone()])
+                        .map_err(engine)?,
+                )
+            }
             None => bind(ctx, up, day, start, end).await?.into_view(),
         };
         ctx.deregister_table(up.name.as_str()).map_err(engine)?;

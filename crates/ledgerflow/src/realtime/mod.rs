@@ -92,17 +92,37 @@ pub struct RealtimeSummary {
 
 /// The realtime models of the project.
 pub fn realtime_models(config: &Config) -> Result<Vec<ModelSpec>> {
-    let models: Vec<ModelSpec> = crate::models::load_dir(&config.models_dir())?
-        .into_iter()
-        .filter(|m| m.grain == Grain::Realtime)
-        .collect();
+    let models = realtime_only(crate::models::load_dir(&config.models_dir())?)?;
     if models.is_empty() {
         return Err(Error::Usage(format!(
             "no model in {} has `-- grain: realtime`",
             config.models_dir().display()
         )));
     }
+    Ok(models)
+}
+
+/// The realtime models among `all`, checked for what the loop needs.
+fn realtime_only(all: Vec<ModelSpec>) -> Result<Vec<ModelSpec>> {
+    let models: Vec<ModelSpec> = all
+        .into_iter()
+        .filter(|m| m.grain == Grain::Realtime)
+        .collect();
     for m in &models {
+        if let Some(d) = m
+            .depends_on
+            .iter()
+            .find(|d| !models.iter().any(|r| &r.name == *d))
+        {
+            return Err(Error::Model {
+                file: m.file.clone(),
+                line: 1,
+                message: format!(
+                    "depends_on `{d}`: the realtime loop runs realtime models only, \
+                     so a realtime model can read only those"
+                ),
+            });
+        }
         if m.key.is_empty() {
             return Err(Error::Model {
                 file: m.file.clone(),
@@ -496,4 +516,38 @@ fn conform(entity: Entity, batch: &RecordBatch) -> Result<RecordBatch> {
 fn all_minutes(day: NaiveDate) -> impl Iterator<Item = i64> {
     let start = crate::day::bounds(day).0.timestamp_micros();
     (0..1440).map(move |i| start + i * MINUTE_MICROS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str, grain: &str, deps: &str) -> ModelSpec {
+        let text = format!(
+            "-- key: minute\n-- grain: {grain}\n-- write: upsert\n-- depends_on: {deps}\nSELECT 1"
+        );
+        ModelSpec::parse(&format!("models/{name}.sql"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_realtime_model_may_read_realtime_models_only() {
+        let ok = realtime_only(vec![
+            model("daily", "day", ""),
+            model("a", "realtime", ""),
+            model("b", "realtime", "a"),
+        ])
+        .unwrap();
+        let names: Vec<&str> = ok.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let err = realtime_only(vec![
+            model("daily", "day", ""),
+            model("b", "realtime", "daily"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("models/b.sql") && err.contains("`daily`"),
+            "{err}"
+        );
+    }
 }

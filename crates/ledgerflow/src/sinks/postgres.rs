@@ -744,9 +744,11 @@ impl Sink for PostgresSink {
                     self.message(format!("{context}: COPY: output row {row_no}: {m}"))
                 })?;
                 if buf.len() >= COPY_CHUNK {
-                    copy.send(buf.split().freeze())
-                        .await
-                        .map_err(|e| fail("COPY", &e))?;
+                    let chunk = buf.split().freeze();
+                    // A fresh buffer for the next chunk (the sent one may
+                    // still be in flight): no regrowth by doubling.
+                    buf.reserve(COPY_CHUNK + (64 << 10));
+                    copy.send(chunk).await.map_err(|e| fail("COPY", &e))?;
                 }
             }
             if i == 0 {
@@ -980,9 +982,6 @@ impl Sink for PostgresSink {
     }
 }
 
-/// The column a replace-day table is partitioned by: its day column, when
-/// that is part of the key (PostgreSQL requires it) and the partition names
-/// fit in 63 bytes. Other tables replace by delete + insert.
 /// The primary key's columns in the order its index sorts them. For a
 /// table swapped by day the day column goes last: it is constant within a
 /// partition, and PostgreSQL abbreviates only a sort's first column, so a
@@ -999,6 +998,9 @@ fn index_order(req: &WriteRequest) -> Vec<String> {
     }
 }
 
+/// The column a replace-day table is partitioned by: its day column, when
+/// that is part of the key (PostgreSQL requires it) and the partition names
+/// fit in 63 bytes. Other tables replace by delete + insert.
 fn swap_partitions(req: &WriteRequest) -> Option<&str> {
     match &req.mode {
         WriteMode::ReplaceDay { column }
