@@ -358,6 +358,8 @@ const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// handed to the connection task on the other core, and the COPY was bound
 /// by that client side; 1 MiB chunks leave the encoding loop to itself.
 const COPY_CHUNK: usize = 1 << 20;
+/// A chunk's buffer: room for the chunk and the row that crosses its end.
+const COPY_BUFFER: usize = COPY_CHUNK + (64 << 10);
 
 /// One row of a batch, encoded straight from the Arrow arrays into the COPY
 /// buffer: no per-row allocation.
@@ -444,11 +446,11 @@ fn put_numeric(unscaled: i128, scale: i16, out: &mut BytesMut) -> Result<(), Box
     if !(-NUMERIC_MAX_DSCALE..=NUMERIC_MAX_DSCALE).contains(&scale) {
         return Err(format!("numeric scale {scale} is out of range").into());
     }
-    let dscale = scale.max(0) as u16;
     if scale % 4 == 0 {
         put_numeric_aligned(unscaled, scale, out);
         return Ok(());
     }
+    let dscale = scale.max(0) as u16;
     // Decimal digits of |unscaled|, least significant first: digits[i] is
     // worth 10^(i - scale).
     let parts = split_u64(unscaled.unsigned_abs(), 10_000_000_000_000_000_000);
@@ -730,7 +732,7 @@ impl Sink for PostgresSink {
             .await
             .map_err(|e| fail("COPY", &e))?;
         let mut copy = std::pin::pin!(copy);
-        let mut buf = BytesMut::with_capacity(COPY_CHUNK + (64 << 10));
+        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
         buf.put_slice(COPY_SIGNATURE);
         buf.put_i32(0); // flags
         buf.put_i32(0); // header extension length
@@ -747,7 +749,7 @@ impl Sink for PostgresSink {
                     let chunk = buf.split().freeze();
                     // A fresh buffer for the next chunk (the sent one may
                     // still be in flight): no regrowth by doubling.
-                    buf.reserve(COPY_CHUNK + (64 << 10));
+                    buf.reserve(COPY_BUFFER);
                     copy.send(chunk).await.map_err(|e| fail("COPY", &e))?;
                 }
             }
