@@ -16,6 +16,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::day::partition_dir;
 use crate::error::{Error, Result};
@@ -23,6 +24,12 @@ use crate::error::{Error, Result};
 /// Rows per Parquet row group: large enough for good compression and scan
 /// speed, small enough that a reader can split a file across cores.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The batch layer's compression: zstd level 1, most of zstd's size gain
+/// for little CPU.
+pub fn zstd() -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level"))
+}
 
 #[derive(Debug, Clone)]
 pub struct PartitionStore {
@@ -193,12 +200,27 @@ impl PartitionStore {
         path: &Path,
         schema: SchemaRef,
     ) -> Result<AsyncArrowWriter<BufWriter>> {
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(1).expect("valid level"),
-            ))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+        self.parquet_writer_with(path, schema, zstd(), &[])
+    }
+
+    /// [`parquet_writer`](Self::parquet_writer) with the given compression
+    /// and dictionary encoding off for `plain` columns: for values that are
+    /// nearly all distinct a dictionary only costs time (hashing every value
+    /// until it overflows, once per row group) and falls back to plain.
+    pub fn parquet_writer_with(
+        &self,
+        path: &Path,
+        schema: SchemaRef,
+        compression: Compression,
+        plain: &[String],
+    ) -> Result<AsyncArrowWriter<BufWriter>> {
+        let mut props = WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        for column in plain {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false);
+        }
+        let props = props.build();
         let object_writer = BufWriter::new(self.store.clone(), path.clone());
         AsyncArrowWriter::try_new(object_writer, schema, Some(props))
             .map_err(|e| Error::data(self.describe(path), e))

@@ -7,9 +7,10 @@
 //! A worker owns its table's registry document for the run, so files of one
 //! table resolve their schema one after another, without locks.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
@@ -18,10 +19,11 @@ use arrow::array::{
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
-use csv::ByteRecord;
+use csv::{ByteRecord, StringRecord};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::Compression;
 use tokio::runtime::Handle;
 
 use super::archive::{entry_error, EntryMeta};
@@ -87,6 +89,7 @@ pub struct MergeSettings {
     pub batch_size: usize,
     pub infer_rows: usize,
     pub max_line: u64,
+    pub compression: Compression,
 }
 
 pub struct TableWorker {
@@ -142,8 +145,6 @@ fn reuse<'b>(mut v: Vec<Val<'_>>) -> Vec<Val<'b>> {
     v.into_iter().map(|_| Val::Null).collect()
 }
 
-const EPOCH_DAYS_CE: i32 = 719_163;
-
 impl Builder {
     fn new(ty: ColType) -> Self {
         match ty {
@@ -166,7 +167,6 @@ impl Builder {
 
     /// Parses one non-empty value for this column's type.
     fn parse<'a>(&self, v: &'a str) -> Option<Val<'a>> {
-        use chrono::Datelike;
         Some(match self {
             Builder::Bool(_) => {
                 if v.eq_ignore_ascii_case("true") {
@@ -180,15 +180,10 @@ impl Builder {
             Builder::I32(_) => Val::I32(v.parse().ok()?),
             Builder::I64(_) => Val::I64(v.parse().ok()?),
             Builder::Dec(_, s) => Val::D(types::parse_decimal(v, *s)?),
-            Builder::Date(_) => Val::Date(types::parse_date(v)?.num_days_from_ce() - EPOCH_DAYS_CE),
+            Builder::Date(_) => Val::Date(types::date_days(v)?),
             Builder::Ts(_) => match types::parse_timestamp(v) {
                 Some(t) => Val::Ts(t),
-                None => Val::Ts(
-                    types::parse_date(v)?
-                        .and_hms_opt(0, 0, 0)?
-                        .and_utc()
-                        .timestamp_micros(),
-                ),
+                None => Val::Ts(i64::from(types::date_days(v)?) * 86_400_000_000),
             },
             Builder::Str(_) => Val::S(v),
         })
@@ -243,6 +238,9 @@ struct ToWriter<'a> {
     settings: &'a MergeSettings,
     schema: SchemaRef,
     tx: SyncSender<RecordBatch>,
+    /// Columns written without a dictionary, decided from the sample
+    /// before the first batch is sent.
+    plain: &'a OnceLock<Vec<String>>,
 }
 
 impl ToWriter<'_> {
@@ -253,12 +251,33 @@ impl ToWriter<'_> {
     }
 }
 
+/// Columns whose sampled values are mostly distinct (ids, addresses,
+/// amounts): a dictionary would not hold them.
+fn mostly_distinct(header: &[String], sample: &[(u64, ByteRecord)]) -> Vec<String> {
+    /// Fewer sampled values say nothing either way.
+    const MIN_VALUES: usize = 100;
+    header
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| {
+            let values: Vec<&[u8]> = sample
+                .iter()
+                .filter_map(|(_, r)| r.get(*j).filter(|v| !v.is_empty()))
+                .collect();
+            let distinct: HashSet<&[u8]> = values.iter().copied().collect();
+            values.len() >= MIN_VALUES && distinct.len() * 2 > values.len()
+        })
+        .map(|(_, name)| name.clone())
+        .collect()
+}
+
 /// Batches in flight between parsing and encoding.
 const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Rolls Parquet files at `rows_per_file`; runs on the writer thread.
 struct Parts<'a> {
     settings: &'a MergeSettings,
+    plain: &'a OnceLock<Vec<String>>,
     stem: String,
     table: String,
     day: NaiveDate,
@@ -278,7 +297,13 @@ impl Parts<'_> {
                     self.stem,
                     self.done.len()
                 ));
-                let w = self.settings.store.parquet_writer(&path, batch.schema())?;
+                let plain = self.plain.get().map_or(&[][..], Vec::as_slice);
+                let w = self.settings.store.parquet_writer_with(
+                    &path,
+                    batch.schema(),
+                    self.settings.compression,
+                    plain,
+                )?;
                 self.current = Some((path, w, 0));
             }
             let (path, w, rows) = self.current.as_mut().expect("opened above");
@@ -352,10 +377,13 @@ impl TableWorker {
         let policy = self.policy;
         let (tx, rx) = sync_channel::<RecordBatch>(BATCHES_IN_FLIGHT);
         let (table, day) = (f.table.clone(), f.day);
+        let plain = OnceLock::new();
+        let plain = &plain;
         let (result, (done, rows, closed)) = std::thread::scope(|scope| {
             let writer = scope.spawn(move || {
                 let mut parts = Parts {
                     settings,
+                    plain,
                     stem,
                     table,
                     day,
@@ -380,6 +408,7 @@ impl TableWorker {
                 settings,
                 schema: schema.arrow_schema(),
                 tx,
+                plain,
             };
             let result = Self::merge_rows(
                 schema,
@@ -511,6 +540,7 @@ impl TableWorker {
         out.changes = res.changes;
         out.missing = res.missing;
         parts.schema = schema.arrow_schema();
+        let _ = parts.plain.set(mostly_distinct(&header, &sample));
         let columns = schema.columns().to_vec();
         let mapping: Vec<Option<usize>> = columns
             .iter()
@@ -533,36 +563,46 @@ impl TableWorker {
         };
 
         let mut pending = sample.into_iter();
-        let mut rec = ByteRecord::new();
+        let mut spare_rec = ByteRecord::new();
         loop {
-            let line;
-            let record: &ByteRecord = if let Some((l, r)) = pending.next() {
-                line = l;
-                rec = r;
-                &rec
+            let (line, record) = if let Some((l, r)) = pending.next() {
+                (l, r)
             } else {
                 if ended {
                     break;
                 }
+                let mut rec = std::mem::take(&mut spare_rec);
                 match rows.next(&mut rec).map_err(reject)? {
                     Next::End => break,
                     Next::Bad { reason, raw } => {
                         out.rows_read += 1;
                         bad(quarantine, rows.line(), None, &reason, &raw)?;
+                        spare_rec = rec;
                         continue;
                     }
-                    Next::Row => {
-                        line = rows.line();
-                        &rec
-                    }
+                    Next::Row => (rows.line(), rec),
                 }
             };
             out.rows_read += 1;
             if record.len() != header.len() {
                 let reason = format!("{} fields, the header has {}", record.len(), header.len());
-                bad(quarantine, line, None, &reason, &raw_of(record))?;
+                bad(quarantine, line, None, &reason, &raw_of(&record))?;
+                spare_rec = record;
                 continue;
             }
+            // csv checks the whole record for ASCII first and only then
+            // field by field: one pass instead of a call per field.
+            let record = match StringRecord::from_byte_record(record) {
+                Ok(r) => r,
+                Err(e) => {
+                    let field = e.utf8_error().field();
+                    let record = e.into_byte_record();
+                    let column = header.get(field).map(String::as_str);
+                    bad(quarantine, line, column, "invalid UTF-8", &raw_of(&record))?;
+                    spare_rec = record;
+                    continue;
+                }
+            };
             let mut vals = reuse(std::mem::take(&mut spare));
             let mut problem: Option<(usize, String)> = None;
             for (i, m) in mapping.iter().enumerate() {
@@ -570,15 +610,11 @@ impl TableWorker {
                     vals.push(Val::Null);
                     continue;
                 };
-                let field = &record[*j];
-                if field.is_empty() {
+                let text = &record[*j];
+                if text.is_empty() {
                     vals.push(Val::Null);
                     continue;
                 }
-                let Ok(text) = std::str::from_utf8(field) else {
-                    problem = Some((i, "invalid UTF-8".into()));
-                    break;
-                };
                 match builders[i].parse(text) {
                     Some(v) => vals.push(v),
                     None => {
@@ -589,19 +625,22 @@ impl TableWorker {
                 }
             }
             if let Some((i, reason)) = problem {
+                let record = record.into_byte_record();
                 bad(
                     quarantine,
                     line,
                     Some(&columns[i].name),
                     &reason,
-                    &raw_of(record),
+                    &raw_of(&record),
                 )?;
+                spare_rec = record;
                 continue;
             }
             for (b, v) in builders.iter_mut().zip(vals.drain(..)) {
                 b.append(v);
             }
             spare = reuse(vals);
+            spare_rec = record.into_byte_record();
             in_batch += 1;
             if in_batch >= settings.batch_size {
                 flush(&mut builders, parts)?;

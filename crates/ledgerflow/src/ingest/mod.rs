@@ -28,12 +28,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 
 use chrono::{NaiveDate, Utc};
 
 use crate::catalog::batch::BatchLayer;
-use crate::config::{ChangedArchivePolicy, Config};
+use crate::config::{ChangedArchivePolicy, Config, IngestCompression};
 use crate::error::{Error, Result};
 use archive::{ExtractStats, Input};
 use manifest::{ArchiveRecord, ArchiveState, BatchRef, Manifest, PartitionRef};
@@ -312,6 +312,10 @@ pub async fn ingest(
         batch_size: config.engine.batch_size,
         infer_rows: config.ingest.infer_rows,
         max_line: config.ingest.max_line.as_u64(),
+        compression: match config.ingest.compression {
+            IngestCompression::Zstd => crate::catalog::store::zstd(),
+            IngestCompression::None => parquet::basic::Compression::UNCOMPRESSED,
+        },
     };
     let cfg = config.clone();
     let date = opts.date;
@@ -357,6 +361,9 @@ enum Msg {
 /// The worker's view of the current entry's bytes.
 struct ChannelReader<'a> {
     rx: &'a Receiver<Msg>,
+    /// Read chunks go back to the extractor for reuse: a fresh 1 MiB
+    /// buffer per chunk was zeroed, then unmapped when freed.
+    spent: &'a Sender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
     done: bool,
@@ -370,7 +377,7 @@ impl Read for ChannelReader<'_> {
             }
             match self.rx.recv() {
                 Ok(Msg::Data(d)) => {
-                    self.chunk = d;
+                    let _ = self.spent.send(std::mem::replace(&mut self.chunk, d));
                     self.pos = 0;
                 }
                 Ok(Msg::End) => self.done = true,
@@ -404,12 +411,17 @@ impl ChannelReader<'_> {
     }
 }
 
-fn worker_loop(mut worker: TableWorker, rx: Receiver<Msg>) -> (TableSchema, Vec<EntryOutcome>) {
+fn worker_loop(
+    mut worker: TableWorker,
+    rx: Receiver<Msg>,
+    spent: Sender<Vec<u8>>,
+) -> (TableSchema, Vec<EntryOutcome>) {
     let mut outcomes = Vec::new();
     while let Ok(msg) = rx.recv() {
         let Msg::Begin(job) = msg else { continue };
         let mut reader = ChannelReader {
             rx: &rx,
+            spent: &spent,
             chunk: Vec::new(),
             pos: 0,
             done: false,
@@ -431,6 +443,7 @@ fn extract_all(
 ) -> Result<Extracted> {
     std::thread::scope(|scope| {
         let mut workers: HashMap<String, (SyncSender<Msg>, _)> = HashMap::new();
+        let (spent_tx, spent_rx) = channel::<Vec<u8>>();
         let mut archives = Vec::new();
         for (n, job) in jobs.iter().enumerate() {
             let akey = manifest::key(&job.input.name);
@@ -458,9 +471,10 @@ fn extract_all(
                     let worker =
                         TableWorker::new(schema, config.ingest.policy(&table), settings.clone());
                     let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
+                    let spent = spent_tx.clone();
                     let handle = std::thread::Builder::new()
                         .name(format!("merge-{table}"))
-                        .spawn_scoped(scope, move || worker_loop(worker, rx))
+                        .spawn_scoped(scope, move || worker_loop(worker, rx, spent))
                         .map_err(|e| Error::data("starting a merge thread", e))?;
                     workers.insert(table.clone(), (tx, handle));
                 }
@@ -476,7 +490,8 @@ fn extract_all(
                     meta,
                 }))?;
                 loop {
-                    let mut chunk = vec![0u8; CHUNK];
+                    let mut chunk = spent_rx.try_recv().unwrap_or_default();
+                    chunk.resize(CHUNK, 0);
                     let mut filled = 0;
                     // Fill whole chunks: tar entries read in 512-byte steps.
                     while filled < CHUNK {
