@@ -397,6 +397,15 @@ fn default_ingest_compression() -> IngestCompression {
     IngestCompression::Zstd
 }
 
+impl IngestCompression {
+    pub fn parquet(self) -> parquet::basic::Compression {
+        match self {
+            IngestCompression::Zstd => crate::catalog::store::zstd(),
+            IngestCompression::None => parquet::basic::Compression::UNCOMPRESSED,
+        }
+    }
+}
+
 fn default_mongo_database() -> String {
     "ledger".into()
 }

@@ -17,6 +17,7 @@ use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
 use object_store::path::Path;
+use parquet::basic::Compression;
 
 use super::merge::{final_name, part_prefix, TMP_PREFIX};
 use super::quarantine;
@@ -37,6 +38,8 @@ pub struct PartitionCommit {
     pub quarantine: Vec<PathBuf>,
     /// The registry's schema for the table.
     pub target: SchemaRef,
+    /// `ingest.compression`, for parts rewritten to `target`.
+    pub compression: Compression,
 }
 
 fn fs_err(path: &std::path::Path, e: std::io::Error) -> Error {
@@ -114,7 +117,7 @@ pub async fn commit_partition(batch: &BatchLayer, c: &PartitionCommit) -> Result
             .expect("a temporary quarantine name");
         std::fs::rename(tmp, qdir.join(&name)).map_err(|e| fs_err(tmp, e))?;
     }
-    conform(store, &c.table, c.day, &c.target).await?;
+    conform(store, c).await?;
     crate::failpoint::hit("ingest_before_marker", &c.table).await;
     batch.mark_committed(&c.table, c.day).await
 }
@@ -130,12 +133,8 @@ fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> b
 /// Rewrites the partition's parts whose columns differ from `target`:
 /// widened columns are cast, added ones filled with nulls. Each rewrite
 /// goes to a temporary file renamed over the old one.
-async fn conform(
-    store: &PartitionStore,
-    table: &str,
-    day: NaiveDate,
-    target: &SchemaRef,
-) -> Result<()> {
+async fn conform(store: &PartitionStore, c: &PartitionCommit) -> Result<()> {
+    let (table, day, target) = (c.table.as_str(), c.day, &c.target);
     for meta in store.list_day(table, day).await? {
         let schema = store.file_schema(&meta).await?;
         if same_columns(&schema, target) {
@@ -144,7 +143,9 @@ async fn conform(
         let name = meta.location.filename().expect("a file").to_string();
         let tmp = PartitionStore::day_prefix(table, day)
             .join(format!("{TMP_PREFIX}{}-conform-{name}", std::process::id()));
-        let mut writer = store.parquet_writer(&tmp, target.clone())?;
+        // Rare (days with drift): dictionaries stay on, as the rewrite has
+        // no sample; a column that overflows one falls back to plain.
+        let mut writer = store.parquet_writer_with(&tmp, target.clone(), c.compression, &[])?;
         let mut stream = store.read_stream(&meta).await?;
         let describe = store.describe(&meta.location);
         while let Some(batch) = stream

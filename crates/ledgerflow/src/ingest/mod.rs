@@ -33,7 +33,7 @@ use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use chrono::{NaiveDate, Utc};
 
 use crate::catalog::batch::BatchLayer;
-use crate::config::{ChangedArchivePolicy, Config, IngestCompression};
+use crate::config::{ChangedArchivePolicy, Config};
 use crate::error::{Error, Result};
 use archive::{ExtractStats, Input};
 use manifest::{ArchiveRecord, ArchiveState, BatchRef, Manifest, PartitionRef};
@@ -312,10 +312,7 @@ pub async fn ingest(
         batch_size: config.engine.batch_size,
         infer_rows: config.ingest.infer_rows,
         max_line: config.ingest.max_line.as_u64(),
-        compression: match config.ingest.compression {
-            IngestCompression::Zstd => crate::catalog::store::zstd(),
-            IngestCompression::None => parquet::basic::Compression::UNCOMPRESSED,
-        },
+        compression: config.ingest.compression.parquet(),
     };
     let cfg = config.clone();
     let date = opts.date;
@@ -377,7 +374,12 @@ impl Read for ChannelReader<'_> {
             }
             match self.rx.recv() {
                 Ok(Msg::Data(d)) => {
-                    let _ = self.spent.send(std::mem::replace(&mut self.chunk, d));
+                    let spent = std::mem::replace(&mut self.chunk, d);
+                    // Not the reader's first, empty buffer: the extractor
+                    // would take it and grow it byte by byte.
+                    if spent.capacity() >= CHUNK {
+                        let _ = self.spent.send(spent);
+                    }
                     self.pos = 0;
                 }
                 Ok(Msg::End) => self.done = true,
@@ -781,6 +783,7 @@ async fn finish(
             // latest: a later day's drift does not rewrite earlier days.
             target: extracted.schemas[&first.table]
                 .arrow_schema_at(outs.iter().map(|o| o.schema_version).max().unwrap_or(0)),
+            compression: config.ingest.compression.parquet(),
         };
         commit::commit_partition(batch, &c).await?;
     }

@@ -482,6 +482,29 @@ async fn distinct_columns_skip_the_dictionary_and_compression_is_configurable() 
             rows.extend(reader.map(|b| b.unwrap()));
         }
         read_back.push(rows);
+        // A later file with a new column rewrites the day's parts to the new
+        // schema: still with the configured compression.
+        let extra = root.join("transfers_2026-11-01_9.csv");
+        std::fs::write(&extra, "id,note_extra\n1,x\n").unwrap();
+        let r = run(&c, &[extra], None).await;
+        assert_eq!(r.exit_code(), 0, "{r:#?}");
+        let chunks = chunk_encodings(&dir);
+        // Every row group, old parts included, now has the new column.
+        let groups = chunks.iter().filter(|(col, _, _)| col == "id").count();
+        let widened = chunks
+            .iter()
+            .filter(|(col, _, _)| col == "note_extra")
+            .count();
+        assert!(
+            groups >= 2 && widened == groups,
+            "{groups} row groups, {widened} widened"
+        );
+        for (column, _, compression) in chunks {
+            assert!(
+                compression.to_string().starts_with(codec),
+                "{column}: {compression}"
+            );
+        }
     }
     assert_eq!(
         read_back[0].iter().map(|b| b.num_rows()).sum::<usize>(),
