@@ -2,6 +2,10 @@
 
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
 
+/// 1970-01-01 as days from 0001-01-01 (chrono's day count): Arrow's Date32
+/// counts from the former.
+pub const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
 /// Partition directory name of a day: `date=YYYY-MM-DD`.
 pub fn partition_dir(day: NaiveDate) -> String {
     format!("date={}", day.format("%Y-%m-%d"))

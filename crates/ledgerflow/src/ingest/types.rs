@@ -15,9 +15,10 @@ use std::str::FromStr;
 
 use arrow::compute::kernels::cast_utils::string_to_datetime;
 use arrow::datatypes::DataType;
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, Utc};
 
 use crate::catalog::schema::timestamp_type;
+use crate::day::UNIX_EPOCH_DAYS_FROM_CE;
 
 /// Largest decimal scale inferred; more fractional digits make a string.
 pub const MAX_SCALE: u8 = 18;
@@ -141,7 +142,7 @@ impl ColType {
             if let Some(t) = numeric_type(v) {
                 return t;
             }
-            if b.len() == 10 && parse_date(v).is_some() {
+            if b.len() == 10 && date_days(v).is_some() {
                 return ColType::Date;
             }
             if b.len() >= 19 && parse_timestamp(v).is_some() {
@@ -185,13 +186,6 @@ fn numeric_type(v: &str) -> Option<ColType> {
     }
 }
 
-pub fn parse_date(v: &str) -> Option<NaiveDate> {
-    date_days(v).and_then(|d| NaiveDate::from_num_days_from_ce_opt(d + EPOCH_DAYS_CE))
-}
-
-/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
-const EPOCH_DAYS_CE: i32 = 719_163;
-
 /// A `YYYY-MM-DD` text as days since 1970-01-01 (Arrow's Date32).
 pub fn date_days(v: &str) -> Option<i32> {
     // Exactly `YYYY-MM-DD`: arrow's parser would also take a timestamp and
@@ -204,7 +198,7 @@ pub fn date_days(v: &str) -> Option<i32> {
     }
     string_to_datetime(&Utc, v)
         .ok()
-        .map(|t| t.date_naive().num_days_from_ce() - EPOCH_DAYS_CE)
+        .map(|t| t.date_naive().num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
 }
 
 /// RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]` / `...T...` taken as UTC.
@@ -370,6 +364,7 @@ impl<'de> serde::Deserialize<'de> for ColType {
 mod tests {
     use super::ColType::*;
     use super::*;
+    use chrono::NaiveDate;
 
     #[test]
     fn values_get_the_narrowest_type() {
@@ -451,7 +446,8 @@ mod tests {
             let want = (v.len() == 10)
                 .then(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
                 .flatten();
-            assert_eq!(parse_date(v), want, "{v}");
+            let want = want.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
+            assert_eq!(date_days(v), want, "{v}");
         }
     }
 
@@ -468,7 +464,7 @@ mod tests {
             let text = day.to_string();
             assert_eq!(
                 fixed_layout_days(text.as_bytes()),
-                Some(day.num_days_from_ce() - EPOCH_DAYS_CE),
+                Some(day.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE),
                 "{text}"
             );
             let s = checked % 86_400;
@@ -506,7 +502,8 @@ mod tests {
             let want = (v.len() == 10)
                 .then(|| string_to_datetime(&Utc, v).ok().map(|t| t.date_naive()))
                 .flatten();
-            assert_eq!(parse_date(v), want, "{v}");
+            let want = want.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
+            assert_eq!(date_days(v), want, "{v}");
         }
         for v in [
             "2026-11-01 24:00:00",

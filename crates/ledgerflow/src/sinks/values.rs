@@ -18,10 +18,8 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate};
 
 use super::{ident, WriteMode, WriteRequest};
+use crate::day::UNIX_EPOCH_DAYS_FROM_CE;
 use crate::error::{Error, Result};
-
-/// 1970-01-01 as days from 0001-01-01 (chrono's day count).
-const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// One column of a batch, downcast once so that reading a row is a match and
 /// an index, not a dynamic cast.
