@@ -290,6 +290,34 @@ pub fn write_partner_dumps(dir: &Path, params: &DumpParams) -> Result<DumpSummar
     Ok(summary)
 }
 
+/// Rewrites a gzip file at another compression `level` (1-9), its
+/// content unchanged: the generator writes level 1 for speed, while
+/// partners' tools default to 6, which inflates slower.
+pub fn recompress(path: &Path, level: u32) -> Result<()> {
+    if level == 1 {
+        return Ok(());
+    }
+    let err = io_err(path);
+    let tmp = path.with_extension("recompress.tmp");
+    let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(
+        256 << 10,
+        File::open(path).map_err(&err)?,
+    ));
+    let out = File::create(&tmp).map_err(&err)?;
+    let mut gz = GzEncoder::new(
+        std::io::BufWriter::with_capacity(256 << 10, out),
+        Compression::new(level),
+    );
+    std::io::copy(&mut input, &mut gz).map_err(&err)?;
+    let out = gz
+        .finish()
+        .map_err(&err)?
+        .into_inner()
+        .map_err(|e| err(e.into_error()))?;
+    out.sync_all().map_err(&err)?;
+    std::fs::rename(&tmp, path).map_err(&err)
+}
+
 /// Sizes of the hostile archives that are about sizes.
 #[derive(Debug, Clone)]
 pub struct HostileParams {

@@ -31,7 +31,7 @@ use super::naming::normalize_column;
 use super::quarantine::{BadRow, Quarantine};
 use super::reader::{Next, Rows};
 use super::registry::TableSchema;
-use super::types::{self, ColType};
+use super::types::{self, ColType, DayMemo};
 use crate::catalog::schema::UTC;
 use crate::catalog::store::PartitionStore;
 use crate::config::IncompatiblePolicy;
@@ -121,8 +121,8 @@ enum Builder {
     I32(Int32Builder),
     I64(Int64Builder),
     Dec(Decimal128Builder, u8),
-    Date(Date32Builder),
-    Ts(TimestampMicrosecondBuilder),
+    Date(Date32Builder, DayMemo),
+    Ts(TimestampMicrosecondBuilder, DayMemo),
     Str(StringBuilder),
 }
 
@@ -157,16 +157,17 @@ impl Builder {
                     .expect("valid decimal"),
                 s,
             ),
-            ColType::Date => Builder::Date(Date32Builder::new()),
-            ColType::Timestamp => {
-                Builder::Ts(TimestampMicrosecondBuilder::new().with_timezone(UTC))
-            }
+            ColType::Date => Builder::Date(Date32Builder::new(), DayMemo::default()),
+            ColType::Timestamp => Builder::Ts(
+                TimestampMicrosecondBuilder::new().with_timezone(UTC),
+                DayMemo::default(),
+            ),
             ColType::Null | ColType::String => Builder::Str(StringBuilder::new()),
         }
     }
 
     /// Parses one non-empty value for this column's type.
-    fn parse<'a>(&self, v: &'a str) -> Option<Val<'a>> {
+    fn parse<'a>(&mut self, v: &'a str) -> Option<Val<'a>> {
         Some(match self {
             Builder::Bool(_) => {
                 if v.eq_ignore_ascii_case("true") {
@@ -180,10 +181,10 @@ impl Builder {
             Builder::I32(_) => Val::I32(v.parse().ok()?),
             Builder::I64(_) => Val::I64(v.parse().ok()?),
             Builder::Dec(_, s) => Val::D(types::parse_decimal(v, *s)?),
-            Builder::Date(_) => Val::Date(types::date_days(v)?),
-            Builder::Ts(_) => match types::parse_timestamp(v) {
+            Builder::Date(_, memo) => Val::Date(types::date_days_with(v, memo)?),
+            Builder::Ts(_, memo) => match types::parse_timestamp_with(v, memo) {
                 Some(t) => Val::Ts(t),
-                None => Val::Ts(i64::from(types::date_days(v)?) * 86_400_000_000),
+                None => Val::Ts(i64::from(types::date_days_with(v, memo)?) * 86_400_000_000),
             },
             Builder::Str(_) => Val::S(v),
         })
@@ -195,8 +196,8 @@ impl Builder {
             (Builder::I32(b), Val::I32(x)) => b.append_value(x),
             (Builder::I64(b), Val::I64(x)) => b.append_value(x),
             (Builder::Dec(b, _), Val::D(x)) => b.append_value(x),
-            (Builder::Date(b), Val::Date(x)) => b.append_value(x),
-            (Builder::Ts(b), Val::Ts(x)) => b.append_value(x),
+            (Builder::Date(b, _), Val::Date(x)) => b.append_value(x),
+            (Builder::Ts(b, _), Val::Ts(x)) => b.append_value(x),
             (Builder::Str(b), Val::S(x)) => b.append_value(x),
             (b, Val::Null) => b.append_null(),
             _ => unreachable!("values are parsed by their own builder"),
@@ -209,8 +210,8 @@ impl Builder {
             Builder::I32(b) => b.append_null(),
             Builder::I64(b) => b.append_null(),
             Builder::Dec(b, _) => b.append_null(),
-            Builder::Date(b) => b.append_null(),
-            Builder::Ts(b) => b.append_null(),
+            Builder::Date(b, _) => b.append_null(),
+            Builder::Ts(b, _) => b.append_null(),
             Builder::Str(b) => b.append_null(),
         }
     }
@@ -225,8 +226,8 @@ impl Builder {
                     .with_precision_and_scale(38, *s as i8)
                     .expect("valid decimal"),
             ),
-            Builder::Date(b) => Arc::new(b.finish()),
-            Builder::Ts(b) => Arc::new(b.finish().with_timezone(UTC)),
+            Builder::Date(b, _) => Arc::new(b.finish()),
+            Builder::Ts(b, _) => Arc::new(b.finish().with_timezone(UTC)),
             Builder::Str(b) => Arc::new(b.finish()),
         }
     }

@@ -257,6 +257,49 @@ async fn the_same_archives_twice_load_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_recompressed_at_another_gzip_level_loads_the_same_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = DumpParams {
+        seed: 4,
+        days: vec![day(1)],
+        archives_per_day: 1,
+        rows_per_batch: 3_000,
+        bad_rows: true,
+    };
+    let fast = partner::write_partner_dumps(&tmp.path().join("fast"), &params).unwrap();
+    let best = partner::write_partner_dumps(&tmp.path().join("best"), &params).unwrap();
+    partner::recompress(&best.archives[0], 9).unwrap();
+    let inflate = |p: &Path| {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(std::fs::File::open(p).unwrap()),
+            &mut out,
+        )
+        .unwrap();
+        out
+    };
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&best.archives[0]) < size(&fast.archives[0]));
+    assert_eq!(inflate(&best.archives[0]), inflate(&fast.archives[0]));
+    let mut loaded = Vec::new();
+    for which in ["fast", "best"] {
+        let c = config(&tmp.path().join(format!("project-{which}")), "");
+        let r = run(&c, &[tmp.path().join(which)], None).await;
+        assert_eq!(r.archives[0].action, ArchiveAction::Loaded, "{which}");
+        loaded.push(
+            ["transfers", "prices", "balances"]
+                .map(|t| {
+                    let t = table(&r, t, day(1));
+                    (t.rows_read, t.rows_written, t.rows_quarantined)
+                })
+                .to_vec(),
+        );
+    }
+    assert_eq!(loaded[0], loaded[1]);
+    assert_eq!(loaded[0][0].0, 3_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_archive_is_refused_or_replaces_its_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let dumps = tmp.path().join("dumps");
