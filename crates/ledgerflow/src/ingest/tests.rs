@@ -13,6 +13,22 @@ fn day(n: u32) -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
 }
 
+/// Generator settings for archives of day 1 only.
+fn day_one(
+    seed: u64,
+    archives_per_day: usize,
+    rows_per_batch: usize,
+    bad_rows: bool,
+) -> DumpParams {
+    DumpParams {
+        seed,
+        days: vec![day(1)],
+        archives_per_day,
+        rows_per_batch,
+        bad_rows,
+    }
+}
+
 fn config(dir: &Path, extra: &str) -> Config {
     let text = format!(
         "[batch]\nurl = \"batch\"\n[speed]\nurl = \"landing\"\n[serving]\nurl = \"sqlite://s.db\"\n{extra}"
@@ -209,17 +225,9 @@ async fn five_days_of_drift_reconcile_and_end_in_the_expected_versions() {
 async fn the_same_archives_twice_load_once() {
     let tmp = tempfile::tempdir().unwrap();
     let c = config(tmp.path(), "");
-    let summary = partner::write_partner_dumps(
-        &tmp.path().join("dumps"),
-        &DumpParams {
-            seed: 2,
-            days: vec![day(1)],
-            archives_per_day: 3,
-            rows_per_batch: 200,
-            bad_rows: false,
-        },
-    )
-    .unwrap();
+    let summary =
+        partner::write_partner_dumps(&tmp.path().join("dumps"), &day_one(2, 3, 200, false))
+            .unwrap();
     let dir = vec![tmp.path().join("dumps")];
     let first = run(&c, &dir, None).await;
     assert!(first
@@ -259,13 +267,7 @@ async fn the_same_archives_twice_load_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_recompressed_at_another_gzip_level_loads_the_same_rows() {
     let tmp = tempfile::tempdir().unwrap();
-    let params = DumpParams {
-        seed: 4,
-        days: vec![day(1)],
-        archives_per_day: 1,
-        rows_per_batch: 3_000,
-        bad_rows: true,
-    };
+    let params = day_one(4, 1, 3_000, true);
     let fast = partner::write_partner_dumps(&tmp.path().join("fast"), &params).unwrap();
     let best = partner::write_partner_dumps(&tmp.path().join("best"), &params).unwrap();
     partner::recompress(&best.archives[0], 9).unwrap();
@@ -303,13 +305,7 @@ async fn an_archive_recompressed_at_another_gzip_level_loads_the_same_rows() {
 async fn a_changed_archive_is_refused_or_replaces_its_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let dumps = tmp.path().join("dumps");
-    let params = DumpParams {
-        seed: 3,
-        days: vec![day(1)],
-        archives_per_day: 2,
-        rows_per_batch: 100,
-        bad_rows: false,
-    };
+    let params = day_one(3, 2, 100, false);
     partner::write_partner_dumps(&dumps, &params).unwrap();
     let c = config(tmp.path(), "");
     run(&c, std::slice::from_ref(&dumps), None).await;
@@ -476,17 +472,7 @@ fn chunk_encodings(dir: &Path) -> Vec<(String, bool, parquet::basic::Compression
 async fn distinct_columns_skip_the_dictionary_and_compression_is_configurable() {
     let tmp = tempfile::tempdir().unwrap();
     let dumps = tmp.path().join("dumps");
-    let summary = partner::write_partner_dumps(
-        &dumps,
-        &DumpParams {
-            seed: 9,
-            days: vec![day(1)],
-            archives_per_day: 1,
-            rows_per_batch: 3000,
-            bad_rows: false,
-        },
-    )
-    .unwrap();
+    let summary = partner::write_partner_dumps(&dumps, &day_one(9, 1, 3000, false)).unwrap();
     let mut read_back = Vec::new();
     for (name, extra, codec) in [
         ("zstd", "", "ZSTD"),
