@@ -15,7 +15,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
 use crate::day::partition_dir;
@@ -24,6 +24,15 @@ use crate::error::{Error, Result};
 /// Rows per Parquet row group: large enough for good compression and scan
 /// speed, small enough that a reader can split a file across cores.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Data page size of ingested files (Parquet's default is 1 MiB). A page's
+/// values are copied three times while it is built (encoded, grown,
+/// framed) and then compressed, likely within the core's L2 cache at
+/// 256 KiB: the writer thread's copies were ~20% of its time, and a 1 GB
+/// ingest took 1.6-2.6% less CPU and 2-5% less wall time (12 alternating
+/// runs), files the same size. Batch-layer files written for queries keep
+/// the default.
+pub const INGEST_PAGE_BYTES: usize = 256 << 10;
 
 /// The batch layer's compression: zstd level 1, most of zstd's size gain
 /// for little CPU.
@@ -200,13 +209,15 @@ impl PartitionStore {
         path: &Path,
         schema: SchemaRef,
     ) -> Result<AsyncArrowWriter<BufWriter>> {
-        self.parquet_writer_with(path, schema, zstd(), &[])
+        self.writer(path, schema, Self::properties(zstd()).build())
     }
 
-    /// [`parquet_writer`](Self::parquet_writer) with the given compression
-    /// and dictionary encoding off for `plain` columns: for values that are
-    /// nearly all distinct a dictionary only costs time (hashing every value
-    /// until it overflows, once per row group) and falls back to plain.
+    /// The writer of ingested files: [`parquet_writer`](Self::parquet_writer)
+    /// with the given compression, dictionary encoding off for `plain`
+    /// columns (for values that are nearly all distinct a dictionary only
+    /// costs time: hashing every value until it overflows, once per row
+    /// group, then falling back to plain), and data pages of
+    /// [`INGEST_PAGE_BYTES`].
     pub fn parquet_writer_with(
         &self,
         path: &Path,
@@ -214,13 +225,25 @@ impl PartitionStore {
         compression: Compression,
         plain: &[String],
     ) -> Result<AsyncArrowWriter<BufWriter>> {
-        let mut props = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        let mut props = Self::properties(compression).set_data_page_size_limit(INGEST_PAGE_BYTES);
         for column in plain {
             props = props.set_column_dictionary_enabled(ColumnPath::from(column.as_str()), false);
         }
-        let props = props.build();
+        self.writer(path, schema, props.build())
+    }
+
+    fn properties(compression: Compression) -> WriterPropertiesBuilder {
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+    }
+
+    fn writer(
+        &self,
+        path: &Path,
+        schema: SchemaRef,
+        props: WriterProperties,
+    ) -> Result<AsyncArrowWriter<BufWriter>> {
         let object_writer = BufWriter::new(self.store.clone(), path.clone());
         AsyncArrowWriter::try_new(object_writer, schema, Some(props))
             .map_err(|e| Error::data(self.describe(path), e))

@@ -468,11 +468,40 @@ fn chunk_encodings(dir: &Path) -> Vec<(String, bool, parquet::basic::Compression
     out
 }
 
+/// Uncompressed sizes of the data pages of `column` in the Parquet files
+/// of `dir`.
+fn data_page_sizes(dir: &Path, column: &str) -> Vec<usize> {
+    use parquet::column::page::PageReader;
+    use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        for g in 0..reader.num_row_groups() {
+            let rg = reader.get_row_group(g).unwrap();
+            let i = (0..rg.num_columns())
+                .find(|&i| rg.metadata().column(i).column_path().string() == column)
+                .unwrap();
+            let mut pages = rg.get_column_page_reader(i).unwrap();
+            while let Some(page) = pages.get_next_page().unwrap() {
+                if !matches!(page.page_type(), parquet::basic::PageType::DICTIONARY_PAGE) {
+                    out.push(page.buffer().len());
+                }
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_columns_skip_the_dictionary_and_compression_is_configurable() {
     let tmp = tempfile::tempdir().unwrap();
     let dumps = tmp.path().join("dumps");
-    let summary = partner::write_partner_dumps(&dumps, &day_one(9, 1, 3000, false)).unwrap();
+    // 8,000 addresses of 42 characters: more than one ingest data page.
+    let summary = partner::write_partner_dumps(&dumps, &day_one(9, 1, 8000, false)).unwrap();
     let mut read_back = Vec::new();
     for (name, extra, codec) in [
         ("zstd", "", "ZSTD"),
@@ -486,6 +515,14 @@ async fn distinct_columns_skip_the_dictionary_and_compression_is_configurable() 
         let dir = c.batch_root().unwrap().join("transfers/date=2026-11-01");
         let chunks = chunk_encodings(&dir);
         assert!(!chunks.is_empty());
+        // Pages of ~INGEST_PAGE_BYTES (the limit is checked after each
+        // mini-batch of values), not Parquet's default 1 MiB.
+        let pages = data_page_sizes(&dir, "from_addr");
+        assert!(pages.len() >= 2, "{name}: {pages:?}");
+        if name == "none" {
+            let limit = crate::catalog::store::INGEST_PAGE_BYTES;
+            assert!(pages.iter().all(|&p| p <= limit + (64 << 10)), "{pages:?}");
+        }
         for (column, dict, compression) in &chunks {
             // Addresses and ids are all distinct; the day's date is one value.
             let want_dict = match column.as_str() {
@@ -537,7 +574,7 @@ async fn distinct_columns_skip_the_dictionary_and_compression_is_configurable() 
     }
     assert_eq!(
         read_back[0].iter().map(|b| b.num_rows()).sum::<usize>(),
-        3000
+        8000
     );
     assert_eq!(read_back[0], read_back[1]);
 }
