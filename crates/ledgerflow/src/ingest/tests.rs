@@ -445,17 +445,25 @@ async fn plain_files_and_an_incompatible_change_under_the_fail_policy() {
     assert_eq!(files.len(), 1);
 }
 
-/// (column, dictionary-encoded, compression) of every column chunk of the
-/// Parquet files in `dir`.
-fn chunk_encodings(dir: &Path) -> Vec<(String, bool, parquet::basic::Compression)> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+/// Readers of the Parquet files in `dir`.
+fn parquet_files(dir: &Path) -> Vec<parquet::file::reader::SerializedFileReader<std::fs::File>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let path = e.unwrap().path();
-        if path.extension().is_none_or(|x| x != "parquet") {
-            continue;
+        if path.extension().is_some_and(|x| x == "parquet") {
+            let file = std::fs::File::open(&path).unwrap();
+            out.push(parquet::file::reader::SerializedFileReader::new(file).unwrap());
         }
-        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    }
+    out
+}
+
+/// (column, dictionary-encoded, compression) of every column chunk of the
+/// Parquet files in `dir`.
+fn chunk_encodings(dir: &Path) -> Vec<(String, bool, parquet::basic::Compression)> {
+    use parquet::file::reader::FileReader;
+    let mut out = Vec::new();
+    for reader in parquet_files(dir) {
         for rg in reader.metadata().row_groups() {
             for c in rg.columns() {
                 let dict = c
@@ -471,15 +479,9 @@ fn chunk_encodings(dir: &Path) -> Vec<(String, bool, parquet::basic::Compression
 /// Uncompressed sizes of the data pages of `column` in the Parquet files
 /// of `dir`.
 fn data_page_sizes(dir: &Path, column: &str) -> Vec<usize> {
-    use parquet::column::page::PageReader;
-    use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+    use parquet::file::reader::FileReader;
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.extension().is_none_or(|x| x != "parquet") {
-            continue;
-        }
-        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    for reader in parquet_files(dir) {
         for g in 0..reader.num_row_groups() {
             let rg = reader.get_row_group(g).unwrap();
             let i = (0..rg.num_columns())
