@@ -280,7 +280,9 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
             },
         )?;
         let archive = &summary.archives[0];
-        partner::recompress(archive, args.gzip_level)?;
+        if args.gzip_level != partner::ARCHIVE_GZIP_LEVEL {
+            partner::recompress(archive, args.gzip_level)?;
+        }
         println!(
             "generated {} ({:.1} MB uncompressed, {:.1} MB gzip -{}) in {:.1}s",
             archive.display(),

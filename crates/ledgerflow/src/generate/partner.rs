@@ -83,11 +83,16 @@ fn header(name: &[u8], size: u64, kind: tar::EntryType) -> tar::Header {
     h
 }
 
+/// gzip level of generated archives: fast to write; `recompress` makes
+/// others.
+pub const ARCHIVE_GZIP_LEVEL: u32 = 1;
+
 /// Writes a `.tar.gz` of `(name, bytes)` regular entries.
 pub fn write_archive(path: &Path, entries: &[(String, Vec<u8>)]) -> Result<u64> {
     let err = io_err(path);
     let file = File::create(path).map_err(&err)?;
-    let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::fast()));
+    let level = Compression::new(ARCHIVE_GZIP_LEVEL);
+    let mut tar = tar::Builder::new(GzEncoder::new(file, level));
     let mut total = 0;
     for (name, data) in entries {
         let h = header(name.as_bytes(), data.len() as u64, tar::EntryType::Regular);
@@ -290,13 +295,10 @@ pub fn write_partner_dumps(dir: &Path, params: &DumpParams) -> Result<DumpSummar
     Ok(summary)
 }
 
-/// Rewrites a gzip file at another compression `level` (1-9), its
-/// content unchanged: the generator writes level 1 for speed, while
+/// Rewrites a gzip file at compression `level` (1-9), its content
+/// unchanged: the generator writes [`ARCHIVE_GZIP_LEVEL`] for speed, while
 /// partners' tools default to 6, which inflates slower.
 pub fn recompress(path: &Path, level: u32) -> Result<()> {
-    if level == 1 {
-        return Ok(());
-    }
     let err = io_err(path);
     let tmp = path.with_extension("recompress.tmp");
     let mut input = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(

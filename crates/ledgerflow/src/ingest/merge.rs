@@ -276,8 +276,6 @@ fn mostly_distinct(header: &[String], sample: &[(u64, ByteRecord)]) -> Vec<Strin
 /// `engine.batch_size` rows, ~1 MB here). At 2 the parser stalled whenever
 /// the writer flushed a row group; 8 took the wall time of a 1 GB ingest
 /// down 6-10% (and its CPU 3-4%: fewer sleeps and wake-ups) for ~8 MiB.
-/// 16 chunks instead of 4 on the extractor side gained ~4% more but would
-/// hold 16 MiB per table of an archive with many tables, so it stays 4.
 const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Rolls Parquet files at `rows_per_file`; runs on the writer thread.

@@ -47,6 +47,8 @@ const OTHER_DAY: &str = "of another day than --date";
 /// Bytes handed from the extractor to a table worker at a time.
 const CHUNK: usize = 1 << 20;
 /// Chunks in flight per table: bounds memory whatever the archive size.
+/// 16 gained ~4% wall time on a 1 GB archive but would hold 16 MiB per
+/// table of an archive with many tables.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Clone, Default)]

@@ -399,6 +399,16 @@ mod tests {
     use super::*;
     use chrono::NaiveDate;
 
+    /// `v` reads as `want` (a date, or none), with or without a memo that
+    /// already holds another valid day.
+    fn assert_days(v: &str, want: Option<NaiveDate>) {
+        let want = want.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
+        assert_eq!(date_days(v), want, "{v}");
+        let mut memo = DayMemo::default();
+        assert!(memo.days(b"2026-02-28").is_some());
+        assert_eq!(date_days_with(v, &mut memo), want, "{v}");
+    }
+
     #[test]
     fn values_get_the_narrowest_type() {
         for (v, t) in [
@@ -479,12 +489,7 @@ mod tests {
             let want = (v.len() == 10)
                 .then(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
                 .flatten();
-            let want = want.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
-            assert_eq!(date_days(v), want, "{v}");
-            // A memo holding another valid day changes nothing.
-            let mut memo = DayMemo::default();
-            assert!(memo.days(b"2026-02-28").is_some());
-            assert_eq!(date_days_with(v, &mut memo), want, "{v}");
+            assert_days(v, want);
         }
     }
 
@@ -543,12 +548,7 @@ mod tests {
             let want = (v.len() == 10)
                 .then(|| string_to_datetime(&Utc, v).ok().map(|t| t.date_naive()))
                 .flatten();
-            let want = want.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
-            assert_eq!(date_days(v), want, "{v}");
-            // A memo holding another valid day changes nothing.
-            let mut memo = DayMemo::default();
-            assert!(memo.days(b"2026-02-28").is_some());
-            assert_eq!(date_days_with(v, &mut memo), want, "{v}");
+            assert_days(v, want);
         }
         for v in [
             "2026-11-01 24:00:00",
