@@ -12,7 +12,7 @@
 //! The gzip trailer (CRC, length) is read to the end, so a truncated
 //! archive is rejected even when its tar part looked complete.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -158,18 +158,46 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Counts the compressed bytes the decoder pulls from the file.
+/// What an extraction read: its stats, and the sha256 of the input's
+/// bytes when asked to hash them on the way.
+#[derive(Debug, Clone, Default)]
+pub struct Extraction {
+    pub stats: ExtractStats,
+    pub sha256: Option<String>,
+}
+
+type Hasher = Rc<RefCell<Sha256>>;
+
+/// Counts (and optionally hashes) the bytes pulled from the file, so the
+/// file is read once even when its sha256 is still to be learned.
 struct Counted<R> {
     inner: R,
     count: Rc<Cell<u64>>,
+    hash: Option<Hasher>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count.set(self.count.get() + n as u64);
+        if let Some(h) = &self.hash {
+            h.borrow_mut().update(&buf[..n]);
+        }
         Ok(n)
     }
+}
+
+fn counted(path: &Path, hash: Option<Hasher>) -> Result<(Counted<BufReader<File>>, Counter)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let count = Rc::new(Cell::new(0));
+    Ok((
+        Counted {
+            inner: BufReader::with_capacity(256 << 10, file),
+            count: count.clone(),
+            hash,
+        },
+        count,
+    ))
 }
 
 /// Meters the inflated stream against the bomb limits.
@@ -210,14 +238,13 @@ type GzStream = Metered<MultiGzDecoder<Counted<BufReader<File>>>>;
 type Counter = Rc<Cell<u64>>;
 
 /// The metered inflated stream, and its compressed and inflated counters.
-fn gz_reader(path: &Path, limits: Limits) -> Result<(GzStream, Counter, Counter)> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let compressed = Rc::new(Cell::new(0));
+fn gz_reader(
+    path: &Path,
+    limits: Limits,
+    hash: Option<Hasher>,
+) -> Result<(GzStream, Counter, Counter)> {
+    let (counted, compressed) = counted(path, hash)?;
     let inflated = Rc::new(Cell::new(0));
-    let counted = Counted {
-        inner: BufReader::with_capacity(256 << 10, file),
-        count: compressed.clone(),
-    };
     Ok((
         Metered {
             inner: MultiGzDecoder::new(counted),
@@ -252,9 +279,43 @@ fn check_path(raw: &[u8]) -> std::result::Result<&str, String> {
 /// reader of its (inflated) bytes. Any hostile entry, limit, or I/O error
 /// rejects the whole input; entries already visited must then be discarded
 /// by the caller (the merge keeps them in temporary files until commit).
+/// With `hash`, the file's sha256 is computed from the same read, and a
+/// file whose size differs from `input.size` (still being written, or
+/// replaced) is rejected: the hash must describe the bytes ingested.
 pub fn for_each_entry(
     input: &Input,
     limits: Limits,
+    hash: bool,
+    visit: &mut dyn FnMut(EntryMeta, &mut dyn Read) -> Result<()>,
+) -> Result<Extraction> {
+    let hasher = hash.then(Hasher::default);
+    let stats = extract(input, limits, hasher.clone(), visit)?;
+    let Some(hasher) = hasher else {
+        return Ok(Extraction {
+            stats,
+            sha256: None,
+        });
+    };
+    if stats.compressed_bytes != input.size {
+        return Err(Error::rejected(
+            input.path.display().to_string(),
+            format!(
+                "changed while being read: {} bytes when listed, {} read (is it still being written?)",
+                input.size, stats.compressed_bytes
+            ),
+        ));
+    }
+    let digest = hasher.take().finalize();
+    Ok(Extraction {
+        stats,
+        sha256: Some(hex::encode(digest)),
+    })
+}
+
+fn extract(
+    input: &Input,
+    limits: Limits,
+    hash: Option<Hasher>,
     visit: &mut dyn FnMut(EntryMeta, &mut dyn Read) -> Result<()>,
 ) -> Result<ExtractStats> {
     let reject = |reason: String| Error::rejected(input.path.display().to_string(), reason);
@@ -265,7 +326,7 @@ pub fn for_each_entry(
                 file: file.clone(),
             };
             if file.gzip {
-                let (mut r, compressed, inflated) = gz_reader(&input.path, limits)?;
+                let (mut r, compressed, inflated) = gz_reader(&input.path, limits, hash)?;
                 visit(meta, &mut r)?;
                 // Drain to the gzip trailer: a truncated file fails here.
                 io::copy(&mut r, &mut io::sink()).map_err(|e| reject(e.to_string()))?;
@@ -275,18 +336,19 @@ pub fn for_each_entry(
                     uncompressed_bytes: inflated.get(),
                 })
             } else {
-                let f = File::open(&input.path).map_err(|e| Error::io(&input.path, e))?;
-                let mut r = BufReader::with_capacity(256 << 10, f);
+                let (mut r, count) = counted(&input.path, hash)?;
                 visit(meta, &mut r)?;
+                // A visitor may skip the file; the hash needs all of it.
+                io::copy(&mut r, &mut io::sink()).map_err(|e| Error::io(&input.path, e))?;
                 Ok(ExtractStats {
                     entries: 1,
-                    compressed_bytes: input.size,
-                    uncompressed_bytes: input.size,
+                    compressed_bytes: count.get(),
+                    uncompressed_bytes: count.get(),
                 })
             }
         }
         InputKind::TarGz => {
-            let (r, compressed, inflated) = gz_reader(&input.path, limits)?;
+            let (r, compressed, inflated) = gz_reader(&input.path, limits, hash)?;
             let mut archive = tar::Archive::new(r);
             let mut seen = HashSet::new();
             let mut entries = 0u64;

@@ -95,6 +95,10 @@ impl Manifest {
 
     pub fn put(&self, record: &ArchiveRecord) -> Result<()> {
         let json = serde_json::to_vec_pretty(record).expect("records serialize");
+        // The size first: a crash after it costs a later input of this size
+        // a read ahead of time; a crash before a record that lacked it could
+        // let the same bytes load twice under another name.
+        self.note_size(record.size)?;
         write_atomic(&self.path(&record.name), &json)?;
         if record.state != ArchiveState::Committing {
             // Content index: the same bytes re-sent under another name are
@@ -105,12 +109,39 @@ impl Manifest {
         Ok(())
     }
 
-    fn sha_path(&self, sha256: &str) -> PathBuf {
+    fn index_dir(&self, index: &str) -> PathBuf {
         self.dir
             .parent()
             .expect("archives/ has a parent")
-            .join("sha256")
-            .join(sha256)
+            .join(index)
+    }
+
+    fn note_size(&self, size: u64) -> Result<()> {
+        let path = self.index_dir("sizes").join(size.to_string());
+        if !path.exists() {
+            write_atomic(&path, b"")?;
+        }
+        Ok(())
+    }
+
+    /// Whether an archive of this many bytes was ever loaded. An input of
+    /// a size never seen cannot be the same content as a loaded one, so
+    /// its sha256 can wait until its one read (extraction). Entries are
+    /// never removed: a stale one only costs a read ahead of time.
+    pub fn size_seen(&self, size: u64) -> Result<bool> {
+        let dir = self.index_dir("sizes");
+        if !dir.exists() && self.dir.exists() {
+            // A root from before the size index: build it once.
+            for rec in self.all()? {
+                self.note_size(rec.size)?;
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(dir.join(size.to_string()).exists())
+    }
+
+    fn sha_path(&self, sha256: &str) -> PathBuf {
+        self.index_dir("sha256").join(sha256)
     }
 
     /// The loaded archive with this content, under whatever name.

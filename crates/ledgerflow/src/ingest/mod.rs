@@ -128,17 +128,19 @@ async fn recover(batch: &BatchLayer, manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
+/// `same_content`: the name of an archive with these bytes, loaded before
+/// or being loaded in this run.
 fn decide(
     input: &Input,
     sha: &str,
     previous: Option<ArchiveRecord>,
-    same_content: Option<ArchiveRecord>,
+    same_content: Option<String>,
     config: &Config,
     opts: &IngestOptions,
 ) -> Decision {
     let Some(prev) = previous else {
-        if let Some(other) = same_content.filter(|o| o.name != input.name) {
-            return Decision::SameContentAs(other.name);
+        if let Some(other) = same_content.filter(|o| *o != input.name) {
+            return Decision::SameContentAs(other);
         }
         return Decision::Load {
             only: None,
@@ -247,17 +249,42 @@ pub async fn ingest(
     }
 
     let mut reports = Vec::new();
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut sizes: HashMap<u64, usize> = HashMap::new();
+    for input in &inputs {
+        *sizes.entry(input.size).or_default() += 1;
+    }
+    // sha256 of the inputs this run loads, to load the same bytes once.
+    let mut loading: HashMap<String, String> = HashMap::new();
     for input in inputs {
-        let sha = archive::sha256_file(&input.path)?;
-        let decision = decide(
-            &input,
-            &sha,
-            manifest.get(&input.name)?,
-            manifest.by_sha(&sha)?,
-            config,
-            opts,
-        );
+        let previous = manifest.get(&input.name)?;
+        // A new name of a size never loaded (nor twice in this run) cannot
+        // be content already loaded: its sha256 is taken during extraction,
+        // saving a whole read of the file before it.
+        let hash_first = opts.dry_run
+            || previous.is_some()
+            || sizes[&input.size] > 1
+            || manifest.size_seen(input.size)?;
+        let (sha, decision) = if hash_first {
+            let sha = archive::sha256_file(&input.path)?;
+            let same_content = match loading.get(&sha) {
+                Some(name) => Some(name.clone()),
+                None => manifest.by_sha(&sha)?.map(|r| r.name),
+            };
+            let decision = decide(&input, &sha, previous, same_content, config, opts);
+            (sha, decision)
+        } else {
+            let decision = Decision::Load {
+                only: None,
+                previous: None,
+                replaced: false,
+            };
+            (String::new(), decision)
+        };
+        if !sha.is_empty() && matches!(decision, Decision::Load { .. }) {
+            loading.insert(sha.clone(), input.name.clone());
+        }
+        let hash = sha.is_empty();
         let mut report = ArchiveReport {
             name: input.name.clone(),
             path: input.path.clone(),
@@ -285,6 +312,7 @@ pub async fn ingest(
                 report.replaced = replaced;
                 jobs.push(Job {
                     index: reports.len(),
+                    hash,
                     input,
                     only,
                     previous,
@@ -338,6 +366,8 @@ pub async fn ingest(
 struct Job {
     /// Index into the run's archive reports.
     index: usize,
+    /// sha256 still to be taken, during extraction.
+    hash: bool,
     input: Input,
     only: Option<BTreeSet<String>>,
     previous: Option<ArchiveRecord>,
@@ -346,6 +376,8 @@ struct Job {
 struct Extracted {
     /// Per job: extraction stats or why the archive was rejected.
     archives: Vec<std::result::Result<ExtractStats, String>>,
+    /// Per job: the sha256 taken while extracting (jobs with `hash`).
+    hashes: Vec<Option<String>>,
     outcomes: Vec<EntryOutcome>,
     schemas: BTreeMap<String, TableSchema>,
 }
@@ -449,6 +481,7 @@ fn extract_all(
         let mut workers: HashMap<String, (SyncSender<Msg>, _)> = HashMap::new();
         let (spent_tx, spent_rx) = channel::<Vec<u8>>();
         let mut archives = Vec::new();
+        let mut hashes = Vec::new();
         for (n, job) in jobs.iter().enumerate() {
             let akey = manifest::key(&job.input.name);
             let mut first = true;
@@ -518,8 +551,9 @@ fn extract_all(
                 }
                 send(Msg::End)
             };
-            let res = archive::for_each_entry(&job.input, limits, &mut visit);
-            archives.push(res.map_err(|e| match e {
+            let res = archive::for_each_entry(&job.input, limits, job.hash, &mut visit);
+            hashes.push(res.as_ref().ok().and_then(|x| x.sha256.clone()));
+            archives.push(res.map(|x| x.stats).map_err(|e| match e {
                 Error::Rejected { reason, .. } if reason == OTHER_DAY => OTHER_DAY.to_string(),
                 Error::Rejected { input, reason } => format!("{input}: {reason}"),
                 other => other.to_string(),
@@ -537,6 +571,7 @@ fn extract_all(
         }
         Ok(Extracted {
             archives,
+            hashes,
             outcomes,
             schemas,
         })
@@ -578,6 +613,17 @@ async fn finish(
     started_at: chrono::DateTime<Utc>,
     opts: &IngestOptions,
 ) -> Result<IngestReport> {
+    for (job, hash) in jobs.iter().zip(&extracted.hashes) {
+        let sha = &mut reports[job.index].sha256;
+        if sha.is_empty() {
+            *sha = match hash {
+                Some(h) => h.clone(),
+                // Stopped before the end (rejected, another day): hashed
+                // apart, for the report.
+                None => archive::sha256_file(&job.input.path).unwrap_or_default(),
+            };
+        }
+    }
     // Archives rejected while streaming, or by one of their entries.
     let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
     let mut other_day = BTreeSet::new();

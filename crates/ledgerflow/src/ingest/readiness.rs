@@ -42,7 +42,7 @@ fn list(input: &Input, limits: Limits) -> Entries {
         Ok(())
     };
     // A refused archive counts for nothing; the ingest says why.
-    if archive::for_each_entry(input, limits, &mut visit).is_err() {
+    if archive::for_each_entry(input, limits, false, &mut visit).is_err() {
         return Vec::new();
     }
     out

@@ -235,6 +235,15 @@ async fn the_same_archives_twice_load_once() {
         .iter()
         .all(|a| a.action == ArchiveAction::Loaded));
     assert_eq!(table(&first, "transfers", day(1)).rows_written, 600);
+    // New names of new sizes are hashed while extracted: same digest.
+    for a in &first.archives {
+        assert_eq!(
+            a.sha256,
+            archive::sha256_file(&a.path).unwrap(),
+            "{}",
+            a.name
+        );
+    }
     let root = c.batch_root().unwrap();
     let data = |root: &Path| {
         tree(root)
@@ -262,6 +271,75 @@ async fn the_same_archives_twice_load_once() {
         .unwrap()
         .contains("partner_2026-11-01_0000.tar.gz"));
     assert_eq!(data(&root), before);
+    // A batch root from before the size index: it is rebuilt, and the
+    // re-sent bytes are still recognized.
+    std::fs::remove_dir_all(root.join("_ingest/sizes")).unwrap();
+    let again = tmp.path().join("again_2026-11-01.tar.gz");
+    std::fs::copy(&summary.archives[1], &again).unwrap();
+    let fourth = run(&c, std::slice::from_ref(&again), None).await;
+    assert_eq!(fourth.archives[0].action, ArchiveAction::Unchanged);
+    assert!(root.join("_ingest/sizes").is_dir());
+    assert_eq!(data(&root), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_bytes_under_two_names_in_one_run_load_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path(), "");
+    let summary =
+        partner::write_partner_dumps(&tmp.path().join("dumps"), &day_one(5, 1, 200, false))
+            .unwrap();
+    let copy = tmp.path().join("dumps/copy_2026-11-01.tar.gz");
+    std::fs::copy(&summary.archives[0], &copy).unwrap();
+    let r = run(&c, &[tmp.path().join("dumps")], None).await;
+    let actions: Vec<_> = r
+        .archives
+        .iter()
+        .map(|a| (a.name.as_str(), a.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("copy_2026-11-01.tar.gz", ArchiveAction::Loaded),
+            ("partner_2026-11-01_0000.tar.gz", ArchiveAction::Unchanged)
+        ]
+    );
+    assert!(r.archives[1]
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("copy_2026-11-01.tar.gz"));
+    assert_eq!(r.archives[0].sha256, r.archives[1].sha256);
+    assert_eq!(table(&r, "transfers", day(1)).rows_written, 200);
+}
+
+#[test]
+fn a_file_that_changes_size_while_hashed_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let summary =
+        partner::write_partner_dumps(&tmp.path().join("dumps"), &day_one(6, 1, 50, false)).unwrap();
+    let mut input = archive::input(&summary.archives[0]).unwrap();
+    let limits = archive::Limits::from_config(&config(tmp.path(), "").ingest);
+    let mut entries = 0;
+    let mut visit = |_: archive::EntryMeta, r: &mut dyn Read| {
+        entries += 1;
+        io::copy(r, &mut io::sink())
+            .map(|_| ())
+            .map_err(|e| Error::io("entry", e))
+    };
+    let whole = archive::for_each_entry(&input, limits, true, &mut visit).unwrap();
+    assert_eq!(
+        whole.sha256.unwrap(),
+        archive::sha256_file(&input.path).unwrap()
+    );
+    // Listed shorter than it is read: it grew since (still being written).
+    input.size -= 1;
+    let err = archive::for_each_entry(&input, limits, true, &mut visit).unwrap_err();
+    assert!(
+        err.to_string().contains("changed while being read"),
+        "{err}"
+    );
+    assert!(archive::for_each_entry(&input, limits, false, &mut visit).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
