@@ -145,17 +145,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Input>> {
 
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    let hasher: Hasher = Rc::default();
+    let (mut reader, _) = counted(path, Some(hasher.clone()))?;
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| Error::io(path, e))?;
+    Ok(hex::encode(hasher.take().finalize()))
 }
 
 /// What an extraction read: its stats, and the sha256 of the input's

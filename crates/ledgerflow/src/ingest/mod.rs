@@ -274,12 +274,7 @@ pub async fn ingest(
             let decision = decide(&input, &sha, previous, same_content, config, opts);
             (sha, decision)
         } else {
-            let decision = Decision::Load {
-                only: None,
-                previous: None,
-                replaced: false,
-            };
-            (String::new(), decision)
+            (String::new(), decide(&input, "", None, None, config, opts))
         };
         if !sha.is_empty() && matches!(decision, Decision::Load { .. }) {
             loading.insert(sha.clone(), input.name.clone());
