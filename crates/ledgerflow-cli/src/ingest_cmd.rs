@@ -59,6 +59,10 @@ pub struct BenchIngestArgs {
     /// partners usually send); 1 is ~1.5x the size.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub gzip_level: u32,
+    /// Split the data over this many archives (of one day), ingested in
+    /// one run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub archives: u64,
     /// Internal: only write the archive into --dir (run as a child, so the
     /// measuring process never holds the generator's memory: Linux counts
     /// the parent's peak RSS at exec in the child's).
@@ -264,7 +268,7 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
         }
     };
     // One row of each of the three tables is ~245 bytes.
-    let rows = ((args.mb * 1_000_000) / 245).max(1) as usize;
+    let rows = ((args.mb * 1_000_000) / 245 / args.archives).max(1) as usize;
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).context("bench day")?;
     let dumps = work.join("dumps");
     if args.generate_only {
@@ -274,20 +278,24 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
             &partner::DumpParams {
                 seed: 42,
                 days: vec![day],
-                archives_per_day: 1,
+                archives_per_day: args.archives as usize,
                 rows_per_batch: rows,
                 bad_rows: false,
             },
         )?;
-        let archive = &summary.archives[0];
-        if args.gzip_level != partner::ARCHIVE_GZIP_LEVEL {
-            partner::recompress(archive, args.gzip_level)?;
+        let mut compressed = 0;
+        for archive in &summary.archives {
+            if args.gzip_level != partner::ARCHIVE_GZIP_LEVEL {
+                partner::recompress(archive, args.gzip_level)?;
+            }
+            compressed += std::fs::metadata(archive)?.len();
         }
         println!(
-            "generated {} ({:.1} MB uncompressed, {:.1} MB gzip -{}) in {:.1}s",
-            archive.display(),
+            "generated {} archive(s) in {} ({:.1} MB uncompressed, {:.1} MB gzip -{}) in {:.1}s",
+            summary.archives.len(),
+            dumps.display(),
             summary.uncompressed_bytes as f64 / 1e6,
-            std::fs::metadata(archive)?.len() as f64 / 1e6,
+            compressed as f64 / 1e6,
             args.gzip_level,
             started.elapsed().as_secs_f64()
         );
@@ -295,7 +303,6 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
             work.join("uncompressed_bytes"),
             summary.uncompressed_bytes.to_string(),
         )?;
-        std::fs::write(work.join("archive"), archive.display().to_string())?;
         return Ok(0);
     }
     let project = work.join("project");
@@ -311,25 +318,28 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
         .arg(&work)
         .arg("--gzip-level")
         .arg(args.gzip_level.to_string())
+        .arg("--archives")
+        .arg(args.archives.to_string())
         .arg("--generate-only")
         .status()
         .context("generating the bench archive")?;
     anyhow::ensure!(status.success(), "generating the bench archive failed");
-    let archive = PathBuf::from(std::fs::read_to_string(work.join("archive"))?.trim());
-    let compressed = std::fs::metadata(&archive)
-        .with_context(|| format!("{}", archive.display()))?
-        .len();
+    let mut compressed = 0;
+    for entry in std::fs::read_dir(&dumps).with_context(|| format!("{}", dumps.display()))? {
+        compressed += entry?.metadata()?.len();
+    }
     let uncompressed: u64 = std::fs::read_to_string(work.join("uncompressed_bytes"))?
         .trim()
         .parse()?;
-    let argv = crate::bench::argv(&config, &format!("ingest {} --json", archive.display()));
+    let argv = crate::bench::argv(&config, &format!("ingest {} --json", dumps.display()));
     let m = crate::bench::child(&exe, &work, "ingest", &[], &argv).await?;
     let mb = uncompressed as f64 / 1e6;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("| archive MB (uncompressed) | gzip MB | wall s | CPU s | MB/s (wall) | MB/s per CPU-second | cores | peak RSS MiB |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| archives | MB (uncompressed) | gzip MB | wall s | CPU s | MB/s (wall) | MB/s per CPU-second | cores | peak RSS MiB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {mb:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {cores} | {:.0} |",
+        "| {} | {mb:.0} | {:.0} | {:.2} | {:.2} | {:.1} | {:.1} | {cores} | {:.0} |",
+        args.archives,
         compressed as f64 / 1e6,
         m.wall_s,
         m.cpu_s,

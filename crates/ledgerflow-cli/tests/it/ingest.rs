@@ -453,3 +453,40 @@ async fn readiness_skips_with_99_or_waits_for_the_missing_batches() {
     // Once loaded, the manifest's batch list keeps the day ready.
     p.ok(&["ingest", &dir_s, "--date", "2026-11-01"]);
 }
+
+#[test]
+fn bench_ingest_splits_its_data_over_archives_and_loads_them_all() {
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::bin())
+        .args(["bench-ingest", "--mb", "2", "--archives", "3", "--dir"])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archives = std::fs::read_dir(work.path().join("dumps"))
+        .unwrap()
+        .count();
+    assert_eq!(archives, 3);
+    // The measured row: archives, then ~2 MB of uncompressed data.
+    let row: Vec<&str> = text
+        .lines()
+        .last()
+        .unwrap()
+        .split('|')
+        .map(str::trim)
+        .collect();
+    assert_eq!(row[1], "3", "{text}");
+    let mb: f64 = row[2].parse().unwrap();
+    assert!((1.5..=2.5).contains(&mb), "{text}");
+    // The run recorded all three in the manifest.
+    let batch = work.path().join("project/data/batch");
+    let manifest = std::fs::read_dir(batch.join("_ingest/archives"))
+        .unwrap()
+        .count();
+    assert_eq!(manifest, 3);
+}
