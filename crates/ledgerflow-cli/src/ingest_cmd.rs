@@ -326,7 +326,11 @@ pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(status.success(), "generating the bench archive failed");
     let mut compressed = 0;
     for entry in std::fs::read_dir(&dumps).with_context(|| format!("{}", dumps.display()))? {
-        compressed += entry?.metadata()?.len();
+        let entry = entry?;
+        // Only archives: not a recompression's leftover of an earlier run.
+        if entry.file_name().to_string_lossy().ends_with(".tar.gz") {
+            compressed += entry.metadata()?.len();
+        }
     }
     let uncompressed: u64 = std::fs::read_to_string(work.join("uncompressed_bytes"))?
         .trim()

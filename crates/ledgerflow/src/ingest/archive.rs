@@ -272,9 +272,10 @@ fn check_path(raw: &[u8]) -> std::result::Result<&str, String> {
 /// reader of its (inflated) bytes. Any hostile entry, limit, or I/O error
 /// rejects the whole input; entries already visited must then be discarded
 /// by the caller (the merge keeps them in temporary files until commit).
-/// With `hash`, the file's sha256 is computed from the same read, and a
-/// file whose size differs from `input.size` (still being written, or
-/// replaced) is rejected: the hash must describe the bytes ingested.
+/// With `hash`, the file's sha256 is computed from the same read. A file
+/// whose size differs from `input.size` (still being written, or replaced)
+/// is rejected: the size (and hash) recorded must describe the bytes
+/// ingested.
 pub fn for_each_entry(
     input: &Input,
     limits: Limits,
@@ -283,12 +284,6 @@ pub fn for_each_entry(
 ) -> Result<Extraction> {
     let hasher = hash.then(Hasher::default);
     let stats = extract(input, limits, hasher.clone(), visit)?;
-    let Some(hasher) = hasher else {
-        return Ok(Extraction {
-            stats,
-            sha256: None,
-        });
-    };
     if stats.compressed_bytes != input.size {
         return Err(Error::rejected(
             input.path.display().to_string(),
@@ -298,6 +293,12 @@ pub fn for_each_entry(
             ),
         ));
     }
+    let Some(hasher) = hasher else {
+        return Ok(Extraction {
+            stats,
+            sha256: None,
+        });
+    };
     let digest = hasher.take().finalize();
     Ok(Extraction {
         stats,

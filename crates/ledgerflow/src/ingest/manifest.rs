@@ -130,12 +130,17 @@ impl Manifest {
     /// never removed: a stale one only costs a read ahead of time.
     pub fn size_seen(&self, size: u64) -> Result<bool> {
         let dir = self.index_dir("sizes");
-        if !dir.exists() && self.dir.exists() {
-            // A root from before the size index: build it once.
-            for rec in self.all()? {
-                self.note_size(rec.size)?;
+        let complete = dir.join(".complete");
+        if !complete.exists() {
+            // A root from before the size index, or a rebuild a crash cut
+            // short (a missing size could let the same bytes load twice):
+            // build it from the records, then say it is whole.
+            if self.dir.exists() {
+                for rec in self.all()? {
+                    self.note_size(rec.size)?;
+                }
             }
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            write_atomic(&complete, b"")?;
         }
         Ok(dir.join(size.to_string()).exists())
     }

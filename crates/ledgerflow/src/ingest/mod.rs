@@ -237,12 +237,13 @@ pub async fn ingest(
 
     let mut inputs = archive::discover(paths)?;
     if opts.retry_failed {
-        let known: HashSet<PathBuf> = inputs.iter().map(|i| i.path.clone()).collect();
+        // By name: a record's path is canonical, an input's as given.
+        let known: HashSet<String> = inputs.iter().map(|i| i.name.clone()).collect();
         for rec in manifest.all()? {
             let day_matches = opts.date.is_none_or(|d| {
                 rec.partitions.iter().any(|p| p.day == d) || rec.partitions.is_empty()
             });
-            if rec.state == ArchiveState::Partial && day_matches && !known.contains(&rec.path) {
+            if rec.state == ArchiveState::Partial && day_matches && !known.contains(&rec.name) {
                 inputs.push(archive::input(&rec.path)?);
             }
         }
@@ -256,7 +257,28 @@ pub async fn ingest(
     }
     // sha256 of the inputs this run loads, to load the same bytes once.
     let mut loading: HashMap<String, String> = HashMap::new();
+    // Inputs of this run by name: one name is one archive key, so a second
+    // input of a name (from another directory) is refused.
+    let mut names: HashMap<String, PathBuf> = HashMap::new();
+    // (report index, the input of this run it has the same bytes as).
+    let mut copies: Vec<(usize, String)> = Vec::new();
     for input in inputs {
+        if let Some(first) = names.get(&input.name) {
+            reports.push(ArchiveReport {
+                name: input.name.clone(),
+                path: input.path.clone(),
+                sha256: String::new(),
+                action: ArchiveAction::Rejected,
+                replaced: false,
+                reason: Some(format!(
+                    "an input of this name is already in this run ({}); archives are known by name",
+                    first.display()
+                )),
+                stats: ExtractStats::default(),
+            });
+            continue;
+        }
+        names.insert(input.name.clone(), input.path.clone());
         let previous = manifest.get(&input.name)?;
         // A new name of a size never loaded (nor twice in this run) cannot
         // be content already loaded: its sha256 is taken during extraction,
@@ -292,7 +314,13 @@ pub async fn ingest(
         match decision {
             Decision::Unchanged => {}
             Decision::SameContentAs(name) => {
-                report.reason = Some(format!("same content (sha256) as {name}, already loaded"));
+                if loading.get(&report.sha256) == Some(&name) {
+                    report.reason = Some(format!("same content (sha256) as {name}, in this run"));
+                    copies.push((reports.len(), name));
+                } else {
+                    report.reason =
+                        Some(format!("same content (sha256) as {name}, already loaded"));
+                }
             }
             Decision::Reject(reason) => {
                 report.action = ArchiveAction::Rejected;
@@ -353,6 +381,16 @@ pub async fn ingest(
         config, &batch, &manifest, &registry, jobs, reports, extracted, started_at, opts,
     )
     .await?;
+    for (i, original) in copies {
+        let loaded = report.archives.iter().any(|a| {
+            a.name == original && matches!(a.action, ArchiveAction::Loaded | ArchiveAction::Partial)
+        });
+        if !loaded {
+            report.archives[i].reason = Some(format!(
+                "same content (sha256) as {original}, in this run, which did not load: not loaded either (a later run tries it again)"
+            ));
+        }
+    }
     report.readiness = readiness;
     Ok(report)
 }

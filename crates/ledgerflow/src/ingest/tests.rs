@@ -278,7 +278,17 @@ async fn the_same_archives_twice_load_once() {
     std::fs::copy(&summary.archives[1], &again).unwrap();
     let fourth = run(&c, std::slice::from_ref(&again), None).await;
     assert_eq!(fourth.archives[0].action, ArchiveAction::Unchanged);
-    assert!(root.join("_ingest/sizes").is_dir());
+    assert!(root.join("_ingest/sizes/.complete").is_file());
+    assert_eq!(data(&root), before);
+    // A rebuild cut short (no `.complete`, a size missing) is done again.
+    let size = std::fs::metadata(&summary.archives[2]).unwrap().len();
+    std::fs::remove_file(root.join(format!("_ingest/sizes/{size}"))).unwrap();
+    std::fs::remove_file(root.join("_ingest/sizes/.complete")).unwrap();
+    let thrice = tmp.path().join("thrice_2026-11-01.tar.gz");
+    std::fs::copy(&summary.archives[2], &thrice).unwrap();
+    let fifth = run(&c, std::slice::from_ref(&thrice), None).await;
+    assert_eq!(fifth.archives[0].action, ArchiveAction::Unchanged);
+    assert!(root.join(format!("_ingest/sizes/{size}")).is_file());
     assert_eq!(data(&root), before);
 }
 
@@ -311,10 +321,34 @@ async fn the_same_bytes_under_two_names_in_one_run_load_once() {
         .contains("copy_2026-11-01.tar.gz"));
     assert_eq!(r.archives[0].sha256, r.archives[1].sha256);
     assert_eq!(table(&r, "transfers", day(1)).rows_written, 200);
+
+    // A second input of a known name in one run is refused by name.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let same_name = other.join("copy_2026-11-01.tar.gz");
+    std::fs::copy(&summary.archives[0], &same_name).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let c2 = config(fresh.path(), "");
+    let r = run(&c2, &[copy.clone(), same_name], None).await;
+    assert_eq!(r.archives[0].action, ArchiveAction::Loaded);
+    assert_eq!(r.archives[1].action, ArchiveAction::Rejected);
+    let reason = r.archives[1].reason.clone().unwrap();
+    assert!(reason.contains("already in this run"), "{reason}");
+    assert_eq!(table(&r, "transfers", day(1)).rows_written, 200);
+
+    // When the first of two copies does not load, the report says the
+    // second did not either.
+    let fresh = tempfile::tempdir().unwrap();
+    let c3 = config(fresh.path(), "");
+    let r = run(&c3, &[tmp.path().join("dumps")], Some(day(2))).await;
+    assert_eq!(r.archives[0].action, ArchiveAction::OtherDay);
+    let reason = r.archives[1].reason.clone().unwrap();
+    assert!(reason.contains("did not load"), "{reason}");
+    assert!(r.tables.is_empty());
 }
 
 #[test]
-fn a_file_that_changes_size_while_hashed_is_refused() {
+fn a_file_that_changes_size_while_read_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let summary =
         partner::write_partner_dumps(&tmp.path().join("dumps"), &day_one(6, 1, 50, false)).unwrap();
@@ -339,7 +373,12 @@ fn a_file_that_changes_size_while_hashed_is_refused() {
         err.to_string().contains("changed while being read"),
         "{err}"
     );
-    assert!(archive::for_each_entry(&input, limits, false, &mut visit).is_ok());
+    // Also when its sha256 was taken before (no hashing on the way).
+    let err = archive::for_each_entry(&input, limits, false, &mut visit).unwrap_err();
+    assert!(
+        err.to_string().contains("changed while being read"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +503,9 @@ async fn hostile_archives_are_rejected_and_nothing_is_written() {
     let written: Vec<String> = tree(&root)
         .into_iter()
         .map(|(n, _)| n)
-        .filter(|n| !n.starts_with("_ingest/runs/") && n != "_ingest/lock")
+        .filter(|n| {
+            !n.starts_with("_ingest/runs/") && n != "_ingest/lock" && n != "_ingest/sizes/.complete"
+        })
         .collect();
     assert!(written.is_empty(), "{written:?}");
     // Outside the batch root, nothing changed.
