@@ -171,6 +171,36 @@ fn decide(
     }
 }
 
+/// The sha256 (empty while it is left to extraction) and decision for an
+/// input whose name is new to this run.
+fn decide_input(
+    input: &Input,
+    sizes: &HashMap<u64, usize>,
+    loading: &HashMap<String, String>,
+    manifest: &Manifest,
+    config: &Config,
+    opts: &IngestOptions,
+) -> Result<(String, Decision)> {
+    let previous = manifest.get(&input.name)?;
+    // A new name of a size never loaded (nor twice in this run) cannot be
+    // content already loaded: its sha256 is taken during extraction,
+    // saving a whole read of the file before it.
+    let hash_first = opts.dry_run
+        || previous.is_some()
+        || sizes[&input.size] > 1
+        || manifest.size_seen(input.size)?;
+    if !hash_first {
+        return Ok((String::new(), decide(input, "", None, None, config, opts)));
+    }
+    let sha = archive::sha256_file(&input.path)?;
+    let same_content = match loading.get(&sha) {
+        Some(name) => Some(name.clone()),
+        None => manifest.by_sha(&sha)?.map(|r| r.name),
+    };
+    let decision = decide(input, &sha, previous, same_content, config, opts);
+    Ok((sha, decision))
+}
+
 /// Runs one ingest. Library errors are for the run as a whole (lock,
 /// I/O on the batch root); per-input and per-table problems are in the
 /// report.
@@ -263,40 +293,15 @@ pub async fn ingest(
     // (report index, the input of this run it has the same bytes as).
     let mut copies: Vec<(usize, String)> = Vec::new();
     for input in inputs {
-        if let Some(first) = names.get(&input.name) {
-            reports.push(ArchiveReport {
-                name: input.name.clone(),
-                path: input.path.clone(),
-                sha256: String::new(),
-                action: ArchiveAction::Rejected,
-                replaced: false,
-                reason: Some(format!(
-                    "an input of this name is already in this run ({}); archives are known by name",
-                    first.display()
-                )),
-                stats: ExtractStats::default(),
-            });
-            continue;
-        }
-        names.insert(input.name.clone(), input.path.clone());
-        let previous = manifest.get(&input.name)?;
-        // A new name of a size never loaded (nor twice in this run) cannot
-        // be content already loaded: its sha256 is taken during extraction,
-        // saving a whole read of the file before it.
-        let hash_first = opts.dry_run
-            || previous.is_some()
-            || sizes[&input.size] > 1
-            || manifest.size_seen(input.size)?;
-        let (sha, decision) = if hash_first {
-            let sha = archive::sha256_file(&input.path)?;
-            let same_content = match loading.get(&sha) {
-                Some(name) => Some(name.clone()),
-                None => manifest.by_sha(&sha)?.map(|r| r.name),
-            };
-            let decision = decide(&input, &sha, previous, same_content, config, opts);
-            (sha, decision)
+        let (sha, decision) = if let Some(first) = names.get(&input.name) {
+            let reason = format!(
+                "an input of this name is already in this run ({}); archives are known by name",
+                first.display()
+            );
+            (String::new(), Decision::Reject(reason))
         } else {
-            (String::new(), decide(&input, "", None, None, config, opts))
+            names.insert(input.name.clone(), input.path.clone());
+            decide_input(&input, &sizes, &loading, &manifest, config, opts)?
         };
         if !sha.is_empty() && matches!(decision, Decision::Load { .. }) {
             loading.insert(sha.clone(), input.name.clone());
