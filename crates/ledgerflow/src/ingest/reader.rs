@@ -14,8 +14,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
 use csv::ByteRecord;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::naming::Format;
 
@@ -307,9 +307,12 @@ impl<'de> Deserialize<'de> for Fields<'de> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
                 // Sized for a typical row, so a line costs one allocation.
                 let mut fields = Vec::with_capacity(16);
-                while let Some(Text(key)) = map.next_key::<Text>()? {
-                    let value = map.next_value::<Option<Text>>()?;
-                    fields.push((key, value.map(|Text(v)| v)));
+                while let Some(Key(key)) = map.next_key::<Key>()? {
+                    let value = match map.next_value::<Option<&'de RawValue>>()? {
+                        Some(raw) => Some(value_text(raw).map_err(A::Error::custom)?),
+                        None => None,
+                    };
+                    fields.push((key, value));
                 }
                 Ok(Fields(fields))
             }
@@ -318,51 +321,93 @@ impl<'de> Deserialize<'de> for Fields<'de> {
     }
 }
 
-/// Any JSON value as the text a CSV field would hold: strings unquoted,
-/// numbers and booleans as written by serde_json, arrays and objects as
-/// compact JSON.
-struct Text<'a>(Cow<'a, str>);
+/// An object key, borrowed from the line unless it holds an escape.
+struct Key<'a>(Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for Text<'de> {
+impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct AnyText;
-        impl<'de> Visitor<'de> for AnyText {
-            type Value = Text<'de>;
+        struct KeyText;
+        impl<'de> Visitor<'de> for KeyText {
+            type Value = Key<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
+                f.write_str("a JSON object key")
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
             }
-            fn visit_string<E>(self, v: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(if v { "true" } else { "false" })))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(Value::from(v).to_string())))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text<'de>, A::Error> {
-                let v = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text<'de>, A::Error> {
-                let v = Value::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(Text(Cow::Owned(v.to_string())))
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
             }
         }
-        d.deserialize_any(AnyText)
+        d.deserialize_str(KeyText)
     }
+}
+
+/// A JSON value as the text a CSV field would hold: strings unquoted;
+/// numbers exactly as written (never through a float, which would round
+/// an amount of wei), exponent forms spelled out; booleans as `true` /
+/// `false`; arrays and objects as written.
+fn value_text(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
+    let text = raw.get();
+    Ok(match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Cow::Borrowed(&text[1..text.len() - 1]),
+        Some(b'"') => Cow::Owned(serde_json::from_str::<String>(text)?),
+        Some(b'-' | b'0'..=b'9') => match plain_number(text) {
+            Some(plain) => Cow::Owned(plain),
+            None => Cow::Borrowed(text),
+        },
+        _ => Cow::Borrowed(text),
+    })
+}
+
+/// Exponents this far out fit no decimal column: such a number stays as
+/// written (and its column becomes text).
+const MAX_EXPONENT: u32 = 64;
+
+/// A JSON number in exponent form (`1.5e3`, `2E-7`) as plain decimal text
+/// (`1500`, `0.0000002`), by moving the point: exact, as the CSV field
+/// `1500` would be. None for a number without an exponent (already plain)
+/// or with one beyond [`MAX_EXPONENT`].
+fn plain_number(text: &str) -> Option<String> {
+    let (mantissa, exp) = text.split_once(['e', 'E'])?;
+    let exp: i64 = exp.parse().ok()?;
+    if exp.unsigned_abs() > u64::from(MAX_EXPONENT) {
+        return None;
+    }
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = [int, frac].concat();
+    // Where the point falls among the digits once moved.
+    let point = int.len() as i64 + exp;
+    let (int, frac) = if point <= 0 {
+        (
+            String::from("0"),
+            "0".repeat(point.unsigned_abs() as usize) + &digits,
+        )
+    } else if point as usize >= digits.len() {
+        (
+            digits.clone() + &"0".repeat(point as usize - digits.len()),
+            String::new(),
+        )
+    } else {
+        let (i, f) = digits.split_at(point as usize);
+        (i.to_string(), f.to_string())
+    };
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        trimmed => trimmed,
+    };
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
 }
 
 fn csv_io(e: csv::Error) -> io::Error {
@@ -449,7 +494,7 @@ mod tests {
         let mut rows = Rows::open(data, Format::Ndjson, 1024, 1).unwrap();
         assert_eq!(rows.header(), ["s", "n", "f", "b", "o", "z"]);
         let got = all(&mut rows);
-        let want = ["a\"b", "13", "1.5", "false", r#"{"x":[1,2]}"#, ""];
+        let want = ["a\"b", "13", "1.5", "false", r#"{"x":[1, 2]}"#, ""];
         assert_eq!(got[0], Ok(want.map(String::from).to_vec()));
         assert_eq!(got[1], Err("not a JSON object".to_string()));
         assert!(
@@ -458,6 +503,45 @@ mod tests {
             got[2]
         );
         assert_eq!(rows.line(), 3);
+    }
+
+    #[test]
+    fn ndjson_numbers_keep_their_exact_digits() {
+        // Through an f64 the first would read 1.2345678901234568e23 and
+        // the second 18446744073709552000: an amount of wei, rounded.
+        let data = br#"{"wei":123456789012345678901234.5678,"big":18446744073709551617,"tiny":-0.000000000000000001,"e":1.5e3,"small":2E-7,"neg":-0.5e1,"zero":0e5,"far":1e400,"s":"1e3"}
+"# as &[u8];
+        let mut rows = Rows::open(data, Format::Ndjson, 1024, 1).unwrap();
+        let got = all(&mut rows);
+        let want = [
+            "123456789012345678901234.5678",
+            "18446744073709551617",
+            "-0.000000000000000001",
+            "1500",
+            "0.0000002",
+            "-5",
+            "0",
+            "1e400",
+            "1e3",
+        ];
+        assert_eq!(got[0], Ok(want.map(String::from).to_vec()));
+    }
+
+    #[test]
+    fn exponent_forms_move_the_point_exactly() {
+        for (json, plain) in [
+            ("1e0", Some("1")),
+            ("1.50e1", Some("15.0")),
+            ("12.5E+2", Some("1250")),
+            ("-12.5e-3", Some("-0.0125")),
+            ("0.001e2", Some("0.1")),
+            ("7e-64", Some(&*format!("0.{}7", "0".repeat(63)))),
+            ("7e65", None),
+            ("42", None),
+            ("4.2", None),
+        ] {
+            assert_eq!(plain_number(json).as_deref(), plain, "{json}");
+        }
     }
 
     #[test]

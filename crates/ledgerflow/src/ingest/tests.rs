@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use arrow::array::AsArray;
 use arrow::datatypes::DataType;
 use chrono::NaiveDate;
 
@@ -562,6 +563,59 @@ async fn plain_files_and_an_incompatible_change_under_the_fail_policy() {
     assert!(batch.is_committed("ledger", day(1)).await.unwrap());
     let files = batch.list_day("ledger", day(1)).await.unwrap();
     assert_eq!(files.len(), 1);
+}
+
+#[tokio::test]
+async fn ndjson_amounts_load_to_the_last_digit() {
+    // JSON numbers past 2^53 (wei) and in exponent form: read as their
+    // text, never through an f64.
+    let tmp = tempfile::tempdir().unwrap();
+    let c = config(tmp.path(), "");
+    let file = tmp.path().join("wei_2026-11-01_1.ndjson");
+    std::fs::write(
+        &file,
+        concat!(
+            "{\"id\":1,\"amount\":123456789012345678901234.5678}\n",
+            "{\"id\":2,\"amount\":1000000000000000000000}\n",
+            "{\"id\":3,\"amount\":1.5e3}\n",
+            "{\"id\":4,\"amount\":-2E-4}\n",
+        ),
+    )
+    .unwrap();
+    let r = run(&c, &[file], None).await;
+    assert_eq!(r.exit_code(), 0, "{r:#?}");
+    let schema = Registry::new(&c.batch_root().unwrap()).load("wei").unwrap();
+    assert_eq!(schema.columns()[1].ty, types::ColType::Decimal(4));
+    let dir = c.batch_root().unwrap().join("wei/date=2026-11-01");
+    let mut got = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let amount = batch
+                .column_by_name("amount")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Decimal128Type>();
+            got.extend(amount.values().iter().copied());
+        }
+    }
+    let scale = 10_000i128;
+    let want = [
+        123_456_789_012_345_678_901_234 * scale + 5678,
+        10i128.pow(21) * scale,
+        1500 * scale,
+        -2,
+    ];
+    assert_eq!(got, want);
 }
 
 /// Readers of the Parquet files in `dir`.
