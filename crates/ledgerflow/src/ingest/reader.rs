@@ -545,6 +545,62 @@ mod tests {
     }
 
     #[test]
+    fn ndjson_lines_past_the_sample_keep_their_order_and_numbers() {
+        // Many lines past the sample, blank and bad ones among them.
+        let mut data = Vec::new();
+        let mut want = Vec::new();
+        for i in 1..=10_000u64 {
+            let line = if i % 7 == 0 {
+                String::new()
+            } else if i % 1000 == 3 {
+                want.push((i, Err("invalid".to_string())));
+                "{\"n\":".to_string()
+            } else {
+                want.push((i, Ok(vec![i.to_string(), format!("v{i}")])));
+                format!("{{\"s\":\"v{i}\",\"n\":{i}}}")
+            };
+            data.extend(line.as_bytes());
+            data.push(b'\n');
+        }
+        let mut rows = Rows::open(data.as_slice(), Format::Ndjson, 1024, 5).unwrap();
+        assert_eq!(rows.header(), ["s", "n"]);
+        let mut got = Vec::new();
+        let mut rec = ByteRecord::new();
+        loop {
+            match rows.next(&mut rec).unwrap() {
+                Next::Row => got.push((
+                    rows.line(),
+                    Ok(vec![
+                        String::from_utf8(rec[1].to_vec()).unwrap(),
+                        String::from_utf8(rec[0].to_vec()).unwrap(),
+                    ]),
+                )),
+                Next::Bad { reason, .. } => {
+                    assert!(reason.contains("invalid JSON"), "{reason}");
+                    got.push((rows.line(), Err("invalid".to_string())));
+                }
+                Next::End => break,
+            }
+        }
+        assert_eq!(got.len(), want.len());
+        assert_eq!(got, want);
+        // A read error past the sample still stops the file.
+        let mut data = b"{\"a\":1}\n".repeat(5000);
+        data.extend(b"{\"a\":\"");
+        data.extend(std::iter::repeat_n(b'x', 300_000));
+        data.extend(b"\"}\n{\"a\":2}\n");
+        let mut rows = Rows::open(data.as_slice(), Format::Ndjson, 100_000, 5).unwrap();
+        let err = loop {
+            match rows.next(&mut rec) {
+                Ok(Next::End) => panic!("the long line was read"),
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("ingest.max_line"), "{err}");
+    }
+
+    #[test]
     fn a_huge_line_stops_the_file() {
         let mut data = b"id,v\n1,".to_vec();
         data.extend(std::iter::repeat_n(b'x', 300_000));
