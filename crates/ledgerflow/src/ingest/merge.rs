@@ -13,8 +13,8 @@ use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder,
-    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -221,46 +221,44 @@ impl Builder {
     /// values were copied once more on the way (realloc was a sixth of
     /// ingest's memcpy).
     fn finish(&mut self) -> ArrayRef {
-        let rows = self.len();
         match self {
             Builder::Bool(b) => {
-                Arc::new(std::mem::replace(b, BooleanBuilder::with_capacity(rows)).finish())
+                let a = b.finish();
+                *b = BooleanBuilder::with_capacity(a.len());
+                Arc::new(a)
             }
             Builder::I32(b) => {
-                Arc::new(std::mem::replace(b, Int32Builder::with_capacity(rows)).finish())
+                let a = b.finish();
+                *b = Int32Builder::with_capacity(a.len());
+                Arc::new(a)
             }
             Builder::I64(b) => {
-                Arc::new(std::mem::replace(b, Int64Builder::with_capacity(rows)).finish())
+                let a = b.finish();
+                *b = Int64Builder::with_capacity(a.len());
+                Arc::new(a)
             }
             Builder::Dec(b, s) => {
-                let next = Decimal128Builder::with_capacity(rows)
+                let a = b.finish();
+                *b = Decimal128Builder::with_capacity(a.len())
                     .with_precision_and_scale(38, *s as i8)
                     .expect("valid decimal");
-                Arc::new(std::mem::replace(b, next).finish())
+                Arc::new(a)
             }
             Builder::Date(b, _) => {
-                Arc::new(std::mem::replace(b, Date32Builder::with_capacity(rows)).finish())
+                let a = b.finish();
+                *b = Date32Builder::with_capacity(a.len());
+                Arc::new(a)
             }
             Builder::Ts(b, _) => {
-                let next = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
-                Arc::new(std::mem::replace(b, next).finish())
+                let a = b.finish();
+                *b = TimestampMicrosecondBuilder::with_capacity(a.len()).with_timezone(UTC);
+                Arc::new(a)
             }
             Builder::Str(b) => {
-                let bytes = b.values_slice().len();
-                Arc::new(std::mem::replace(b, StringBuilder::with_capacity(rows, bytes)).finish())
+                let a = b.finish();
+                *b = StringBuilder::with_capacity(a.len(), a.value_data().len());
+                Arc::new(a)
             }
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Builder::Bool(b) => b.len(),
-            Builder::I32(b) => b.len(),
-            Builder::I64(b) => b.len(),
-            Builder::Dec(b, _) => b.len(),
-            Builder::Date(b, _) => b.len(),
-            Builder::Ts(b, _) => b.len(),
-            Builder::Str(b) => b.len(),
         }
     }
 }

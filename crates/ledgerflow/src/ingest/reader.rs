@@ -391,10 +391,8 @@ fn plain_number(text: &str) -> Option<String> {
             "0".repeat(point.unsigned_abs() as usize) + &digits,
         )
     } else if point as usize >= digits.len() {
-        (
-            digits.clone() + &"0".repeat(point as usize - digits.len()),
-            String::new(),
-        )
+        let pad = point as usize - digits.len();
+        (digits + &"0".repeat(pad), String::new())
     } else {
         let (i, f) = digits.split_at(point as usize);
         (i.to_string(), f.to_string())
