@@ -483,6 +483,11 @@ fn bench_ingest_splits_its_data_over_archives_and_loads_them_all() {
     assert_eq!(row[1], "3", "{text}");
     let mb: f64 = row[2].parse().unwrap();
     assert!((1.5..=2.5).contains(&mb), "{text}");
+    // Per core is the wall rate shared by the cores.
+    let num = |i: usize| -> f64 { row[i].parse().unwrap() };
+    let (wall, per_core, cores) = (num(6), num(7), num(9));
+    assert!(cores >= 1.0 && wall > 0.0, "{text}");
+    assert!((per_core * cores - wall).abs() <= 0.1 * cores, "{text}");
     // The run recorded all three in the manifest.
     let batch = work.path().join("project/data/batch");
     let manifest = std::fs::read_dir(batch.join("_ingest/archives"))

@@ -26,10 +26,12 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::Compression;
 use tokio::runtime::Handle;
 
+use super::ahead;
 use super::archive::{entry_error, EntryMeta};
 use super::naming::normalize_column;
+use super::naming::Format;
 use super::quarantine::{BadRow, Quarantine};
-use super::reader::{Next, Rows};
+use super::reader::{Next, RowSource, Rows};
 use super::registry::TableSchema;
 use super::types::{self, ColType, DayMemo};
 use crate::catalog::schema::UTC;
@@ -368,6 +370,14 @@ impl Parts<'_> {
     }
 }
 
+/// A file the reader could not take: its archive is rejected.
+fn reject(source: &str) -> impl Fn(std::io::Error) -> EntryError + Copy + '_ {
+    move |e| match entry_error(source, e) {
+        Error::Rejected { input, reason } => EntryError::Reject(format!("{input}: {reason}")),
+        other => EntryError::Reject(other.to_string()),
+    }
+}
+
 impl TableWorker {
     pub fn new(schema: TableSchema, policy: IncompatiblePolicy, settings: MergeSettings) -> Self {
         Self {
@@ -379,7 +389,7 @@ impl TableWorker {
 
     /// Merges one table file. Never panics on data; every problem is in the
     /// outcome's `error`, and whatever was written is listed for cleanup.
-    pub fn merge_entry(&mut self, job: &EntryJob, reader: &mut dyn Read) -> EntryOutcome {
+    pub fn merge_entry(&mut self, job: &EntryJob, reader: &mut (dyn Read + Send)) -> EntryOutcome {
         let f = &job.meta.file;
         let mut out = EntryOutcome {
             archive: job.archive,
@@ -476,29 +486,49 @@ impl TableWorker {
         out
     }
 
+    /// Reads the file's rows (NDJSON parsed ahead on a thread of its own)
+    /// into [`merge_from`](Self::merge_from).
     #[allow(clippy::too_many_arguments)]
     fn merge_rows(
         schema: &mut TableSchema,
         policy: IncompatiblePolicy,
         job: &EntryJob,
-        reader: &mut dyn Read,
+        reader: &mut (dyn Read + Send),
         parts: &mut ToWriter<'_>,
         quarantine: &mut Quarantine,
         out: &mut EntryOutcome,
     ) -> std::result::Result<(), EntryError> {
         let source = job.meta.source.as_str();
         let settings = parts.settings;
-        let reject = |e: std::io::Error| match entry_error(source, e) {
-            Error::Rejected { input, reason } => EntryError::Reject(format!("{input}: {reason}")),
-            other => EntryError::Reject(other.to_string()),
-        };
-        let mut rows = Rows::open(
-            reader,
-            job.meta.file.format,
-            settings.max_line,
-            settings.infer_rows,
-        )
-        .map_err(reject)?;
+        let (max_line, sample) = (settings.max_line, settings.infer_rows);
+        match job.meta.file.format {
+            Format::Csv => {
+                let mut rows =
+                    Rows::open(reader, Format::Csv, max_line, sample).map_err(reject(source))?;
+                Self::merge_from(&mut rows, schema, policy, job, parts, quarantine, out)
+            }
+            Format::Ndjson => std::thread::scope(|scope| {
+                let name = format!("json-{}", job.meta.file.table);
+                let mut rows =
+                    ahead::spawn(scope, reader, max_line, sample, name).map_err(reject(source))?;
+                Self::merge_from(&mut rows, schema, policy, job, parts, quarantine, out)
+            }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn merge_from(
+        rows: &mut dyn RowSource,
+        schema: &mut TableSchema,
+        policy: IncompatiblePolicy,
+        job: &EntryJob,
+        parts: &mut ToWriter<'_>,
+        quarantine: &mut Quarantine,
+        out: &mut EntryOutcome,
+    ) -> std::result::Result<(), EntryError> {
+        let source = job.meta.source.as_str();
+        let settings = parts.settings;
+        let reject = reject(source);
         let mut header = Vec::with_capacity(rows.header().len());
         for raw in rows.header() {
             let name = normalize_column(raw)

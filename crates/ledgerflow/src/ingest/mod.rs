@@ -11,6 +11,7 @@
 //! commit each (table, day) partition, marker last ([`commit`]); record the
 //! archives; check the footers against the counts ([`summary`]).
 
+pub mod ahead;
 pub mod archive;
 pub mod commit;
 pub mod manifest;
@@ -427,9 +428,11 @@ enum Msg {
     Abort(String),
 }
 
-/// The worker's view of the current entry's bytes.
+/// The worker's view of the current entry's bytes. It holds the worker's
+/// receiver for the entry (and gives it back after) so that it can move to
+/// the thread that parses NDJSON ahead.
 struct ChannelReader<'a> {
-    rx: &'a Receiver<Msg>,
+    rx: Receiver<Msg>,
     /// Read chunks go back to the extractor for reuse: a fresh 1 MiB
     /// buffer per chunk was zeroed, then unmapped when freed.
     spent: &'a Sender<Vec<u8>>,
@@ -491,10 +494,11 @@ fn worker_loop(
     spent: Sender<Vec<u8>>,
 ) -> (TableSchema, Vec<EntryOutcome>) {
     let mut outcomes = Vec::new();
+    let mut rx = rx;
     while let Ok(msg) = rx.recv() {
         let Msg::Begin(job) = msg else { continue };
         let mut reader = ChannelReader {
-            rx: &rx,
+            rx,
             spent: &spent,
             chunk: Vec::new(),
             pos: 0,
@@ -502,6 +506,7 @@ fn worker_loop(
         };
         let outcome = worker.merge_entry(&job, &mut reader);
         reader.drain();
+        rx = reader.rx;
         outcomes.push(outcome);
     }
     (worker.schema, outcomes)

@@ -60,6 +60,29 @@ pub enum Next {
     End,
 }
 
+/// A table file's rows, read on the row loop's thread ([`Rows`]) or
+/// parsed ahead on another ([`super::ahead`]).
+pub trait RowSource {
+    /// Raw header cells (before normalization).
+    fn header(&self) -> &[String];
+    /// Reads the next record into `rec`.
+    fn next(&mut self, rec: &mut ByteRecord) -> io::Result<Next>;
+    /// 1-based line of the last record returned.
+    fn line(&self) -> u64;
+}
+
+impl<R: Read> RowSource for Rows<R> {
+    fn header(&self) -> &[String] {
+        Rows::header(self)
+    }
+    fn next(&mut self, rec: &mut ByteRecord) -> io::Result<Next> {
+        Rows::next(self, rec)
+    }
+    fn line(&self) -> u64 {
+        Rows::line(self)
+    }
+}
+
 enum Kind<R: Read> {
     Csv(csv::Reader<Guard<R>>),
     Ndjson {
