@@ -509,8 +509,9 @@ impl TableWorker {
             }
             Format::Ndjson => std::thread::scope(|scope| {
                 let name = format!("json-{}", job.meta.file.table);
-                let mut rows =
-                    ahead::spawn(scope, reader, max_line, sample, name).map_err(reject(source))?;
+                let mut rows = ahead::spawn(scope, reader, max_line, sample, name)
+                    .map_err(|e| EntryError::Table(format!("{source}: starting a parser: {e}")))?
+                    .map_err(reject(source))?;
                 Self::merge_from(&mut rows, schema, policy, job, parts, quarantine, out)
             }),
         }
