@@ -14,6 +14,7 @@
 pub mod ahead;
 pub mod archive;
 pub mod commit;
+pub mod inflight;
 pub mod manifest;
 pub mod merge;
 pub mod naming;
@@ -29,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::mpsc::{channel, Receiver, Sender};
 
 use chrono::{NaiveDate, Utc};
 
@@ -47,10 +48,10 @@ const OTHER_DAY: &str = "of another day than --date";
 
 /// Bytes handed from the extractor to a table worker at a time.
 const CHUNK: usize = 1 << 20;
-/// Chunks in flight per table: bounds memory whatever the archive size.
-/// 16 gained ~4% wall time on a 1 GB archive but would hold 16 MiB per
-/// table of an archive with many tables.
-const CHUNKS_IN_FLIGHT: usize = 4;
+/// Chunks in flight to all table workers together ([`inflight`]): bounds
+/// memory whatever the archive size and table count. 4 per table had the
+/// extractor wait whenever a worker paused for a row-group flush.
+const CHUNKS_IN_FLIGHT: usize = 16;
 
 #[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
@@ -423,7 +424,7 @@ struct Extracted {
 
 enum Msg {
     Begin(EntryJob),
-    Data(Vec<u8>),
+    Data(Vec<u8>, inflight::Permit),
     End,
     Abort(String),
 }
@@ -437,6 +438,8 @@ struct ChannelReader<'a> {
     /// buffer per chunk was zeroed, then unmapped when freed.
     spent: &'a Sender<Vec<u8>>,
     chunk: Vec<u8>,
+    /// The chunk's place in the run's budget, given back with it.
+    permit: Option<inflight::Permit>,
     pos: usize,
     done: bool,
 }
@@ -444,18 +447,16 @@ struct ChannelReader<'a> {
 impl Read for ChannelReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos >= self.chunk.len() {
+            // Before waiting: a worker waiting for input holds no place in
+            // the budget, so the extractor can always send it some.
+            self.give_back();
             if self.done {
                 return Ok(0);
             }
             match self.rx.recv() {
-                Ok(Msg::Data(d)) => {
-                    let spent = std::mem::replace(&mut self.chunk, d);
-                    // Not the reader's first, empty buffer: the extractor
-                    // would take it and grow it byte by byte.
-                    if spent.capacity() >= CHUNK {
-                        let _ = self.spent.send(spent);
-                    }
-                    self.pos = 0;
+                Ok(Msg::Data(d, permit)) => {
+                    self.chunk = d;
+                    self.permit = Some(permit);
                 }
                 Ok(Msg::End) => self.done = true,
                 Ok(Msg::Abort(reason)) => {
@@ -476,12 +477,24 @@ impl Read for ChannelReader<'_> {
 }
 
 impl ChannelReader<'_> {
+    fn give_back(&mut self) {
+        let spent = std::mem::take(&mut self.chunk);
+        // Not the reader's first, empty buffer: the extractor would take it
+        // and grow it byte by byte.
+        if spent.capacity() >= CHUNK {
+            let _ = self.spent.send(spent);
+        }
+        self.permit = None;
+        self.pos = 0;
+    }
+
     /// Consumes the rest of the entry so the extractor never blocks on a
     /// worker that stopped reading.
     fn drain(&mut self) {
+        self.give_back();
         while !self.done {
             match self.rx.recv() {
-                Ok(Msg::Data(_)) => {}
+                Ok(Msg::Data(..)) => {}
                 _ => self.done = true,
             }
         }
@@ -501,6 +514,7 @@ fn worker_loop(
             rx,
             spent: &spent,
             chunk: Vec::new(),
+            permit: None,
             pos: 0,
             done: false,
         };
@@ -521,7 +535,8 @@ fn extract_all(
     settings: MergeSettings,
 ) -> Result<Extracted> {
     std::thread::scope(|scope| {
-        let mut workers: HashMap<String, (SyncSender<Msg>, _)> = HashMap::new();
+        let mut workers: HashMap<String, (Sender<Msg>, _)> = HashMap::new();
+        let budget = inflight::Budget::new(CHUNKS_IN_FLIGHT);
         let (spent_tx, spent_rx) = channel::<Vec<u8>>();
         let mut archives = Vec::new();
         let mut hashes = Vec::new();
@@ -550,7 +565,8 @@ fn extract_all(
                     let schema = registry.load(&table)?;
                     let worker =
                         TableWorker::new(schema, config.ingest.policy(&table), settings.clone());
-                    let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
+                    // Unbounded: the budget bounds the chunks in it.
+                    let (tx, rx) = channel();
                     let spent = spent_tx.clone();
                     let handle = std::thread::Builder::new()
                         .name(format!("merge-{table}"))
@@ -570,6 +586,7 @@ fn extract_all(
                     meta,
                 }))?;
                 loop {
+                    let permit = budget.acquire();
                     let mut chunk = spent_rx.try_recv().unwrap_or_default();
                     chunk.resize(CHUNK, 0);
                     let mut filled = 0;
@@ -590,7 +607,7 @@ fn extract_all(
                         break;
                     }
                     chunk.truncate(filled);
-                    send(Msg::Data(chunk))?;
+                    send(Msg::Data(chunk, permit))?;
                 }
                 send(Msg::End)
             };
