@@ -370,6 +370,16 @@ impl Parts<'_> {
     }
 }
 
+/// Where one table file's rows go, and what is told of them.
+struct Target<'a, 'w> {
+    schema: &'a mut TableSchema,
+    policy: IncompatiblePolicy,
+    job: &'a EntryJob,
+    parts: &'a mut ToWriter<'w>,
+    quarantine: &'a mut Quarantine,
+    out: &'a mut EntryOutcome,
+}
+
 /// A file the reader could not take: its archive is rejected.
 fn reject(source: &str) -> impl Fn(std::io::Error) -> EntryError + Copy + '_ {
     move |e| match entry_error(source, e) {
@@ -455,13 +465,15 @@ impl TableWorker {
                 plain,
             };
             let result = Self::merge_rows(
-                schema,
-                policy,
-                job,
                 reader,
-                &mut to_writer,
-                &mut quarantine,
-                &mut out,
+                Target {
+                    schema,
+                    policy,
+                    job,
+                    parts: &mut to_writer,
+                    quarantine: &mut quarantine,
+                    out: &mut out,
+                },
             );
             drop(to_writer);
             let written = writer.join().expect("the part writer does not panic");
@@ -488,45 +500,42 @@ impl TableWorker {
 
     /// Reads the file's rows (NDJSON parsed ahead on a thread of its own)
     /// into [`merge_from`](Self::merge_from).
-    #[allow(clippy::too_many_arguments)]
     fn merge_rows(
-        schema: &mut TableSchema,
-        policy: IncompatiblePolicy,
-        job: &EntryJob,
         reader: &mut (dyn Read + Send),
-        parts: &mut ToWriter<'_>,
-        quarantine: &mut Quarantine,
-        out: &mut EntryOutcome,
+        target: Target<'_, '_>,
     ) -> std::result::Result<(), EntryError> {
+        let job = target.job;
         let source = job.meta.source.as_str();
-        let settings = parts.settings;
+        let settings = target.parts.settings;
         let (max_line, sample) = (settings.max_line, settings.infer_rows);
         match job.meta.file.format {
             Format::Csv => {
                 let mut rows =
                     Rows::open(reader, Format::Csv, max_line, sample).map_err(reject(source))?;
-                Self::merge_from(&mut rows, schema, policy, job, parts, quarantine, out)
+                Self::merge_from(&mut rows, target)
             }
             Format::Ndjson => std::thread::scope(|scope| {
                 let name = format!("json-{}", job.meta.file.table);
                 let mut rows = ahead::spawn(scope, reader, max_line, sample, name)
                     .map_err(|e| EntryError::Table(format!("{source}: starting a parser: {e}")))?
                     .map_err(reject(source))?;
-                Self::merge_from(&mut rows, schema, policy, job, parts, quarantine, out)
+                Self::merge_from(&mut rows, target)
             }),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn merge_from(
         rows: &mut dyn RowSource,
-        schema: &mut TableSchema,
-        policy: IncompatiblePolicy,
-        job: &EntryJob,
-        parts: &mut ToWriter<'_>,
-        quarantine: &mut Quarantine,
-        out: &mut EntryOutcome,
+        target: Target<'_, '_>,
     ) -> std::result::Result<(), EntryError> {
+        let Target {
+            schema,
+            policy,
+            job,
+            parts,
+            quarantine,
+            out,
+        } = target;
         let source = job.meta.source.as_str();
         let settings = parts.settings;
         let reject = reject(source);
