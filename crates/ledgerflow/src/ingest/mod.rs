@@ -494,7 +494,11 @@ impl ChannelReader<'_> {
         self.give_back();
         while !self.done {
             match self.rx.recv() {
-                Ok(Msg::Data(..)) => {}
+                Ok(Msg::Data(chunk, _permit)) => {
+                    if chunk.capacity() >= CHUNK {
+                        let _ = self.spent.send(chunk);
+                    }
+                }
                 _ => self.done = true,
             }
         }
@@ -604,6 +608,7 @@ fn extract_all(
                         }
                     }
                     if filled == 0 {
+                        let _ = spent_tx.send(chunk);
                         break;
                     }
                     chunk.truncate(filled);

@@ -757,3 +757,79 @@ async fn distinct_columns_skip_the_dictionary_and_compression_is_configurable() 
         assert_eq!(&read_back[0], other);
     }
 }
+
+/// Waits up to 10 s for `budget` to have `free` places.
+fn wait_free(budget: &inflight::Budget, free: usize) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        if budget.free() == free {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_reader_waiting_for_input_holds_no_place_in_the_budget() {
+    // One place: the extractor could not send the next chunk if the reader
+    // kept the place of the chunk it has read while it waits.
+    let budget = inflight::Budget::new(1);
+    let (tx, rx) = channel();
+    let (spent_tx, _spent_rx) = channel();
+    tx.send(Msg::Data(vec![7u8; 10], budget.acquire())).unwrap();
+    let read = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut r = ChannelReader {
+                rx,
+                spent: &spent_tx,
+                chunk: Vec::new(),
+                permit: None,
+                pos: 0,
+                done: false,
+            };
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).map(|_| buf)
+        });
+        assert!(
+            wait_free(&budget, 1),
+            "the reader kept its place while waiting"
+        );
+        tx.send(Msg::Data(vec![8u8; 5], budget.acquire())).unwrap();
+        tx.send(Msg::End).unwrap();
+        reader.join().unwrap().unwrap()
+    });
+    assert_eq!(read, [vec![7u8; 10], vec![8u8; 5]].concat());
+    assert_eq!(budget.free(), 1);
+}
+
+#[test]
+fn chunks_left_to_a_stopped_worker_give_their_places_back() {
+    let budget = inflight::Budget::new(3);
+    let (tx, rx) = channel();
+    let (spent_tx, spent_rx) = channel();
+    tx.send(Msg::Data(vec![0u8; CHUNK], budget.acquire()))
+        .unwrap();
+    tx.send(Msg::Data(vec![0u8; CHUNK], budget.acquire()))
+        .unwrap();
+    tx.send(Msg::End).unwrap();
+    // A worker that stopped reading drains the entry: places and buffers
+    // come back.
+    let mut r = ChannelReader {
+        rx,
+        spent: &spent_tx,
+        chunk: Vec::new(),
+        permit: None,
+        pos: 0,
+        done: false,
+    };
+    r.drain();
+    assert_eq!(budget.free(), 3);
+    assert_eq!(spent_rx.try_iter().count(), 2);
+    // A worker gone with chunks queued: dropping its receiver frees them.
+    let (tx, rx) = channel();
+    tx.send(Msg::Data(Vec::new(), budget.acquire())).unwrap();
+    assert_eq!(budget.free(), 2);
+    drop(rx);
+    assert_eq!(budget.free(), 3);
+}
