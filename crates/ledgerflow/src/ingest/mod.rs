@@ -476,7 +476,18 @@ impl Read for ChannelReader<'_> {
     }
 }
 
-impl ChannelReader<'_> {
+impl<'a> ChannelReader<'a> {
+    fn new(rx: Receiver<Msg>, spent: &'a Sender<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            spent,
+            chunk: Vec::new(),
+            permit: None,
+            pos: 0,
+            done: false,
+        }
+    }
+
     fn give_back(&mut self) {
         let spent = std::mem::take(&mut self.chunk);
         // Not the reader's first, empty buffer: the extractor would take it
@@ -514,14 +525,7 @@ fn worker_loop(
     let mut rx = rx;
     while let Ok(msg) = rx.recv() {
         let Msg::Begin(job) = msg else { continue };
-        let mut reader = ChannelReader {
-            rx,
-            spent: &spent,
-            chunk: Vec::new(),
-            permit: None,
-            pos: 0,
-            done: false,
-        };
+        let mut reader = ChannelReader::new(rx, &spent);
         let outcome = worker.merge_entry(&job, &mut reader);
         reader.drain();
         rx = reader.rx;

@@ -780,14 +780,7 @@ fn a_reader_waiting_for_input_holds_no_place_in_the_budget() {
     tx.send(Msg::Data(vec![7u8; 10], budget.acquire())).unwrap();
     let read = std::thread::scope(|s| {
         let reader = s.spawn(|| {
-            let mut r = ChannelReader {
-                rx,
-                spent: &spent_tx,
-                chunk: Vec::new(),
-                permit: None,
-                pos: 0,
-                done: false,
-            };
+            let mut r = ChannelReader::new(rx, &spent_tx);
             let mut buf = Vec::new();
             r.read_to_end(&mut buf).map(|_| buf)
         });
@@ -815,14 +808,7 @@ fn chunks_left_to_a_stopped_worker_give_their_places_back() {
     tx.send(Msg::End).unwrap();
     // A worker that stopped reading drains the entry: places and buffers
     // come back.
-    let mut r = ChannelReader {
-        rx,
-        spent: &spent_tx,
-        chunk: Vec::new(),
-        permit: None,
-        pos: 0,
-        done: false,
-    };
+    let mut r = ChannelReader::new(rx, &spent_tx);
     r.drain();
     assert_eq!(budget.free(), 3);
     assert_eq!(spent_rx.try_iter().count(), 2);
