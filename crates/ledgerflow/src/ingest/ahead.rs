@@ -367,16 +367,25 @@ mod tests {
         // hang-up instead of blocking on a full channel (the scope would
         // then never end).
         let data = b"{\"a\":1}\n".repeat(50 * CHUNK_ROWS);
-        let read = std::thread::scope(|scope| {
-            let mut rows = spawn(scope, data.as_slice(), 1 << 20, 5, "json-test".into())
-                .unwrap()
-                .unwrap();
-            let mut rec = ByteRecord::new();
-            for _ in 0..10 {
-                assert_eq!(rows.next(&mut rec).unwrap(), Next::Row);
-            }
-            rows.line()
+        // On a thread of its own, so that a parser that never stops fails
+        // the test instead of hanging it.
+        let (done, ended) = sync_channel(1);
+        std::thread::spawn(move || {
+            let read = std::thread::scope(|scope| {
+                let mut rows = spawn(scope, data.as_slice(), 1 << 20, 5, "json-test".into())
+                    .unwrap()
+                    .unwrap();
+                let mut rec = ByteRecord::new();
+                for _ in 0..10 {
+                    assert_eq!(rows.next(&mut rec).unwrap(), Next::Row);
+                }
+                rows.line()
+            });
+            let _ = done.send(read);
         });
+        let read = ended
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the scope ended: the parser stopped");
         assert_eq!(read, 10);
     }
 }
