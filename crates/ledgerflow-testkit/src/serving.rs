@@ -471,15 +471,36 @@ pub fn assert_minutes_eq(actual: &[RealtimeMinute], expected: &[RealtimeMinute])
     }
 }
 
-/// Asserts two dumps (one `Vec<String>` per table) are equal, reporting the
-/// table and first differing row rather than the whole tables.
+/// Two dumped rows are the same: every cell equal, except that floats
+/// (`0.39` in PostgreSQL's text, `Real(0.39)` in SQLite's) may differ in
+/// their last digits, as [`approx_eq`] allows: a rerun's engine may sum
+/// an average's floats in another order.
+fn rows_match(a: &str, b: &str) -> bool {
+    let float = |c: &str| {
+        c.strip_prefix("Real(")
+            .and_then(|c| c.strip_suffix(')'))
+            .unwrap_or(c)
+            .parse::<f64>()
+            .ok()
+    };
+    a == b
+        || (a.split('|').count() == b.split('|').count()
+            && a.split('|').zip(b.split('|')).all(|(x, y)| {
+                x == y
+                    || matches!((float(x), float(y)), (Some(x), Some(y)) if (x.fract() != 0.0 || y.fract() != 0.0) && approx_eq(x, y))
+            }))
+}
+
+/// Asserts two dumps (one `Vec<String>` per table) are equal (floats to
+/// [`approx_eq`]), reporting the table and first differing row rather than
+/// the whole tables.
 pub fn assert_dumps_eq(actual: &[Vec<String>], expected: &[Vec<String>], what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: table count");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        if a == e {
+        if a.len() == e.len() && a.iter().zip(e).all(|(x, y)| rows_match(x, y)) {
             continue;
         }
-        let first = a.iter().zip(e).position(|(x, y)| x != y);
+        let first = a.iter().zip(e).position(|(x, y)| !rows_match(x, y));
         panic!(
             "{what}: table #{i} differs: {} vs {} rows; first difference at row {first:?}: {:?} vs {:?}",
             a.len(),
@@ -487,5 +508,41 @@ pub fn assert_dumps_eq(actual: &[Vec<String>], expected: &[Vec<String>], what: &
             first.map(|j| &a[j]),
             first.map(|j| &e[j]),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_match;
+
+    #[test]
+    fn dumped_rows_match_up_to_float_summation_order() {
+        // The flake this tolerance is for: an average's last digit.
+        assert!(rows_match(
+            "Text(\"2026-11-05\")|Integer(36)|Real(0.3947428777777778)",
+            "Text(\"2026-11-05\")|Integer(36)|Real(0.3947428777777777)"
+        ));
+        assert!(rows_match(
+            "2026-11-05|36|0.3947428777777778",
+            "2026-11-05|36|0.3947428777777777"
+        ));
+        // Anything else still differs: integers and wei amounts exactly,
+        // floats beyond the tolerance, text, and the number of cells.
+        assert!(!rows_match(
+            "Integer(36)|Real(0.5)",
+            "Integer(37)|Real(0.5)"
+        ));
+        assert!(!rows_match("36|0.5", "37|0.5"));
+        assert!(!rows_match(
+            "Text(\"3928459277760423982978851981\")",
+            "Text(\"3928459277760423982978851982\")"
+        ));
+        assert!(!rows_match(
+            "3928459277760423982978851981",
+            "3928459277760423982978851982"
+        ));
+        assert!(!rows_match("Real(0.39474)", "Real(0.39475)"));
+        assert!(!rows_match("a|0.5", "b|0.5"));
+        assert!(!rows_match("0.5|1", "0.5"));
     }
 }
