@@ -105,9 +105,7 @@ pub fn spawn<'scope, R: Read + Send + 'scope>(
     let header = match rx.recv() {
         Ok(Msg::Header(h)) => h,
         Ok(Msg::Failed(e)) => return Ok(Err(e)),
-        Ok(Msg::Chunk(_)) | Err(_) => {
-            return Ok(Err(io::Error::other("the NDJSON parser stopped")))
-        }
+        Ok(Msg::Chunk(_)) | Err(_) => return Ok(Err(stopped())),
     };
     Ok(Ok(ParsedAhead {
         header,
@@ -120,6 +118,11 @@ pub fn spawn<'scope, R: Read + Send + 'scope>(
         line: 0,
         ended: false,
     }))
+}
+
+/// The parser thread ended without a word (it panicked).
+fn stopped() -> io::Error {
+    io::Error::other("the NDJSON parser stopped")
 }
 
 /// The parser thread: every record of the file, in order, ending with an
@@ -237,7 +240,7 @@ impl RowSource for ParsedAhead {
                 }
                 Ok(Msg::Header(_)) | Err(_) => {
                     self.ended = true;
-                    return Err(io::Error::other("the NDJSON parser stopped"));
+                    return Err(stopped());
                 }
             }
         }
@@ -284,7 +287,7 @@ mod tests {
     #[test]
     fn parsed_ahead_yields_what_the_reader_does_across_chunks() {
         // Several chunks' worth, with blank lines, bad JSON, unknown keys,
-        // reordered keys and escapes, so records are reused across chunks.
+        // reordered keys and escapes, spread over several chunks.
         let mut data = Vec::new();
         for i in 0..(4 * CHUNK_ROWS as u64 + 17) {
             let line = match i % 11 {

@@ -488,13 +488,18 @@ impl<'a> ChannelReader<'a> {
         }
     }
 
-    fn give_back(&mut self) {
-        let spent = std::mem::take(&mut self.chunk);
+    /// Returns a read chunk's buffer to the extractor's pool.
+    fn recycle(&self, chunk: Vec<u8>) {
         // Not the reader's first, empty buffer: the extractor would take it
         // and grow it byte by byte.
-        if spent.capacity() >= CHUNK {
-            let _ = self.spent.send(spent);
+        if chunk.capacity() >= CHUNK {
+            let _ = self.spent.send(chunk);
         }
+    }
+
+    fn give_back(&mut self) {
+        let spent = std::mem::take(&mut self.chunk);
+        self.recycle(spent);
         self.permit = None;
         self.pos = 0;
     }
@@ -505,11 +510,7 @@ impl<'a> ChannelReader<'a> {
         self.give_back();
         while !self.done {
             match self.rx.recv() {
-                Ok(Msg::Data(chunk, _permit)) => {
-                    if chunk.capacity() >= CHUNK {
-                        let _ = self.spent.send(chunk);
-                    }
-                }
+                Ok(Msg::Data(chunk, _permit)) => self.recycle(chunk),
                 _ => self.done = true,
             }
         }
@@ -518,11 +519,10 @@ impl<'a> ChannelReader<'a> {
 
 fn worker_loop(
     mut worker: TableWorker,
-    rx: Receiver<Msg>,
+    mut rx: Receiver<Msg>,
     spent: Sender<Vec<u8>>,
 ) -> (TableSchema, Vec<EntryOutcome>) {
     let mut outcomes = Vec::new();
-    let mut rx = rx;
     while let Ok(msg) = rx.recv() {
         let Msg::Begin(job) = msg else { continue };
         let mut reader = ChannelReader::new(rx, &spent);
