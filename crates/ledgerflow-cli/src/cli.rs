@@ -73,7 +73,8 @@ pub enum Command {
 pub struct CompactArgs {
     #[arg(long)]
     pub date: NaiveDate,
-    /// Compact a day that is still open (today or later, UTC).
+    /// Compact a day that is still open (today or later, UTC), or whose
+    /// last block has fewer than `speed.finality_blocks` confirmations.
     #[arg(long)]
     pub force: bool,
     /// Delete the day's landing files once the batch partitions are committed.
@@ -122,6 +123,14 @@ pub struct GenerateArgs {
     /// Probability that a speed-layer height gets an orphaned fork block.
     #[arg(long, default_value_t = 0.01)]
     pub reorg_rate: f64,
+    /// Make every fork exactly this many blocks deep (default: 1, a
+    /// quarter of them 2).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reorg_depth: Option<u32>,
+    /// End each speed day with a fork past its last height (stamped on the
+    /// day, `--reorg-depth` deep) that the next day's chain orphans.
+    #[arg(long)]
+    pub boundary_forks: bool,
     /// Blocks per landing-dir micro-batch file.
     #[arg(long, default_value_t = 10)]
     pub blocks_per_file: usize,

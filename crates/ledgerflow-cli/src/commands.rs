@@ -56,6 +56,8 @@ pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
         seed: args.seed,
         scale: args.scale,
         reorg_rate: args.reorg_rate,
+        reorg_depth: args.reorg_depth,
+        boundary_forks: args.boundary_forks,
     };
     let days = day::range(from, to);
     let speed_days = if args.speed_days.is_empty() {

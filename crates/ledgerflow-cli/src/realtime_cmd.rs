@@ -65,6 +65,8 @@ pub async fn generate_live(config: &Config, args: &GenerateArgs) -> anyhow::Resu
         seed: args.seed,
         scale: args.scale,
         reorg_rate: args.reorg_rate,
+        reorg_depth: args.reorg_depth,
+        boundary_forks: args.boundary_forks,
     };
     let day = args.from.unwrap_or_else(ledgerflow::day::today);
     let opts = live::LiveOptions {
@@ -148,6 +150,7 @@ pub async fn bench(args: BenchRealtimeArgs) -> anyhow::Result<u8> {
             seed: 42 + i as u64,
             scale: 1.0,
             reorg_rate: 0.01,
+            ..Default::default()
         };
         let gen_opts = live::LiveOptions {
             rate,
@@ -221,6 +224,7 @@ async fn mongo_day_read(args: &BenchRealtimeArgs, tmp: &Path) -> anyhow::Result<
         seed: 42,
         scale: args.day_blocks as f64 / 7200.0,
         reorg_rate: 0.01,
+        ..Default::default()
     };
     let written = ledgerflow::generate::write_speed_day(&speed, &params, day, 50, &|_| {}).await?;
     let docs = written.blocks + written.transactions;

@@ -402,6 +402,7 @@ mod tests {
             seed: 9,
             scale: 0.01,
             reorg_rate: 0.3,
+            ..Default::default()
         };
         let d = day();
         let (clean_b, clean_t) = generated_day(&params, d, false);

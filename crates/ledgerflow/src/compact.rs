@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Default)]
 pub struct CompactOptions {
-    /// Compact a day that is still open (today or later, UTC).
+    /// Compact a day that is still open (today or later, UTC), or whose
+    /// last block has fewer than `speed.finality_blocks` confirmations.
     pub force: bool,
     /// Delete the landing files that were compacted, once committed.
     pub remove_landing: bool,
@@ -81,6 +82,14 @@ pub async fn compact_day(
             report.action = "already committed".into();
         }
         Layer::Speed => {
+            let needed = config.speed.finality_blocks;
+            if plan.confirmations < needed && !opts.force {
+                return Err(Error::Usage(format!(
+                    "{day} is not final: its last canonical block has {} confirmations and speed.finality_blocks = {needed}; a reorg could still change the day. Compact it once more blocks of {} have landed, or pass --force",
+                    plan.confirmations,
+                    day.succ_opt().unwrap_or(day)
+                )));
+            }
             catalog.validate(&plan).await?;
             report.landing_files = plan.file_count();
             let session = crate::engine::session(config)?;

@@ -131,6 +131,16 @@ pub struct SpeedConfig {
     /// Default: 100ms.
     #[serde(default = "default_speed_poll", with = "humantime_serde")]
     pub poll_interval: std::time::Duration,
+    /// Confirmations (blocks above a day's last canonical block, the next
+    /// day's included) before `compact` may freeze the day into the batch
+    /// layer: a reorg shallower than this cannot change a compacted day.
+    /// Default: 64.
+    #[serde(default = "default_finality_blocks")]
+    pub finality_blocks: i64,
+}
+
+fn default_finality_blocks() -> i64 {
+    64
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -29,8 +29,10 @@ fn layer(p: &TestProject) -> String {
     plan["layer"].as_str().unwrap().to_owned()
 }
 
+/// `--force`: the day is generated alone, so no later block confirms it
+/// (finality has a test of its own, in `chain.rs`).
 fn compact(p: &TestProject, extra: &[&str]) -> Value {
-    let out = p.ok(&[&["compact", "--date", DAY, "--json"], extra].concat());
+    let out = p.ok(&[&["compact", "--date", DAY, "--json", "--force"], extra].concat());
     serde_json::from_str(&stdout(&out)).unwrap()
 }
 
@@ -44,7 +46,7 @@ async fn compaction_keeps_every_metric_and_survives_a_kill_before_the_marker() {
 
     // Killed after the blocks partition and the transactions data, before
     // the last marker: the day is not committed and reads as before.
-    let mut cmd = p.cmd(&["compact", "--date", DAY]);
+    let mut cmd = p.cmd(&["compact", "--date", DAY, "--force"]);
     cmd.env(
         "LEDGERFLOW_FAILPOINT",
         format!("before_marker:transactions/date={DAY}"),

@@ -4,6 +4,7 @@
 
 mod atomicity;
 mod bad_input;
+mod chain;
 mod compact;
 mod idempotency;
 mod ingest;

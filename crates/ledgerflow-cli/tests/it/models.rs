@@ -20,6 +20,7 @@ async fn models_equal_the_reference_on_batch_both_and_speed_days() {
         seed: 42,
         scale: 0.01,
         reorg_rate: 0.15,
+        ..Default::default()
     };
     // Day 1 batch only; day 2 in both layers; day 3 speed only, with reorgs.
     let days = [d("2026-11-01"), d("2026-11-02"), d("2026-11-03")];
@@ -83,6 +84,7 @@ async fn transactions_of_blocks_not_yet_landed_are_not_counted() {
         seed: 42,
         scale: 0.01,
         reorg_rate: 0.0,
+        ..Default::default()
     };
     let day = d("2026-11-04");
     let p = project(ledgerflow_testkit::serving::Serving::Sqlite).await;

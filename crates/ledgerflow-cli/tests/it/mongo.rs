@@ -30,6 +30,7 @@ async fn daily_models_case(uri: &str, database: &str) {
         seed: 7,
         scale: 0.01,
         reorg_rate: 0.15,
+        ..Default::default()
     };
     let days = [d("2026-11-02"), d("2026-11-03")];
     let data: Vec<_> = days
@@ -84,7 +85,7 @@ async fn daily_models_case(uri: &str, database: &str) {
 
     // Closing the day moves it to the batch layer; the numbers stay.
     let before = p.db.dump_metrics().await;
-    p.ok(&["compact", "--date", "2026-11-03"]);
+    p.ok(&["compact", "--date", "2026-11-03", "--force"]);
     let out = p.ok(&["run", "--date", "2026-11-03"]);
     assert!(stdout(&out).contains("batch"), "{}", stdout(&out));
     assert_eq!(p.db.dump_metrics().await, before);

@@ -25,6 +25,7 @@ fn params() -> GenParams {
         seed: 42,
         scale: 0.01,
         reorg_rate: 0.2,
+        ..Default::default()
     }
 }
 

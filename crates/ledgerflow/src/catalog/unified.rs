@@ -61,6 +61,9 @@ pub struct DayPlan {
     /// only if their block is one of these, which also drops transactions
     /// whose block had not landed when the day was listed.
     pub canonical: Vec<String>,
+    /// Blocks known above the day's highest canonical block, the next
+    /// day's included (speed layer only; see `speed.finality_blocks`).
+    pub confirmations: i64,
     /// A MongoDB day's copy in the spill dir (kept while the plan lives).
     pub scratch: Option<Arc<Scratch>>,
 }
@@ -85,6 +88,14 @@ impl DayPlan {
     pub fn hash_into(&self, hasher: &mut Sha256) {
         hasher.update(self.day.to_string());
         hasher.update(self.layer.as_str());
+        // The orphans depend on the days around this one too (a block of
+        // the next day can orphan this day's last): the files alone do not
+        // say which rows count.
+        hasher.update(self.orphans.len().to_le_bytes());
+        for orphan in &self.orphans {
+            hasher.update(orphan);
+            hasher.update([0]);
+        }
         if let Some(scratch) = &self.scratch {
             hasher.update(&scratch.content);
             return;
@@ -137,6 +148,7 @@ impl Catalog {
                     files,
                     orphans: Vec::new(),
                     canonical: Vec::new(),
+                    confirmations: 0,
                     scratch: None,
                 });
             }
@@ -163,28 +175,39 @@ impl Catalog {
                 files: BTreeMap::new(),
                 orphans: Vec::new(),
                 canonical: Vec::new(),
+                confirmations: 0,
                 scratch: None,
             });
         }
-        let headers = speed.headers;
-        let orphan_set = reorg::orphans(&headers);
-        let mut orphans: Vec<String> = orphan_set.iter().cloned().collect();
-        orphans.sort();
-        let mut canonical: Vec<String> = headers
-            .into_iter()
-            .map(|h| h.hash)
-            .filter(|h| !orphan_set.contains(h))
-            .collect();
-        canonical.sort();
-        canonical.dedup();
+        // One chain across days: the day is judged with its neighbours.
+        let before = match day.pred_opt() {
+            Some(d) => self.headers_of(d).await?,
+            None => Vec::new(),
+        };
+        let after = match day.succ_opt() {
+            Some(d) => self.headers_of(d).await?,
+            None => Vec::new(),
+        };
+        let judged = reorg::judge_day(&before, &speed.headers, &after);
         Ok(DayPlan {
             day,
             layer: Layer::Speed,
             files: speed.files,
-            orphans,
-            canonical,
+            orphans: judged.orphans,
+            canonical: judged.canonical,
+            confirmations: judged.confirmations,
             scratch: speed.scratch,
         })
+    }
+
+    /// The block headers of `day` from the layer it is read from: the
+    /// committed batch partition, else the speed layer.
+    async fn headers_of(&self, day: NaiveDate) -> Result<Vec<reorg::Header>> {
+        if self.batch.day_committed(day).await? {
+            let files = self.batch.list_day(Entity::Blocks.name(), day).await?;
+            return super::speed::read_headers(&self.batch.files, &files).await;
+        }
+        self.speed.headers(day).await
     }
 
     /// The error for a day found in neither layer, naming both places.

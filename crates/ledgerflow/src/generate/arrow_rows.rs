@@ -86,6 +86,7 @@ mod tests {
             seed: 7,
             scale: 0.001,
             reorg_rate: 0.0,
+            ..Default::default()
         };
         let day = NaiveDate::from_ymd_opt(2024, 1, 2).expect("valid date");
         let generated: Vec<_> = day_blocks(&params, day, false).collect();

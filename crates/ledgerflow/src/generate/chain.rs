@@ -63,7 +63,29 @@ pub struct GenParams {
     pub seed: u64,
     pub scale: f64,
     pub reorg_rate: f64,
+    /// Every fork exactly this many blocks deep (as far as the day has
+    /// room); `None`: 1 deep, a quarter of them 2.
+    pub reorg_depth: Option<u32>,
+    /// Each speed day ends with a fork past its last height, stamped on
+    /// the day and orphaned by the next day's chain (`reorg_depth` deep,
+    /// default 1): the day alone cannot tell it is not canonical.
+    pub boundary_forks: bool,
 }
+
+impl Default for GenParams {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            scale: 1.0,
+            reorg_rate: 0.0,
+            reorg_depth: None,
+            boundary_forks: false,
+        }
+    }
+}
+
+/// Variants of boundary-fork blocks start here, apart from in-day forks'.
+const BOUNDARY_VARIANT: u64 = 1_000;
 
 pub fn blocks_per_day(scale: f64) -> i64 {
     ((7200.0 * scale).round() as i64).max(2)
@@ -100,6 +122,8 @@ pub fn day_blocks(
         count,
         height: 0,
         reorg_rate: if with_reorgs { params.reorg_rate } else { 0.0 },
+        reorg_depth: params.reorg_depth,
+        boundary_fork: with_reorgs && params.boundary_forks,
         canon_rng: ChaCha8Rng::seed_from_u64(day_seed),
         fork_rng: ChaCha8Rng::seed_from_u64(mix(day_seed ^ 0x0F0F_F0F0_5A5A_A5A5)),
         queue: VecDeque::new(),
@@ -111,6 +135,9 @@ struct DayBlocks {
     count: i64,
     height: i64,
     reorg_rate: f64,
+    reorg_depth: Option<u32>,
+    /// Still to emit at the end of the day.
+    boundary_fork: bool,
     canon_rng: ChaCha8Rng,
     fork_rng: ChaCha8Rng,
     queue: VecDeque<GeneratedBlock>,
@@ -124,16 +151,20 @@ impl Iterator for DayBlocks {
             return Some(b);
         }
         if self.height >= self.count {
+            if std::mem::take(&mut self.boundary_fork) {
+                self.fork_at_the_boundary();
+                return self.queue.pop_front();
+            }
             return None;
         }
         let (i, last, s) = (self.height, self.count - 1, self.shape);
         self.height += 1;
         let number = s.first + i;
         if i < last && self.reorg_rate > 0.0 && self.fork_rng.random::<f64>() < self.reorg_rate {
-            let depth = if i + 1 < last && self.fork_rng.random::<f64>() < 0.25 {
-                2
-            } else {
-                1
+            let depth = match self.reorg_depth {
+                Some(d) => i64::from(d.max(1)).min(last - i),
+                None if i + 1 < last && self.fork_rng.random::<f64>() < 0.25 => 2,
+                None => 1,
             };
             let mut parent = block_hash(s.seed, number - 1, 0);
             for k in 0..depth {
@@ -146,6 +177,37 @@ impl Iterator for DayBlocks {
         self.queue
             .push_back(s.block(&mut self.canon_rng, i, 0, parent));
         self.queue.pop_front()
+    }
+}
+
+impl DayBlocks {
+    /// A branch of `reorg_depth` blocks (default 1) whose top is one height
+    /// past the day's last block, stamped on this day, arriving after it.
+    /// The next day's first block builds on the canonical last block, so
+    /// the whole branch is orphaned, by a block of another day.
+    fn fork_at_the_boundary(&mut self) {
+        let (last, s) = (self.count - 1, self.shape);
+        let depth = i64::from(self.reorg_depth.unwrap_or(1).max(1)).min(self.count);
+        let mut parent = block_hash(s.seed, s.first + last - depth + 1, 0);
+        for k in 0..depth {
+            let i = last - depth + 1 + k;
+            let mut orphan = s.block(
+                &mut self.fork_rng,
+                i + 1,
+                BOUNDARY_VARIANT + k as u64,
+                parent,
+            );
+            if i + 1 > last {
+                // Past the last height, yet still inside the day.
+                let ts = s.start + last * s.spacing + s.spacing / 4;
+                orphan.block.timestamp_micros = ts;
+                for t in &mut orphan.txs {
+                    t.block_timestamp_micros = ts;
+                }
+            }
+            parent = orphan.block.hash.clone();
+            self.queue.push_back(orphan);
+        }
     }
 }
 
@@ -311,6 +373,7 @@ mod tests {
             seed: 42,
             scale: 0.02,
             reorg_rate,
+            ..GenParams::default()
         }
     }
 
@@ -392,6 +455,52 @@ mod tests {
         }
         // 719 heights at 20%: ~144 forks.
         assert!((100..190).contains(&forks), "{forks} forks");
+    }
+
+    #[test]
+    fn forks_of_a_given_depth_and_at_the_day_boundary() {
+        let p = GenParams {
+            reorg_depth: Some(5),
+            boundary_forks: true,
+            ..params(0.05)
+        };
+        let all = rows(&p, day(9), true);
+        let canonical: Vec<_> = all.iter().filter(|(b, _)| b.canonical).cloned().collect();
+        assert_eq!(canonical, rows(&p, day(9), false));
+        let last = canonical.last().map_or(0, |(b, _)| b.number);
+        let (start, end) = crate::day::bounds(day(9));
+        // The day ends with a 5-deep branch whose top is past its last
+        // height, stamped inside the day.
+        let tail: Vec<&Block> = all.iter().rev().take(5).map(|(b, _)| b).collect();
+        assert_eq!(tail[0].number, last + 1);
+        for (k, b) in tail.iter().enumerate() {
+            assert!(!b.canonical);
+            assert_eq!(b.number, last + 1 - k as i64);
+            assert!(b.timestamp_micros > start.timestamp_micros());
+            assert!(b.timestamp_micros < end.timestamp_micros());
+            if k + 1 < tail.len() {
+                assert_eq!(b.parent_hash, tail[k + 1].hash);
+            }
+        }
+        let fork_point = &canonical[canonical.len() - 5].0;
+        assert_eq!(tail[4].parent_hash, fork_point.hash);
+        // In-day forks are 5 deep where the day has room.
+        let mut run = 0;
+        let mut depths = Vec::new();
+        for (b, _) in &all[..all.len() - 5] {
+            if b.canonical {
+                if run > 0 {
+                    depths.push(run);
+                }
+                run = 0;
+            } else {
+                run += 1;
+            }
+        }
+        // (A fork near the end is cut short; one at the next height too
+        // makes a run of two forks.)
+        let five = depths.iter().filter(|&&d| d == 5).count();
+        assert!(five > 0 && five * 10 >= depths.len() * 9, "{depths:?}");
     }
 
     #[test]

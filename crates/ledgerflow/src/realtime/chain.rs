@@ -34,35 +34,22 @@ pub fn minute_of(micros: i64) -> i64 {
     micros.div_euclid(MINUTE_MICROS) * MINUTE_MICROS
 }
 
+/// What the loop knows of one followed day.
 #[derive(Debug, Default)]
-struct DayChain {
-    headers: Vec<Header>,
-    minute: HashMap<String, i64>,
+struct DayBlocks {
     heights: BTreeSet<i64>,
-    canonical: HashSet<String>,
+    hashes: HashSet<String>,
 }
 
-impl DayChain {
-    fn refresh(&mut self) -> BTreeSet<i64> {
-        let orphans = reorg::orphans(&self.headers);
-        let canonical: HashSet<String> = self
-            .headers
-            .iter()
-            .filter(|h| !orphans.contains(&h.hash))
-            .map(|h| h.hash.clone())
-            .collect();
-        let changed = canonical
-            .symmetric_difference(&self.canonical)
-            .filter_map(|h| self.minute.get(h).copied())
-            .collect();
-        self.canonical = canonical;
-        changed
-    }
-}
-
+/// One chain across the followed days: a day's last block can lose to a
+/// block stamped the next day, so canonical is decided over all of them.
 #[derive(Debug, Default)]
 pub struct ChainState {
-    days: BTreeMap<NaiveDate, DayChain>,
+    days: BTreeMap<NaiveDate, DayBlocks>,
+    headers: Vec<Header>,
+    /// Day and minute of every known block.
+    at: HashMap<String, (NaiveDate, i64)>,
+    canonical: HashSet<String>,
 }
 
 /// What adding blocks changed.
@@ -79,57 +66,69 @@ pub struct Change {
 
 impl ChainState {
     /// Adds blocks (duplicates are ignored) and recomputes the canonical
-    /// chain of each day they touch.
+    /// chain.
     pub fn add(&mut self, blocks: impl IntoIterator<Item = BlockInfo>) -> Change {
         let mut change = Change::default();
-        let mut touched_days = BTreeSet::new();
         for b in blocks {
-            let day = self.days.entry(b.day()).or_default();
-            if day.minute.contains_key(&b.hash) {
+            if self.at.contains_key(&b.hash) {
                 continue;
             }
+            let day = self.days.entry(b.day()).or_default();
             let has_below = day.heights.range(..b.number - 1).next().is_some();
             if has_below && !day.heights.contains(&(b.number - 1)) {
                 change.gap = true;
             }
             change.minutes.insert(b.minute());
             change.new_blocks += 1;
-            touched_days.insert(b.day());
-            day.minute.insert(b.hash.clone(), b.minute());
             day.heights.insert(b.number);
-            let arrival = day.headers.len();
-            day.headers.push(Header {
+            day.hashes.insert(b.hash.clone());
+            self.at.insert(b.hash.clone(), (b.day(), b.minute()));
+            let arrival = self.headers.len();
+            self.headers.push(Header {
                 number: b.number,
                 hash: b.hash,
                 parent_hash: b.parent_hash,
                 arrival,
             });
         }
-        for d in touched_days {
-            let chain = self.days.get_mut(&d).expect("just added");
-            change.minutes.extend(chain.refresh());
+        if change.new_blocks > 0 {
+            change.minutes.extend(self.refresh());
         }
         change
     }
 
-    /// Whether `hash` is on the canonical chain of `day`.
+    /// Recomputes the canonical set; returns the minutes of blocks that
+    /// moved on or off it.
+    fn refresh(&mut self) -> BTreeSet<i64> {
+        let orphans = reorg::orphans(&self.headers);
+        let canonical: HashSet<String> = self
+            .headers
+            .iter()
+            .filter(|h| !orphans.contains(&h.hash))
+            .map(|h| h.hash.clone())
+            .collect();
+        let changed = canonical
+            .symmetric_difference(&self.canonical)
+            .filter_map(|h| self.at.get(h).map(|&(_, minute)| minute))
+            .collect();
+        self.canonical = canonical;
+        changed
+    }
+
+    /// Whether `hash` is a block of `day` on the canonical chain.
     pub fn is_canonical(&self, day: NaiveDate, hash: &str) -> bool {
-        self.days
-            .get(&day)
-            .is_some_and(|d| d.canonical.contains(hash))
+        self.canonical.contains(hash) && self.at.get(hash).is_some_and(|&(d, _)| d == day)
     }
 
     /// Minutes of `day` to recompute after a restart: those of blocks at
     /// or above `from_number` and those of every orphan (a block that may
     /// have left the canonical chain while the loop was down).
     pub fn restart_minutes(&self, day: NaiveDate, from_number: i64) -> BTreeSet<i64> {
-        let Some(d) = self.days.get(&day) else {
-            return BTreeSet::new();
-        };
-        d.headers
+        self.headers
             .iter()
-            .filter(|h| h.number >= from_number || !d.canonical.contains(&h.hash))
-            .map(|h| d.minute[&h.hash])
+            .filter(|h| self.at[&h.hash].0 == day)
+            .filter(|h| h.number >= from_number || !self.canonical.contains(&h.hash))
+            .map(|h| self.at[&h.hash].1)
             .collect()
     }
 
@@ -146,12 +145,27 @@ impl ChainState {
 
     /// Forgets days before `keep_from`.
     pub fn prune(&mut self, keep_from: NaiveDate) {
-        self.days = self.days.split_off(&keep_from);
+        let gone: Vec<NaiveDate> = self.days.range(..keep_from).map(|(d, _)| *d).collect();
+        for day in gone {
+            self.forget(day);
+        }
     }
 
-    /// Forgets one day, before it is loaded again from the source.
+    /// Forgets one day, before it is loaded again from the source. The
+    /// canonical set is left as it is until the next `add`, which judges
+    /// the reloaded day against the same chain.
     pub fn forget(&mut self, day: NaiveDate) {
-        self.days.remove(&day);
+        let Some(gone) = self.days.remove(&day) else {
+            return;
+        };
+        self.headers.retain(|h| !gone.hashes.contains(&h.hash));
+        for (arrival, h) in self.headers.iter_mut().enumerate() {
+            h.arrival = arrival;
+        }
+        for hash in &gone.hashes {
+            self.at.remove(hash);
+            self.canonical.remove(hash);
+        }
     }
 }
 
@@ -188,6 +202,36 @@ mod tests {
             c.restart_minutes(day, 3),
             BTreeSet::from([T0, T0 + MINUTE_MICROS])
         );
+    }
+
+    #[test]
+    fn a_fork_at_the_end_of_a_day_loses_to_the_next_days_block() {
+        // a2 is the last block stamped on day 0 (23:59:50), x3 a fork stamped
+        // day 0 too; the next day's b3 builds on a2 and b4 on it.
+        let day0 = 86_400 - 10;
+        let mut c = ChainState::default();
+        c.add([
+            b(1, "a1", "a0", day0 - 20),
+            b(2, "a2", "a1", day0 - 10),
+            b(3, "x3", "a2", day0),
+        ]);
+        let d0 = b(1, "", "", day0).day();
+        assert!(c.is_canonical(d0, "x3"));
+        let ch = c.add([b(3, "b3", "a2", day0 + 20), b(4, "b4", "b3", day0 + 30)]);
+        assert!(!c.is_canonical(d0, "x3"), "orphaned by the next day");
+        assert!(c.is_canonical(d0, "a2"));
+        let d1 = b(3, "", "", day0 + 20).day();
+        assert!(c.is_canonical(d1, "b3") && !c.is_canonical(d0, "b3"));
+        // The orphan's minute on day 0 is recomputed.
+        assert!(ch.minutes.contains(&minute_of(T0 + day0 * 1_000_000)));
+        // Forgetting and reloading day 0 judges it against day 1 again.
+        c.forget(d0);
+        c.add([
+            b(1, "a1", "a0", day0 - 20),
+            b(2, "a2", "a1", day0 - 10),
+            b(3, "x3", "a2", day0),
+        ]);
+        assert!(!c.is_canonical(d0, "x3"));
     }
 
     #[test]

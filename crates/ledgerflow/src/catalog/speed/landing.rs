@@ -11,7 +11,7 @@ use crate::catalog::reorg::Header;
 use crate::catalog::schema::Entity;
 use crate::catalog::store::PartitionStore;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Clone)]
 pub struct LandingLayer {
@@ -49,24 +49,7 @@ impl LandingLayer {
 
     /// Block identities of a day in arrival order, for the reorg rule.
     pub async fn headers(&self, files: &[ObjectMeta]) -> Result<Vec<Header>> {
-        let mut headers = Vec::new();
-        for meta in files {
-            for batch in self
-                .files
-                .read_columns(meta, &["number", "hash", "parent_hash"])
-                .await?
-            {
-                if !super::push_headers(&batch, &mut headers) {
-                    return Err(Error::Schema {
-                        file: self.files.describe(&meta.location),
-                        column: "number, hash, parent_hash".into(),
-                        expected: "Int64, Utf8, Utf8".into(),
-                        problem: "are missing or have other types".into(),
-                    });
-                }
-            }
-        }
-        Ok(headers)
+        super::read_headers(&self.files, files).await
     }
 
     pub fn describe_day(&self, table: &str, day: NaiveDate) -> String {

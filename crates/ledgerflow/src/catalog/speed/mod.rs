@@ -109,6 +109,60 @@ impl SpeedLayer {
     }
 }
 
+impl SpeedLayer {
+    /// The block headers of `day` only, in arrival order: the chain around
+    /// a planned day. A MongoDB day past its TTL has none.
+    pub async fn headers(&self, day: NaiveDate) -> Result<Vec<Header>> {
+        match self {
+            SpeedLayer::Landing(l) => {
+                let files = l.list_day(Entity::Blocks.name(), day).await?;
+                l.headers(&files).await
+            }
+            SpeedLayer::Mongo(m) => {
+                if m.check_within_ttl(day, Utc::now(), String::new())
+                    .await
+                    .is_err()
+                {
+                    return Ok(Vec::new());
+                }
+                let (start, end) = crate::day::bounds(day);
+                let mut cursor = m
+                    .cursor(
+                        Entity::Blocks,
+                        MongoLayer::window_filter(Entity::Blocks, start, end),
+                    )
+                    .await?;
+                let mut headers = Vec::new();
+                while let Some(batch) = cursor.next_batch().await? {
+                    push_headers(&batch, &mut headers);
+                }
+                Ok(headers)
+            }
+        }
+    }
+}
+
+/// Block identities of Parquet files of blocks, in file then row order.
+pub async fn read_headers(store: &PartitionStore, files: &[ObjectMeta]) -> Result<Vec<Header>> {
+    let mut headers = Vec::new();
+    for meta in files {
+        for batch in store
+            .read_columns(meta, &["number", "hash", "parent_hash"])
+            .await?
+        {
+            if !push_headers(&batch, &mut headers) {
+                return Err(Error::Schema {
+                    file: store.describe(&meta.location),
+                    column: "number, hash, parent_hash".into(),
+                    expected: "Int64, Utf8, Utf8".into(),
+                    problem: "are missing or have other types".into(),
+                });
+            }
+        }
+    }
+    Ok(headers)
+}
+
 /// Copies a MongoDB day into Parquet files in a fresh directory under the
 /// spill dir, streaming (bounded memory), and collects the block headers.
 async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &PathBuf) -> Result<SpeedDay> {
