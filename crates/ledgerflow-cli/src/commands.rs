@@ -120,8 +120,12 @@ fn print_report(r: &RunReport, json: bool) {
             format!("success  {rows} rows (compute {compute_s:.2}s, write {write_s:.2}s)")
         }
         RunStatus::Skipped { reason } => format!("skipped  {reason}"),
-        RunStatus::Failed { error } => format!("FAILED   {error}"),
+        RunStatus::UpstreamFailed { upstream } => {
+            format!("skipped  upstream model `{upstream}` failed")
+        }
+        RunStatus::Failed { error, retry } => format!("FAILED   ({retry:?}) {error}"),
         RunStatus::Unavailable { reason } => format!("skipped  {reason}"),
+        RunStatus::Superseded { reason } => format!("superseded  {reason}"),
     };
     println!(
         "{} {:<24} {:<6} {:>7.2}s  {what}",

@@ -95,6 +95,20 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` (statements separated by `;`) in the test's schema.
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            TestDb::Postgres { schema, client, .. } => client
+                .batch_execute(&format!("SET search_path TO \"{schema}\"; {sql}"))
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+            TestDb::Sqlite { .. } => self
+                .sqlite()
+                .execute_batch(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}")),
+        }
+    }
+
     fn sqlite(&self) -> rusqlite::Connection {
         let TestDb::Sqlite { path } = self else {
             unreachable!("sqlite only")

@@ -8,6 +8,20 @@ use chrono::NaiveDate;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Whether running the same thing again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retry {
+    /// Something outside was down, busy or late (a connection lost, a
+    /// serialization failure, a timeout, a source down, a day not landed
+    /// yet): a later attempt may succeed.
+    Transient,
+    /// The same inputs fail the same way (a SQL or plan error, a constraint
+    /// violation, a schema mismatch, bad configuration): retrying only
+    /// repeats it; someone must change something.
+    Permanent,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// ledgerflow.toml is unreadable, mistyped, or names an impossible setting.
@@ -75,7 +89,14 @@ pub enum Error {
     /// The serving database refused or could not be reached. `target` is
     /// `host:port/database`, never the password.
     #[error("serving database {target}: {message}")]
-    Serving { target: String, message: String },
+    Serving {
+        target: String,
+        message: String,
+        /// Whether the failure was the connection or the server's state
+        /// (lost, busy, shutting down, serialization) rather than the
+        /// statement or the data.
+        transient: bool,
+    },
 
     /// A model's output does not fit the sink table that already exists.
     #[error("sink table {table}: {message}")]
@@ -121,6 +142,17 @@ pub enum Error {
         ttl: String,
     },
 
+    /// A write whose inputs were read before those of a write of the same
+    /// (table, day) that has committed: dropped, so older data never
+    /// replaces newer.
+    #[error("{table} for {day}: superseded by a run that read its inputs later and committed first (version {by} > {version}); nothing written")]
+    Superseded {
+        table: String,
+        day: NaiveDate,
+        version: i64,
+        by: i64,
+    },
+
     /// Anything else from Arrow or Parquet while writing files.
     #[error("{context}: {message}")]
     Data { context: String, message: String },
@@ -135,6 +167,42 @@ impl Error {
             // the project (header, cycle); SQL errors of a run are run failures.
             Error::Config { .. } | Error::Usage(_) | Error::Model { .. } => 2,
             _ => 1,
+        }
+    }
+
+    /// Whether a retry can help. The scheduler retries only transient
+    /// failures and the realtime loop waits out only those.
+    pub fn retry(&self) -> Retry {
+        use std::io::ErrorKind;
+        let transient = match self {
+            Error::Serving { transient, .. } => *transient,
+            Error::SourceUnavailable { .. }
+            | Error::ObjectStore { .. }
+            | Error::Scheduler(_)
+            // Its data may still land.
+            | Error::DayNotFound { .. } => true,
+            Error::Io { source, .. } => !matches!(
+                source.kind(),
+                ErrorKind::PermissionDenied | ErrorKind::InvalidInput | ErrorKind::InvalidData
+            ),
+            Error::Engine { source, .. } => engine_transient(source),
+            Error::Config { .. }
+            | Error::Usage(_)
+            | Error::Model { .. }
+            | Error::CorruptFile { .. }
+            | Error::Schema { .. }
+            | Error::SinkSchema { .. }
+            | Error::Rejected { .. }
+            | Error::IngestTable { .. }
+            | Error::Speed { .. }
+            | Error::BeyondTtl { .. }
+            | Error::Superseded { .. }
+            | Error::Data { .. } => false,
+        };
+        if transient {
+            Retry::Transient
+        } else {
+            Retry::Permanent
         }
     }
 
@@ -157,5 +225,55 @@ impl Error {
             context: context.into(),
             message: err.to_string(),
         }
+    }
+}
+
+/// I/O, object store and memory failures of the engine are transient; plan,
+/// SQL, schema and execution errors of the query itself are not.
+fn engine_transient(e: &datafusion::error::DataFusionError) -> bool {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::IoError(_) | E::ObjectStore(_) | E::ResourcesExhausted(_) => true,
+        E::ArrowError(inner, _) => matches!(**inner, arrow::error::ArrowError::IoError(..)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_help_with_outages_not_with_mistakes() {
+        let serving = |transient| Error::Serving {
+            target: "db".into(),
+            message: "x".into(),
+            transient,
+        };
+        assert_eq!(serving(true).retry(), Retry::Transient);
+        assert_eq!(serving(false).retry(), Retry::Permanent);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let engine = |source| Error::Engine {
+            model: "m".into(),
+            day,
+            source,
+        };
+        use datafusion::error::DataFusionError as E;
+        assert_eq!(
+            engine(E::Plan("no such column".into())).retry(),
+            Retry::Permanent
+        );
+        assert_eq!(
+            engine(E::ResourcesExhausted("memory".into())).retry(),
+            Retry::Transient
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(
+            engine(E::Context("reading".into(), Box::new(E::IoError(io)))).retry(),
+            Retry::Transient
+        );
+        assert_eq!(Error::Usage("bad flag".into()).retry(), Retry::Permanent);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(Error::io("/spill", full).retry(), Retry::Transient);
     }
 }

@@ -4,7 +4,11 @@
 //! SIGKILL it at exactly that point. Unset in production: one env lookup.
 //!
 //! `model_error:<model>:<n>` instead makes the first `n` runs of `<model>`
-//! in this process fail with a model error (retry tests).
+//! in this process fail as if the connection was lost (transient: retried),
+//! `model_bug:<model>:<n>` with a model error (permanent: not retried).
+//!
+//! `LEDGERFLOW_FAILPOINT_RELEASE=<path>` makes a pause end when that file
+//! exists instead of after 300 s, so a test can interleave two processes.
 
 use std::time::Duration;
 
@@ -38,10 +42,24 @@ pub fn fail_now(name: &str, scope: &str) -> bool {
     n == name && s == scope && HITS.fetch_add(1, Ordering::SeqCst) < count
 }
 
+const RELEASE_ENV: &str = "LEDGERFLOW_FAILPOINT_RELEASE";
+const PAUSE: Duration = Duration::from_secs(300);
+const RELEASE_POLL: Duration = Duration::from_millis(50);
+
+/// Whether the release file (if one is named) exists.
+fn released() -> Option<bool> {
+    let path = std::env::var_os(RELEASE_ENV)?;
+    Some(std::path::Path::new(&path).exists())
+}
+
 pub async fn hit(name: &str, scope: &str) {
     if armed(name, scope) {
         eprintln!("failpoint {name} reached");
-        tokio::time::sleep(Duration::from_secs(300)).await;
+        let until = std::time::Instant::now() + PAUSE;
+        while std::time::Instant::now() < until && released() != Some(true) {
+            tokio::time::sleep(RELEASE_POLL.min(PAUSE)).await;
+        }
+        eprintln!("failpoint {name} released");
     }
 }
 
@@ -49,6 +67,10 @@ pub async fn hit(name: &str, scope: &str) {
 pub fn hit_blocking(name: &str, scope: &str) {
     if armed(name, scope) {
         eprintln!("failpoint {name} reached");
-        std::thread::sleep(Duration::from_secs(300));
+        let until = std::time::Instant::now() + PAUSE;
+        while std::time::Instant::now() < until && released() != Some(true) {
+            std::thread::sleep(RELEASE_POLL);
+        }
+        eprintln!("failpoint {name} released");
     }
 }

@@ -15,6 +15,9 @@ pub enum RunState {
     Success,
     Failed,
     Skipped,
+    /// Computed, but a run that read the inputs later committed first: its
+    /// output was dropped, never written over the newer one.
+    Superseded,
 }
 
 impl RunState {
@@ -25,6 +28,7 @@ impl RunState {
             RunState::Success => "success",
             RunState::Failed => "failed",
             RunState::Skipped => "skipped",
+            RunState::Superseded => "superseded",
         }
     }
 
@@ -35,6 +39,7 @@ impl RunState {
             "success" => RunState::Success,
             "failed" => RunState::Failed,
             "skipped" => RunState::Skipped,
+            "superseded" => RunState::Superseded,
             _ => return None,
         })
     }

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::unified::{Catalog, DayPlan, Layer};
 use crate::config::{Config, UnavailablePolicy};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
 use crate::sinks::{self, Sink, WriteMode, WriteRequest};
@@ -28,6 +28,8 @@ struct Run<'a> {
     plan: &'a DayPlan,
     /// This model's ledger row.
     id: i64,
+    /// The write's version, drawn before the day was planned.
+    version: i64,
     /// Limits the queries running at once (`engine.parallel_models`).
     queries: &'a tokio::sync::Semaphore,
     outputs: &'a std::sync::Mutex<models::Outputs>,
@@ -69,12 +71,25 @@ pub enum RunStatus {
     Skipped {
         reason: String,
     },
+    /// Not run: a model it reads failed (or was itself not run) in this
+    /// run. Recorded as skipped.
+    UpstreamFailed {
+        upstream: String,
+    },
     Failed {
         error: String,
+        /// Whether another attempt can help (the scheduler retries only
+        /// transient failures).
+        retry: Retry,
     },
     /// The speed layer could not be reached and `speed.on_unavailable` is
     /// `skip`: recorded as skipped, exit 99, repaired later by backfill.
     Unavailable {
+        reason: String,
+    },
+    /// A run that read the inputs later committed (model, day) first: this
+    /// run's output was dropped. The day holds the newer output.
+    Superseded {
         reason: String,
     },
 }
@@ -229,6 +244,9 @@ impl Runner {
         models: &[ModelSpec],
         opts: &RunOptions,
     ) -> Result<Vec<RunReport>> {
+        // Drawn before any input is read: a run that commits a greater
+        // version read its inputs after this one did.
+        let version = self.sink.next_version().await?;
         let plan = self.catalog.plan_day(day).await;
         let source_down = match &plan {
             Err(e @ Error::SourceUnavailable { .. })
@@ -240,19 +258,20 @@ impl Runner {
             }
             _ => None,
         };
+        let described = |e: &Error| (e.to_string(), e.retry());
         let input_error = match &plan {
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some(described(e)),
             Ok(p) if p.layer == Layer::None && !opts.allow_empty => {
-                Some(self.catalog.day_not_found(day).to_string())
+                Some(described(&self.catalog.day_not_found(day)))
             }
-            Ok(p) => self.catalog.validate(p).await.err().map(|e| e.to_string()),
+            Ok(p) => self.catalog.validate(p).await.err().map(|e| described(&e)),
         };
         // The session is part of the inputs: if it cannot be built, every
         // model of the day fails with that reason (and the ledger says so).
         let (ctx, input_error) = match (&plan, input_error) {
             (Ok(plan), None) => match self.session_for(plan).await {
                 Ok(ctx) => (Some(ctx), None),
-                Err(e) => (None, Some(e.to_string())),
+                Err(e) => (None, Some(described(&e))),
             },
             (_, error) => (None, error),
         };
@@ -322,17 +341,19 @@ impl Runner {
                         RunStatus::Unavailable {
                             reason: reason.clone(),
                         }
-                    } else if let Some(error) = input_error {
+                    } else if let Some((error, retry)) = input_error {
                         self.close(id, RunState::Failed, None, error.clone())
                             .await?;
                         RunStatus::Failed {
                             error: error.clone(),
+                            retry: *retry,
                         }
                     } else if let Some(up) = upstream {
                         let reason = format!("upstream model `{up}` failed");
-                        self.close(id, RunState::Skipped, None, reason.clone())
-                            .await?;
-                        RunStatus::Skipped { reason }
+                        self.close(id, RunState::Skipped, None, reason).await?;
+                        RunStatus::UpstreamFailed {
+                            upstream: up.clone(),
+                        }
                     } else {
                         let plan = plan.as_ref().expect("no input error means a plan");
                         let ctx = ctx.as_ref().expect("no input error means a session");
@@ -340,6 +361,7 @@ impl Runner {
                             ctx,
                             plan,
                             id,
+                            version,
                             queries,
                             outputs,
                         };
@@ -357,12 +379,12 @@ impl Runner {
                     }
                 };
                 // A skipped model's dependents are skipped too, transitively.
-                let upstream_skipped = matches!(&status, RunStatus::Skipped { reason } if reason.starts_with("upstream"));
                 if matches!(
                     status,
-                    RunStatus::Failed { .. } | RunStatus::Unavailable { .. }
-                ) || upstream_skipped
-                {
+                    RunStatus::Failed { .. }
+                        | RunStatus::Unavailable { .. }
+                        | RunStatus::UpstreamFailed { .. }
+                ) {
                     failed.insert(models[i].name.clone());
                 }
                 done.insert(models[i].name.as_str());
@@ -460,11 +482,21 @@ impl Runner {
                 compute_s,
                 write_s,
             }),
+            Err(e @ Error::Superseded { .. }) => {
+                let reason = e.to_string();
+                tracing::warn!(model = %model.name, day = %plan.day, "{reason}");
+                self.close(id, RunState::Superseded, None, reason.clone())
+                    .await?;
+                Ok(RunStatus::Superseded { reason })
+            }
             Err(e) => {
                 let error = e.to_string();
                 self.close(id, RunState::Failed, None, error.clone())
                     .await?;
-                Ok(RunStatus::Failed { error })
+                Ok(RunStatus::Failed {
+                    error,
+                    retry: e.retry(),
+                })
             }
         }
     }
@@ -478,6 +510,13 @@ impl Runner {
             .expect("the semaphore is never closed");
         let started = Instant::now();
         if crate::failpoint::fail_now("model_error", &model.name) {
+            return Err(Error::Serving {
+                target: crate::failpoint::ENV.into(),
+                message: "injected failure: connection lost".into(),
+                transient: true,
+            });
+        }
+        if crate::failpoint::fail_now("model_bug", &model.name) {
             return Err(Error::Model {
                 file: model.file.clone(),
                 line: 1,
@@ -544,6 +583,7 @@ impl Runner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(model.name.clone(), (schema.clone(), batches.clone()));
         }
+        crate::failpoint::hit("before_write", &model.name).await;
         let rows = self
             .sink
             .write(WriteRequest {
@@ -555,6 +595,7 @@ impl Runner {
                 batches,
                 run_id: Some(run_id),
                 checkpoint: None,
+                version: Some(run.version),
             })
             .await?;
         drop(permit);

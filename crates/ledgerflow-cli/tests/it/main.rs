@@ -10,6 +10,7 @@ mod idempotency;
 mod ingest;
 mod models;
 mod mongo;
+mod races;
 mod realtime;
 mod schedule;
 

@@ -100,6 +100,45 @@ async fn wait_for(p: &TestProject, want: &[RealtimeMinute], bg: &Background, tim
     }
 }
 
+/// A failure no wait can fix (here a constraint the table gained that the
+/// model's rows break) ends the loop with exit 1 naming it; it is not
+/// waited out like a database that is down.
+#[tokio::test]
+async fn a_permanent_write_error_ends_the_loop_naming_it() {
+    let p = project(Serving::Postgres).await;
+    let day = d("2026-11-12");
+    live(&p, day, 10, "100000");
+    p.ok(&["realtime", "--exit-when-idle"]);
+    p.db.execute(
+        "ALTER TABLE realtime_dashboard ADD COLUMN note text NOT NULL DEFAULT 'x'; \
+         ALTER TABLE realtime_dashboard ALTER COLUMN note DROP DEFAULT",
+    )
+    .await;
+    live(&p, day, 20, "100000");
+    let mut child = p
+        .cmd(&["realtime"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("realtime kept waiting on a permanent error");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("note"), "{err}");
+    p.drop_db().await;
+}
+
 /// Landing dir: live blocks with reorgs, a SIGKILL mid-stream, a restart,
 /// a day rollover; every state checked against the reference.
 #[tokio::test]

@@ -227,6 +227,36 @@ async fn ticks_run_in_dag_order_with_retries_in_the_ledger() {
 /// The incident: catch-up on by mistake re-ran every missed day. Here the
 /// scheduler is down for 10 intervals; without catch-up 1 interval runs,
 /// with `max_catchup = 3` three do; no day is ever loaded twice.
+/// A model error (a SQL bug) is permanent: the tick fails at once instead of
+/// retrying the same mistake; a transient one (above) is retried.
+#[tokio::test]
+async fn a_permanent_failure_fails_the_tick_without_retries() {
+    let p = scheduled(
+        "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nretries = 3\nretry_delay = \"1s\"\nretry_max_delay = \"1s\"",
+    )
+    .await;
+    p.generate("2026-11-01", "2026-11-03", "0.005", &[], &[]);
+    let clock = clock("2026-11-03T00:00:00Z", 3_600.0);
+    let s = Scheduler::start(
+        &p,
+        &[],
+        &clock,
+        &[("LEDGERFLOW_FAILPOINT", "model_bug:block_daily_metrics:100")],
+    );
+    s.wait_log("attempt failed permanently", Duration::from_secs(60));
+    // Seconds of simulated time pass for every real millisecond: retries
+    // (1 s apart) would have happened by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.stop();
+    let rows = runs(&p);
+    let daily = of(&rows, "block_daily_metrics", "2026-11-02");
+    assert_eq!(attempt_states(&daily), vec![(1, "failed")], "{daily:#?}");
+    let st = status(&p, &clock);
+    let text = st.to_string();
+    assert!(text.contains("injected failure"), "{text}");
+    p.drop_db().await;
+}
+
 #[tokio::test]
 async fn catchup_after_downtime_is_bounded_and_never_loads_a_day_twice() {
     let scale = "0.002";

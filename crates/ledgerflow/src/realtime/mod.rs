@@ -34,7 +34,7 @@ use self::follow::{Follower, MinuteRows};
 use crate::catalog::schema::Entity;
 use crate::catalog::speed::SpeedLayer;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::models::{Grain, ModelSpec};
 use crate::sinks::{Checkpoint, Sink, WriteMode, WriteRequest};
 
@@ -88,6 +88,9 @@ pub struct RealtimeSummary {
     pub rows_written: u64,
     pub highest_block: Option<i64>,
     pub resyncs: u64,
+    /// Passes whose write lost to a daily run that read the day later;
+    /// their minutes were recomputed on the next pass.
+    pub superseded: u64,
 }
 
 /// The realtime models of the project.
@@ -154,9 +157,7 @@ pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSumma
     let (mut lp, mut pending) = loop {
         match setup(config, models.clone()).await {
             Ok(started) => break started,
-            Err(e @ (Error::SourceUnavailable { .. } | Error::Serving { .. }))
-                if !opts.exit_when_idle =>
-            {
+            Err(e) if e.retry() == Retry::Transient && !opts.exit_when_idle => {
                 if opts.stop.load(Ordering::SeqCst) {
                     return Ok(RealtimeSummary::default());
                 }
@@ -179,9 +180,11 @@ pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSumma
                     break;
                 }
             }
-            // A source or serving database that is down is waited for; the
-            // pending minutes are kept and written once it is back.
-            Err(e @ (Error::SourceUnavailable { .. } | Error::Serving { .. })) => {
+            // A source or serving database that is down (any transient
+            // failure) is waited for; the pending minutes are kept and
+            // written once it is back. A permanent one (a SQL error, a
+            // constraint violation) ends the loop: waiting cannot fix it.
+            Err(e) if e.retry() == Retry::Transient => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "realtime: waiting");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -273,6 +276,10 @@ impl Loop {
     /// One pass: poll, then commit what changed. Returns whether the poll
     /// found nothing new.
     async fn step(&mut self, pending: &mut BTreeSet<i64>, opts: &RealtimeOptions) -> Result<bool> {
+        // Drawn before this pass reads anything: a daily run of the same
+        // table and day that planned later commits over this pass, never
+        // the other way round.
+        let version = self.sink.next_version().await?;
         let arrivals = self.follower.poll().await?;
         let idle = arrivals.is_empty();
         let resync = arrivals.resync;
@@ -309,7 +316,16 @@ impl Loop {
             // The checkpoint rides on the pass's last write only: a crash
             // before it leaves the previous checkpoint, whose restart
             // recomputes all of this pass again.
-            let committed = self.commit(&minutes, i + 1 == chunks.len()).await?;
+            let committed = match self.commit(&minutes, i + 1 == chunks.len(), version).await {
+                Ok(committed) => committed,
+                // The minutes stay pending and are read again next pass.
+                Err(e @ Error::Superseded { .. }) => {
+                    tracing::info!("realtime: {e}; recomputing");
+                    self.summary.superseded += 1;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             for m in chunk.iter() {
                 pending.remove(m);
             }
@@ -331,7 +347,12 @@ impl Loop {
 
     /// Recomputes `minutes` and writes them, day by day and model by
     /// model; the last write also stores the checkpoint if `checkpoint`.
-    async fn commit(&mut self, minutes: &BTreeSet<i64>, checkpoint: bool) -> Result<Committed> {
+    async fn commit(
+        &mut self,
+        minutes: &BTreeSet<i64>,
+        checkpoint: bool,
+        version: i64,
+    ) -> Result<Committed> {
         let rows = self.follower.read_minutes(minutes).await?;
         let (blocks, transactions) = self.canonical_rows(rows, minutes)?;
         let mut by_day: std::collections::BTreeMap<NaiveDate, Vec<i64>> = Default::default();
@@ -374,6 +395,7 @@ impl Loop {
                         batches: batches.1,
                         run_id: None,
                         checkpoint: (checkpoint && write == writes).then(|| position.clone()),
+                        version: Some(version),
                     })
                     .await?;
             }

@@ -14,7 +14,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::config::{Config, ServingTarget};
 use crate::error::{Error, Result};
-use crate::sinks::postgres::{chain, target_of};
+use crate::sinks::postgres::{chain, target_of, transient};
 
 pub enum Leader {
     Postgres { client: Client, target: String },
@@ -51,6 +51,7 @@ impl Leader {
                 let fail = |e: tokio_postgres::Error| Error::Serving {
                     target: target.clone(),
                     message: format!("scheduler lock: {}", chain(&e)),
+                    transient: transient(&e),
                 };
                 let (client, connection) = pg.connect(NoTls).await.map_err(fail)?;
                 tokio::spawn(connection);
@@ -144,6 +145,7 @@ pub async fn current(config: &Config) -> Result<Option<String>> {
             let fail = |e: tokio_postgres::Error| Error::Serving {
                 target: target.clone(),
                 message: format!("scheduler lock: {}", chain(&e)),
+                transient: transient(&e),
             };
             let (client, connection) = pg.connect(NoTls).await.map_err(fail)?;
             tokio::spawn(connection);

@@ -23,7 +23,7 @@ use super::job::Job;
 use super::leader::Leader;
 use super::store::{Alert, GapRecord, ScheduleStore, Tick, TickState};
 use crate::config::{Config, SchedulerConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::ledger::{owner_is_gone, this_process};
 use crate::runner::{RunOptions, RunStatus, Runner};
 
@@ -538,24 +538,39 @@ async fn run_tick(
                 let done: BTreeSet<String> = reports
                     .iter()
                     .filter(|r| match &r.status {
-                        RunStatus::Success { .. } => true,
-                        RunStatus::Skipped { reason } => !reason.starts_with("upstream"),
-                        RunStatus::Failed { .. } | RunStatus::Unavailable { .. } => false,
+                        // A superseded run's day holds a newer run's output.
+                        RunStatus::Success { .. }
+                        | RunStatus::Skipped { .. }
+                        | RunStatus::Superseded { .. } => true,
+                        RunStatus::Failed { .. }
+                        | RunStatus::Unavailable { .. }
+                        | RunStatus::UpstreamFailed { .. } => false,
                     })
                     .map(|r| r.model.clone())
                     .collect();
-                let first_error = reports.iter().find_map(|r| match &r.status {
-                    RunStatus::Failed { error } | RunStatus::Unavailable { reason: error } => {
-                        Some(format!("{}: {error}", r.model))
+                // A permanent failure anywhere makes the attempt permanent:
+                // retrying would repeat it.
+                let mut first_error = None;
+                for r in &reports {
+                    let found = match &r.status {
+                        RunStatus::Failed { error, retry } => (error, *retry),
+                        RunStatus::Unavailable { reason } => (reason, Retry::Transient),
+                        _ => continue,
+                    };
+                    let error = (format!("{}: {}", r.model, found.0), found.1);
+                    if first_error.is_none() || error.1 == Retry::Permanent {
+                        first_error = Some(error);
                     }
-                    _ => None,
-                });
+                    if found.1 == Retry::Permanent {
+                        break;
+                    }
+                }
                 models.retain(|m| !done.contains(&m.name));
                 first_error
             }
-            Err(e) => Some(e.to_string()),
+            Err(e) => Some((e.to_string(), e.retry())),
         };
-        let Some(error) = error else {
+        let Some((error, retry)) = error else {
             tick.state = TickState::Success;
             tick.finished_at = Some(shared.clock.now());
             tick.error = None;
@@ -564,6 +579,10 @@ async fn run_tick(
             tracing::info!(job = %tick.job, day = %tick.day, attempts = tick.attempts, "tick {} succeeded", tick.tick);
             return TickState::Success;
         };
+        if retry == Retry::Permanent {
+            tracing::error!(job = %tick.job, day = %tick.day, "attempt failed permanently (a retry would repeat it): {error}");
+            return fail_tick(shared, tick, error).await;
+        }
         if tick.attempts > job.config.retries {
             return fail_tick(shared, tick, error).await;
         }

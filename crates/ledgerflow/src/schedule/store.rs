@@ -361,10 +361,7 @@ impl RecordStore for SqliteRecords {
 }
 
 fn sqlite_err(target: &str, context: &str, e: rusqlite::Error) -> Error {
-    Error::Serving {
-        target: target.to_owned(),
-        message: format!("{context}: {e}"),
-    }
+    crate::sinks::sqlite::sqlite_error(target, context, &e)
 }
 
 #[cfg(test)]

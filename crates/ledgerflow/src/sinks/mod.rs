@@ -45,6 +45,10 @@ pub struct Checkpoint {
 /// Table of realtime checkpoints in the serving database.
 pub const CHECKPOINT_TABLE: &str = "ledgerflow_realtime";
 
+/// The committed version of each (table, day): the version of the write
+/// that last replaced or merged rows of it.
+pub const VERSIONS_TABLE: &str = "ledgerflow_versions";
+
 /// One model's output for one day, to be written atomically together with
 /// the ledger row `run_id` being closed as success.
 #[derive(Debug, Clone)]
@@ -65,6 +69,14 @@ pub struct WriteRequest {
     pub run_id: Option<i64>,
     /// Checkpoint stored in the same transaction (realtime).
     pub checkpoint: Option<Checkpoint>,
+    /// From [`Sink::next_version`], taken before the inputs were read. The
+    /// write commits only if no write of (table, day) with a greater
+    /// version has committed (else [`Error::Superseded`], nothing
+    /// written), and stores this one: data read earlier never replaces
+    /// data read later, whatever order two writers commit in.
+    ///
+    /// [`Error::Superseded`]: crate::error::Error::Superseded
+    pub version: Option<i64>,
 }
 
 #[async_trait]
@@ -81,6 +93,11 @@ pub trait Sink: Send + Sync {
     /// success with the number of rows written. Returns that number.
     async fn write(&self, req: WriteRequest) -> Result<u64>;
 
+    /// A number greater than every one handed out before, by any process
+    /// using this database: the version of a write whose inputs are read
+    /// after this call.
+    async fn next_version(&self) -> Result<i64>;
+
     /// Inserts a ledger row; returns its id.
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64>;
 
@@ -94,7 +111,8 @@ pub trait Sink: Send + Sync {
     /// The stored position of a realtime stream, if any.
     async fn checkpoint(&self, stream: &str) -> Result<Option<String>>;
 
-    /// Fingerprint of the latest successful run of (model, day), if any.
+    /// Fingerprint of the latest successful run of (model, day) by commit
+    /// order (its version), if any.
     async fn last_success_fingerprint(&self, model: &str, day: NaiveDate)
         -> Result<Option<String>>;
 }

@@ -25,7 +25,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
 use super::ident::{self, quote, quoted_list};
 use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
-use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE};
+use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE, VERSIONS_TABLE};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
@@ -37,6 +37,8 @@ type BoxError = Box<dyn StdError + Sync + Send>;
 const STAGING: &str = "ledgerflow_staging";
 /// Staging order for upserts: among duplicate keys the last row wins.
 const STAGING_SEQ: &str = "ledgerflow_seq";
+/// The sequence versions are drawn from.
+const VERSION_SEQ: &str = "ledgerflow_version_seq";
 /// PostgreSQL's epoch, 2000-01-01, from 1970-01-01.
 const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -58,11 +60,13 @@ impl PostgresSink {
         let config: Config = url.parse().map_err(|e| Error::Serving {
             target: "PostgreSQL".into(),
             message: format!("invalid connection URL: {}", chain(&e)),
+            transient: false,
         })?;
         let target = target_of(&config);
         ident::validate(schema).map_err(|m| Error::Serving {
             target: target.clone(),
             message: format!("schema {m}"),
+            transient: false,
         })?;
         let client = open(&config, &target).await?;
         Ok(PostgresSink {
@@ -87,14 +91,20 @@ impl PostgresSink {
         format!("{}.{}", quote(&self.schema), quote(name))
     }
 
-    pub(crate) fn fail(&self, context: &str, e: &dyn StdError) -> Error {
-        self.message(format!("{context}: {}", chain(e)))
+    pub(crate) fn fail(&self, context: &str, e: &(dyn StdError + 'static)) -> Error {
+        Error::Serving {
+            target: self.target.clone(),
+            message: format!("{context}: {}", chain(e)),
+            transient: transient(e),
+        }
     }
 
+    /// An error of ours about the data or the ledger, not the server's.
     fn message(&self, message: String) -> Error {
         Error::Serving {
             target: self.target.clone(),
             message,
+            transient: false,
         }
     }
 
@@ -106,6 +116,51 @@ impl PostgresSink {
         )
         .await
         .map_err(|e| self.fail(&format!("locking {key}"), &e))?;
+        Ok(())
+    }
+
+    /// Records `version` as (table, day)'s, unless a greater one has
+    /// committed: then the write is superseded. Called under the table's
+    /// write lock, so the check and the claim cannot interleave with
+    /// another writer's.
+    async fn claim_version(
+        &self,
+        tx: &Transaction<'_>,
+        req: &WriteRequest,
+        version: i64,
+    ) -> Result<()> {
+        let versions = self.table(VERSIONS_TABLE);
+        let fail = |e: tokio_postgres::Error| {
+            self.fail(
+                &format!("checking the version of {} for {}", req.table, req.day),
+                &e,
+            )
+        };
+        let stored: Option<i64> = tx
+            .query_opt(
+                &format!("SELECT version FROM {versions} WHERE tbl = $1 AND day = $2"),
+                &[&req.table, &req.day],
+            )
+            .await
+            .map_err(fail)?
+            .map(|r| r.get(0));
+        if let Some(by) = stored.filter(|&s| s > version) {
+            return Err(Error::Superseded {
+                table: req.table.clone(),
+                day: req.day,
+                version,
+                by,
+            });
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {versions} (tbl, day, version) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tbl, day) DO UPDATE SET version = excluded.version"
+            ),
+            &[&req.table, &req.day, &version],
+        )
+        .await
+        .map_err(fail)?;
         Ok(())
     }
 
@@ -230,6 +285,7 @@ async fn open(config: &Config, target: &str) -> Result<Client> {
     let (client, connection) = config.connect(NoTls).await.map_err(|e| Error::Serving {
         target: target.to_owned(),
         message: format!("cannot connect: {}", chain(&e)),
+        transient: transient(&e),
     })?;
     let target = target.to_owned();
     tokio::spawn(async move {
@@ -268,6 +324,32 @@ pub(crate) fn target_of(config: &Config) -> String {
         .or(config.get_user())
         .unwrap_or("postgres");
     format!("{}/{db}", hosts.join(","))
+}
+
+/// Whether a PostgreSQL failure is the connection's or the server's state
+/// (a retry may succeed) rather than the statement's or the data's: by
+/// SQLSTATE class when the server answered (08 connection, 40 rollback:
+/// serialization or deadlock, 53 resources, 57 operator intervention: shut
+/// down or cancelled, 58 system I/O, 55P03 lock not available), else
+/// whether the connection closed or an I/O error lies beneath.
+pub(crate) fn transient(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+            if let Some(code) = pg.code() {
+                let code = code.code();
+                return ["08", "40", "53", "57", "58"].contains(&&code[..2]) || code == "55P03";
+            }
+            if pg.is_closed() {
+                return true;
+            }
+        }
+        if err.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// tokio-postgres errors say only "db error"; the server's message is in the
@@ -653,9 +735,19 @@ impl Sink for PostgresSink {
                 stream text PRIMARY KEY,
                 position text NOT NULL,
                 updated_at timestamptz NOT NULL
-            );",
+            );
+            ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS version bigint;
+            CREATE TABLE IF NOT EXISTS {} (
+                tbl text NOT NULL,
+                day date NOT NULL,
+                version bigint NOT NULL,
+                PRIMARY KEY (tbl, day)
+            );
+            CREATE SEQUENCE IF NOT EXISTS {};",
             quote(&format!("{}_model_day", ledger::TABLE)),
             self.table(CHECKPOINT_TABLE),
+            self.table(VERSIONS_TABLE),
+            self.table(VERSION_SEQ),
         ))
         .await
         .map_err(fail)?;
@@ -665,7 +757,8 @@ impl Sink for PostgresSink {
     async fn write(&self, req: WriteRequest) -> Result<u64> {
         values::validate_request(&req)?;
         let context = format!("writing {}.{} for {}", self.schema, req.table, req.day);
-        let fail = |step: &str, e: &dyn StdError| self.fail(&format!("{context}: {step}"), e);
+        let fail =
+            |step: &str, e: &(dyn StdError + 'static)| self.fail(&format!("{context}: {step}"), e);
         let table = self.table(&req.table);
         let fields = req.schema.fields();
         let columns = quoted_list(fields.iter().map(|f| f.name()));
@@ -680,6 +773,9 @@ impl Sink for PostgresSink {
         // share locks on it (from CREATE TABLE .. LIKE) would deadlock on.
         self.lock(&tx, &format!("write {}.{}", self.schema, req.table))
             .await?;
+        if let Some(version) = req.version {
+            self.claim_version(&tx, &req, version).await?;
+        }
 
         // The swap's index order: the table's own, which a table created
         // before the day column went last still has.
@@ -815,11 +911,11 @@ impl Sink for PostgresSink {
         if let Some(run_id) = req.run_id {
             let close = format!(
                 "UPDATE {} SET state = 'success', rows_written = $1, finished_at = now(), \
-                 error = NULL WHERE id = $2",
+                 error = NULL, version = $3 WHERE id = $2",
                 self.table(ledger::TABLE)
             );
             let closed = tx
-                .execute(&close, &[&(written as i64), &run_id])
+                .execute(&close, &[&(written as i64), &run_id, &req.version])
                 .await
                 .map_err(|e| fail("closing the ledger row", &e))?;
             if closed != 1 {
@@ -840,6 +936,19 @@ impl Sink for PostgresSink {
         failpoint::hit("before_commit", &req.table).await;
         tx.commit().await.map_err(|e| fail("COMMIT", &e))?;
         Ok(written)
+    }
+
+    async fn next_version(&self) -> Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT nextval($1::text::regclass)",
+                &[&self.table(VERSION_SEQ)],
+            )
+            .await
+            .map_err(|e| self.fail("drawing a write version", &e))?;
+        Ok(row.get(0))
     }
 
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64> {
@@ -971,7 +1080,7 @@ impl Sink for PostgresSink {
     ) -> Result<Option<String>> {
         let sql = format!(
             "SELECT fingerprint FROM {} WHERE model = $1 AND day = $2 AND state = 'success' \
-             ORDER BY id DESC LIMIT 1",
+             ORDER BY version DESC NULLS LAST, id DESC LIMIT 1",
             self.table(ledger::TABLE)
         );
         let row = self
@@ -1293,6 +1402,13 @@ mod tests {
         assert_eq!(row.get::<_, i64>(1), n);
         assert_eq!(row.get::<_, String>(2), (i128::from(n) << 70).to_string());
         assert_eq!(row.get::<_, String>(3), format!("0x{:0>64}", 19_999));
+        cleanup(sink).await;
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one() {
+        let sink = fresh().await;
+        suite::an_older_version_never_replaces_a_newer_one(&sink, &sink).await;
         cleanup(sink).await;
     }
 

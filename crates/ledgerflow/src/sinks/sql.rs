@@ -17,7 +17,7 @@ pub const LEDGER_COLUMNS: &str = "id, model, day, state, attempt, \"trigger\", s
 pub fn is_finished(state: RunState) -> bool {
     matches!(
         state,
-        RunState::Success | RunState::Failed | RunState::Skipped
+        RunState::Success | RunState::Failed | RunState::Skipped | RunState::Superseded
     )
 }
 

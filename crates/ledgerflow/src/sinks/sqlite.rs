@@ -19,13 +19,15 @@ use rusqlite::{
 use super::ident::{quote, quoted_list};
 use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
-use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE};
+use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE, VERSIONS_TABLE};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
 
 /// Temporary table for upserts, dropped before COMMIT.
 const STAGING: &str = "ledgerflow_staging";
+/// One row counting the versions handed out.
+const VERSION_SEQ: &str = "ledgerflow_version_seq";
 
 pub struct SqliteSink {
     path: PathBuf,
@@ -78,10 +80,29 @@ impl SqliteSink {
     }
 }
 
+/// An error about the statement or the data (a retry repeats it).
 fn serving(target: &str, message: String) -> Error {
     Error::Serving {
         target: target.to_owned(),
         message,
+        transient: false,
+    }
+}
+
+/// `context: e`, transient when the database was busy or locked past the
+/// busy timeout, or its disk failed or filled.
+pub(crate) fn sqlite_error(target: &str, context: &str, e: &rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode as C;
+    let transient = e.sqlite_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            C::DatabaseBusy | C::DatabaseLocked | C::SystemIoFailure | C::DiskFull
+        )
+    });
+    Error::Serving {
+        target: target.to_owned(),
+        message: format!("{context}: {e}"),
+        transient,
     }
 }
 
@@ -166,7 +187,8 @@ fn ensure_table(conn: &Connection, target: &str, req: &WriteRequest) -> Result<(
 fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64> {
     values::validate_request(req)?;
     let context = format!("writing {} for {}", req.table, req.day);
-    let fail = |step: &str, e: rusqlite::Error| serving(target, format!("{context}: {step}: {e}"));
+    let fail =
+        |step: &str, e: rusqlite::Error| sqlite_error(target, &format!("{context}: {step}"), &e);
     ensure_table(conn, target, req)?;
 
     let table = quote(&req.table);
@@ -175,6 +197,19 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| fail("BEGIN", e))?;
+    // BEGIN IMMEDIATE holds the database's write lock: no other writer can
+    // commit between this check and this transaction's commit.
+    if let Some(version) = req.version {
+        claim_version(&tx, req, version).map_err(|e| match e {
+            VersionError::Sql(e) => fail("checking the version", e),
+            VersionError::Superseded(by) => Error::Superseded {
+                table: req.table.clone(),
+                day: req.day,
+                version,
+                by,
+            },
+        })?;
+    }
     let into = match &req.mode {
         WriteMode::ReplaceDay { column } => {
             let delete = format!("DELETE FROM {table} WHERE {} = ?1", quote(column));
@@ -256,12 +291,15 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
 
     if let Some(run_id) = req.run_id {
         let close = format!(
-            "UPDATE {} SET state = 'success', rows_written = ?1, finished_at = ?2, error = NULL \
-             WHERE id = ?3",
+            "UPDATE {} SET state = 'success', rows_written = ?1, finished_at = ?2, error = NULL, \
+             version = ?4 WHERE id = ?3",
             quote(ledger::TABLE)
         );
         let closed = tx
-            .execute(&close, params![written as i64, now_text(), run_id])
+            .execute(
+                &close,
+                params![written as i64, now_text(), run_id, req.version],
+            )
             .map_err(|e| fail("closing the ledger row", e))?;
         if closed != 1 {
             return Err(serving(
@@ -285,6 +323,42 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
     failpoint::hit_blocking("before_commit", &req.table);
     tx.commit().map_err(|e| fail("COMMIT", e))?;
     Ok(written)
+}
+
+enum VersionError {
+    Sql(rusqlite::Error),
+    /// A greater version has committed.
+    Superseded(i64),
+}
+
+/// Records `version` as (table, day)'s, unless a greater one has committed.
+fn claim_version(
+    tx: &rusqlite::Transaction<'_>,
+    req: &WriteRequest,
+    version: i64,
+) -> std::result::Result<(), VersionError> {
+    let versions = quote(VERSIONS_TABLE);
+    let day = req.day.to_string();
+    let stored: Option<i64> = tx
+        .query_row(
+            &format!("SELECT version FROM {versions} WHERE tbl = ?1 AND day = ?2"),
+            params![req.table, day],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(VersionError::Sql)?;
+    if let Some(by) = stored.filter(|&s| s > version) {
+        return Err(VersionError::Superseded(by));
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {versions} (tbl, day, version) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (tbl, day) DO UPDATE SET version = excluded.version"
+        ),
+        params![req.table, day, version],
+    )
+    .map_err(VersionError::Sql)?;
+    Ok(())
 }
 
 fn record(row: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
@@ -349,12 +423,41 @@ impl Sink for SqliteSink {
                     stream TEXT PRIMARY KEY,
                     position TEXT NOT NULL,
                     updated_at TEXT NOT NULL
-                );",
+                );
+                CREATE TABLE IF NOT EXISTS {3} (
+                    tbl TEXT NOT NULL,
+                    day TEXT NOT NULL,
+                    version INTEGER NOT NULL,
+                    PRIMARY KEY (tbl, day)
+                );
+                CREATE TABLE IF NOT EXISTS {4} (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+                INSERT OR IGNORE INTO {4} (id, n) VALUES (1, 0);",
                 quote(ledger::TABLE),
                 quote(&format!("{}_model_day", ledger::TABLE)),
                 quote(CHECKPOINT_TABLE),
+                quote(VERSIONS_TABLE),
+                quote(VERSION_SEQ),
             ))
-            .map_err(|e| serving(target, format!("creating {}: {e}", ledger::TABLE)))
+            .map_err(|e| serving(target, format!("creating {}: {e}", ledger::TABLE)))?;
+            // Ledgers made before versions existed gain the column.
+            let has_version: bool = conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) > 0 FROM pragma_table_info('{}') WHERE name = 'version'",
+                        ledger::TABLE
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|e| serving(target, format!("reading {}: {e}", ledger::TABLE)))?;
+            if !has_version {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {} ADD COLUMN version INTEGER",
+                    quote(ledger::TABLE)
+                ))
+                .map_err(|e| serving(target, format!("upgrading {}: {e}", ledger::TABLE)))?;
+            }
+            Ok(())
         })
         .await
     }
@@ -362,6 +465,23 @@ impl Sink for SqliteSink {
     async fn write(&self, req: WriteRequest) -> Result<u64> {
         self.run(move |conn, target| write(conn, target, &req))
             .await
+    }
+
+    async fn next_version(&self) -> Result<i64> {
+        self.run(|conn, target| {
+            let fail =
+                |e: rusqlite::Error| serving(target, format!("drawing a write version: {e}"));
+            conn.query_row(
+                &format!(
+                    "UPDATE {} SET n = n + 1 WHERE id = 1 RETURNING n",
+                    quote(VERSION_SEQ)
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(fail)
+        })
+        .await
     }
 
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64> {
@@ -500,7 +620,7 @@ impl Sink for SqliteSink {
         self.run(move |conn, target| {
             let sql = format!(
                 "SELECT fingerprint FROM {} WHERE model = ?1 AND day = ?2 AND state = 'success' \
-                 ORDER BY id DESC LIMIT 1",
+                 ORDER BY version DESC NULLS LAST, id DESC LIMIT 1",
                 quote(ledger::TABLE)
             );
             conn.query_row(&sql, params![model, day.to_string()], |r| {
@@ -620,6 +740,12 @@ mod tests {
         assert_eq!(types[0], ("day".into(), "TEXT".into(), true, 1));
         assert_eq!(types[1], ("address".into(), "TEXT".into(), true, 2));
         assert_eq!(types[6], ("v".into(), "TEXT".into(), false, 0));
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_one() {
+        let (_dir, sink) = fresh().await;
+        suite::an_older_version_never_replaces_a_newer_one(&sink, &sink).await;
     }
 
     #[tokio::test]

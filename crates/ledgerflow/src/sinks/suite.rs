@@ -117,6 +117,7 @@ pub(crate) fn upsert(table: &str, rows: &[(i64, i64, Option<i128>)], run_id: i64
         batches: vec![RecordBatch::try_new(schema, columns).unwrap()],
         run_id: Some(run_id),
         checkpoint: None,
+        version: None,
     }
 }
 
@@ -197,6 +198,7 @@ pub(crate) async fn upsert_dedupes_keys_and_the_last_row_wins(sink: &dyn Sink, d
             batches: vec![batch.clone()],
             run_id: Some(id),
             checkpoint: None,
+            version: None,
         };
         assert_eq!(sink.write(req).await.unwrap(), expected);
     }
@@ -357,4 +359,67 @@ pub(crate) async fn ledger_records_runs(sink: &dyn Sink, other: &dyn Sink) {
             .unwrap(),
         None
     );
+}
+
+/// Versions: a write whose version is below the committed one is refused
+/// (superseded) and changes nothing, its ledger row stays open; an equal
+/// or greater one commits; the last success is the one with the greatest
+/// version, whatever the ids.
+pub(crate) async fn an_older_version_never_replaces_a_newer_one(sink: &dyn Sink, db: &dyn Reader) {
+    let old_rows: Vec<Row> = vec![(Some("0xaa"), 1, 1)];
+    let new_rows: Vec<Row> = vec![(Some("0xbb"), 2, 2)];
+    let write = |d: NaiveDate, rows: &[Row], id: i64, version: i64| {
+        let mut req = fixtures::replace("versioned", d, vec![fixtures::activity(d, rows)], id);
+        req.version = Some(version);
+        req
+    };
+    for (d, newer_first) in [(day(3), false), (day(4), true)] {
+        let older = sink.next_version().await.unwrap();
+        let newer = sink.next_version().await.unwrap();
+        assert!(newer > older);
+        // The run holding the newer version got its ledger row first.
+        let newer_id = run(sink, "versioned", d).await;
+        let older_id = run(sink, "versioned", d).await;
+        for (id, fp) in [(newer_id, "newer"), (older_id, "older")] {
+            let running = RunOutcome {
+                fingerprint: Some(fp.into()),
+                ..RunOutcome::new(RunState::Running)
+            };
+            sink.ledger_update(id, &running).await.unwrap();
+        }
+        if newer_first {
+            sink.write(write(d, &new_rows, newer_id, newer))
+                .await
+                .unwrap();
+            let err = sink
+                .write(write(d, &old_rows, older_id, older))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Superseded { version, by, .. } if version == older && by == newer),
+                "{err}"
+            );
+            assert_eq!(state(sink, older_id).await.state, RunState::Running);
+            // The same version again (a realtime pass writing in chunks)
+            // commits.
+            let again = run(sink, "versioned", d).await;
+            let running = RunOutcome {
+                fingerprint: Some("newer".into()),
+                ..RunOutcome::new(RunState::Running)
+            };
+            sink.ledger_update(again, &running).await.unwrap();
+            sink.write(write(d, &new_rows, again, newer)).await.unwrap();
+        } else {
+            sink.write(write(d, &old_rows, older_id, older))
+                .await
+                .unwrap();
+            sink.write(write(d, &new_rows, newer_id, newer))
+                .await
+                .unwrap();
+        }
+        assert_eq!(db.day_rows("versioned", d).await, expect(&new_rows), "{d}");
+        // By id the older run is the latest; by version, the newer.
+        let last = sink.last_success_fingerprint("versioned", d).await.unwrap();
+        assert_eq!(last.as_deref(), Some("newer"), "{d}");
+    }
 }

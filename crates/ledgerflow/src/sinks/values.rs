@@ -522,6 +522,7 @@ pub(crate) mod fixtures {
             batches,
             run_id: Some(run_id),
             checkpoint: None,
+            version: None,
         }
     }
 
