@@ -30,6 +30,9 @@ pub struct Config {
     /// Query engine limits.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// The run ledger.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
     /// The long-running scheduler (`ledgerflow schedule`).
     #[serde(default)]
     pub scheduler: SchedulerConfig,
@@ -176,6 +179,29 @@ pub struct ServingConfig {
     /// PostgreSQL schema for metric tables and the ledger. Default: `public`.
     #[serde(default = "default_schema")]
     pub schema: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// How long an open (pending or running) ledger row lives without a
+    /// heartbeat; its process renews it every third of this. Any
+    /// invocation, on any host, closes rows past it as failed (abandoned).
+    /// Default: 1m.
+    #[serde(default = "default_ledger_lease", with = "humantime_serde")]
+    pub lease: std::time::Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            lease: default_ledger_lease(),
+        }
+    }
+}
+
+fn default_ledger_lease() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -529,6 +555,12 @@ impl Config {
         }
         if self.batch.rows_per_file == 0 {
             return Err(self.invalid("batch.rows_per_file", "must be at least 1"));
+        }
+        if self.ledger.lease < std::time::Duration::from_secs(1) {
+            return Err(self.invalid("ledger.lease", "must be at least 1s"));
+        }
+        if self.speed.finality_blocks < 0 {
+            return Err(self.invalid("speed.finality_blocks", "must be 0 or more"));
         }
         self.batch_root()?;
         if let SpeedTarget::Mongo { .. } = self.speed_target()? {

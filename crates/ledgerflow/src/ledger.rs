@@ -120,9 +120,23 @@ pub struct RunFilter {
     pub limit: Option<i64>,
 }
 
-/// `host:pid` of this process.
+/// Who runs a ledger row: `host:pid:start:boot:pidns`. The process start
+/// time (clock ticks since boot) tells a reused PID from the original; the
+/// boot id and PID namespace tell whether this host can check the PID at
+/// all (another machine or container with the same hostname cannot be).
 pub fn this_process() -> String {
-    format!("{}:{}", hostname(), std::process::id())
+    static ME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ME.get_or_init(|| {
+        let pid = std::process::id();
+        format!(
+            "{}:{pid}:{}:{}:{}",
+            hostname(),
+            start_ticks(&pid.to_string()).unwrap_or(0),
+            boot_id(),
+            pid_namespace()
+        )
+    })
+    .clone()
 }
 
 fn hostname() -> String {
@@ -133,21 +147,62 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Whether `owner` names a process on this host that no longer exists. A
-/// process elsewhere cannot be checked from here and counts as alive.
+/// The first 8 hex digits of this boot's id.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().replace('-', "").chars().take(8).collect())
+        .unwrap_or_else(|_| "0".into())
+}
+
+/// The inode of this process's PID namespace.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("pid:[")?
+                .strip_suffix(']')
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "0".into())
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields resume after ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `owner` names a process that this host can see is gone: same
+/// host, boot and PID namespace, and no process with that PID and start
+/// time. A process elsewhere cannot be checked from here and counts as
+/// alive (its heartbeat decides, see [`crate::runner::Runner::close_abandoned`]).
+/// Rows written before owners carried a start time (`host:pid`) are judged
+/// by PID alone.
 pub fn owner_is_gone(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else {
+    let parts: Vec<&str> = owner.split(':').collect();
+    let (host, pid, identity) = match parts.as_slice() {
+        [host, pid] => (*host, *pid, None),
+        [host, pid, start, boot, ns] => (*host, *pid, Some((*start, *boot, *ns))),
+        _ => return false,
+    };
+    let Ok(pid_n) = pid.parse::<libc::pid_t>() else {
         return false;
     };
-    let Ok(pid) = pid.parse::<libc::pid_t>() else {
+    if host != hostname() || pid_n <= 0 {
         return false;
-    };
-    if host != hostname() || pid <= 0 {
-        return false;
+    }
+    if let Some((start, boot, ns)) = identity {
+        if boot != boot_id() || ns != pid_namespace() {
+            return false;
+        }
+        return start_ticks(pid).map(|t| t.to_string()).as_deref() != Some(start);
     }
     // Signal 0 checks existence; EPERM means it exists under another user.
     // SAFETY: kill with signal 0 sends nothing.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
+    let alive = unsafe { libc::kill(pid_n, 0) } == 0
         || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
 }
@@ -158,12 +213,31 @@ mod tests {
 
     #[test]
     fn a_dead_local_process_is_gone_a_live_or_remote_one_is_not() {
-        assert!(!owner_is_gone(&this_process()));
+        let me = this_process();
+        assert!(!owner_is_gone(&me));
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
+        // Old `host:pid` rows.
         assert!(owner_is_gone(&format!("{}:{pid}", hostname())));
         assert!(!owner_is_gone(&format!("some-other-host:{pid}")));
         assert!(!owner_is_gone("garbage"));
+        let parts: Vec<&str> = me.split(':').collect();
+        let with = |i: usize, v: &str| {
+            let mut p = parts.clone();
+            p[i] = v;
+            p.join(":")
+        };
+        // A dead PID on this host, boot and namespace is gone.
+        assert!(owner_is_gone(&with(1, &pid.to_string())));
+        // This PID with another start time: the PID was reused.
+        assert!(owner_is_gone(&with(2, "1")));
+        // Another boot or PID namespace (another machine or container with
+        // this hostname): cannot be judged from here.
+        assert!(!owner_is_gone(&with(3, "deadbeef")));
+        assert!(!owner_is_gone(&with(4, "1")));
+        assert!(!owner_is_gone(
+            &with(1, &pid.to_string()).replace(parts[0], "elsewhere")
+        ));
     }
 }

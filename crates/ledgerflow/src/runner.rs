@@ -21,6 +21,15 @@ use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
 use crate::sinks::{self, Sink, WriteMode, WriteRequest};
 
+/// Stops the heartbeat task when dropped.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One model's run within a day's: what it shares with the day's other
 /// models, and its own ledger row.
 struct Run<'a> {
@@ -161,18 +170,43 @@ impl Runner {
         Ok(closed)
     }
 
-    /// Marks `pending`/`running` rows whose process on this host is gone as
-    /// failed (abandoned): a killed run never stays "running" in the ledger,
-    /// and its (model, day) is due again (its fingerprint never succeeded).
+    /// Marks `pending`/`running` rows as failed (abandoned) when their
+    /// process on this host is gone, or, on any host, when their heartbeat
+    /// is older than `ledger.lease`: a killed run never stays "running" in
+    /// the ledger, and its (model, day) is due again (its fingerprint never
+    /// succeeded).
     pub async fn close_abandoned(&self) -> Result<usize> {
+        let lease = self.config.ledger.lease;
+        let expired: BTreeSet<i64> = self.sink.ledger_expired(lease).await?.into_iter().collect();
         self.close_open(|run| {
-            let owner = run
-                .owner
-                .as_deref()
-                .filter(|o| crate::ledger::owner_is_gone(o))?;
-            Some(format!("abandoned: process {owner} is gone"))
+            let owner = run.owner.as_deref().unwrap_or("unknown");
+            if crate::ledger::owner_is_gone(owner) {
+                Some(format!("abandoned: process {owner} is gone"))
+            } else if expired.contains(&run.id) {
+                Some(format!(
+                    "abandoned: no heartbeat from {owner} for longer than ledger.lease ({})",
+                    humantime::format_duration(lease)
+                ))
+            } else {
+                None
+            }
         })
         .await
+    }
+
+    /// Renews the heartbeat of `ids` every third of `ledger.lease` until
+    /// the returned guard is dropped.
+    fn heartbeat(&self, ids: Vec<i64>) -> Heartbeat {
+        let sink = Arc::clone(&self.sink);
+        let every = self.config.ledger.lease / 3;
+        Heartbeat(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = sink.ledger_heartbeat(&ids).await {
+                    tracing::warn!("cannot renew the runs' heartbeat: {e}");
+                }
+            }
+        }))
     }
 
     /// Closes this process's own `pending`/`running` rows as failed with
@@ -297,6 +331,7 @@ impl Runner {
                     .await?,
             );
         }
+        let _heartbeat = self.heartbeat(ids.clone());
         // Models run in waves: a wave holds the models whose upstreams in
         // this run are done; within a wave at most `engine.parallel_models`
         // run at once (query and write). Measured on 2 cores, overlapping a

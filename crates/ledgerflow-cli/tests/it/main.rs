@@ -8,6 +8,7 @@ mod chain;
 mod compact;
 mod idempotency;
 mod ingest;
+mod ledger;
 mod models;
 mod mongo;
 mod races;

@@ -105,6 +105,15 @@ pub trait Sink: Send + Sync {
     /// (and started_at when it moves to running).
     async fn ledger_update(&self, id: i64, outcome: &RunOutcome) -> Result<()>;
 
+    /// Renews the heartbeat of the rows `ids` that are still open
+    /// (pending or running), by the database's clock.
+    async fn ledger_heartbeat(&self, ids: &[i64]) -> Result<()>;
+
+    /// Open rows whose heartbeat is older than `lease` by the database's
+    /// clock (so hosts with skewed clocks agree): their process stopped
+    /// renewing it, wherever it ran.
+    async fn ledger_expired(&self, lease: std::time::Duration) -> Result<Vec<i64>>;
+
     /// Newest first.
     async fn ledger_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
 

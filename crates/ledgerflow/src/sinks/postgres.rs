@@ -737,6 +737,7 @@ impl Sink for PostgresSink {
                 updated_at timestamptz NOT NULL
             );
             ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS version bigint;
+            ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
             CREATE TABLE IF NOT EXISTS {} (
                 tbl text NOT NULL,
                 day date NOT NULL,
@@ -954,8 +955,8 @@ impl Sink for PostgresSink {
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64> {
         let sql = format!(
             "INSERT INTO {} (model, day, state, attempt, \"trigger\", started_at, finished_at, \
-             fingerprint, source_layers, error, owner) VALUES ($1, $2, $3, $4, $5, \
-             CASE WHEN $6 THEN now() END, CASE WHEN $7 THEN now() END, $8, $9, $10, $11) \
+             fingerprint, source_layers, error, owner, heartbeat_at) VALUES ($1, $2, $3, $4, $5, \
+             CASE WHEN $6 THEN now() END, CASE WHEN $7 THEN now() END, $8, $9, $10, $11, now()) \
              RETURNING id",
             self.table(ledger::TABLE)
         );
@@ -993,7 +994,8 @@ impl Sink for PostgresSink {
             "UPDATE {} SET state = $2, rows_written = $3, error = $4, \
              finished_at = CASE WHEN $5 THEN now() ELSE finished_at END, \
              started_at = CASE WHEN $6 THEN coalesce(started_at, now()) ELSE started_at END, \
-             fingerprint = coalesce($7, fingerprint), source_layers = coalesce($8, source_layers) \
+             fingerprint = coalesce($7, fingerprint), source_layers = coalesce($8, source_layers), \
+             heartbeat_at = now() \
              WHERE id = $1 AND state IN ('pending', 'running')",
             self.table(ledger::TABLE)
         );
@@ -1030,6 +1032,35 @@ impl Sink for PostgresSink {
             }
         }
         Ok(())
+    }
+
+    async fn ledger_heartbeat(&self, ids: &[i64]) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET heartbeat_at = now() \
+             WHERE id = ANY($1) AND state IN ('pending', 'running')",
+            self.table(ledger::TABLE)
+        );
+        self.client()
+            .await?
+            .execute(&sql, &[&ids])
+            .await
+            .map_err(|e| self.fail("renewing the runs' heartbeat", &e))?;
+        Ok(())
+    }
+
+    async fn ledger_expired(&self, lease: std::time::Duration) -> Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE state IN ('pending', 'running') \
+             AND heartbeat_at < now() - make_interval(secs => $1) ORDER BY id",
+            self.table(ledger::TABLE)
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(&sql, &[&lease.as_secs_f64()])
+            .await
+            .map_err(|e| self.fail("listing expired runs", &e))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn ledger_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {

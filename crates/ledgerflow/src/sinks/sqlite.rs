@@ -439,23 +439,25 @@ impl Sink for SqliteSink {
                 quote(VERSION_SEQ),
             ))
             .map_err(|e| serving(target, format!("creating {}: {e}", ledger::TABLE)))?;
-            // Ledgers made before versions existed gain the column.
-            let has_version: bool = conn
-                .query_row(
-                    &format!(
-                        "SELECT count(*) > 0 FROM pragma_table_info('{}') WHERE name = 'version'",
-                        ledger::TABLE
-                    ),
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(|e| serving(target, format!("reading {}: {e}", ledger::TABLE)))?;
-            if !has_version {
-                conn.execute_batch(&format!(
-                    "ALTER TABLE {} ADD COLUMN version INTEGER",
-                    quote(ledger::TABLE)
-                ))
-                .map_err(|e| serving(target, format!("upgrading {}: {e}", ledger::TABLE)))?;
+            // Ledgers made before these columns existed gain them.
+            for (column, ty) in [("version", "INTEGER"), ("heartbeat_at", "TEXT")] {
+                let has: bool = conn
+                    .query_row(
+                        &format!(
+                            "SELECT count(*) > 0 FROM pragma_table_info('{}') WHERE name = ?1",
+                            ledger::TABLE
+                        ),
+                        [column],
+                        |r| r.get(0),
+                    )
+                    .map_err(|e| serving(target, format!("reading {}: {e}", ledger::TABLE)))?;
+                if !has {
+                    conn.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {column} {ty}",
+                        quote(ledger::TABLE)
+                    ))
+                    .map_err(|e| serving(target, format!("upgrading {}: {e}", ledger::TABLE)))?;
+                }
             }
             Ok(())
         })
@@ -490,8 +492,8 @@ impl Sink for SqliteSink {
             let now = now_text();
             let sql = format!(
                 "INSERT INTO {} (model, day, state, attempt, \"trigger\", started_at, finished_at, \
-                 fingerprint, source_layers, error, owner) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 fingerprint, source_layers, error, owner, heartbeat_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 quote(ledger::TABLE)
             );
             conn.execute(
@@ -508,6 +510,7 @@ impl Sink for SqliteSink {
                     run.source_layers,
                     run.error,
                     run.owner,
+                    now,
                 ],
             )
             .map_err(|e| {
@@ -528,7 +531,8 @@ impl Sink for SqliteSink {
             let sql = format!(
                 "UPDATE {} SET state = ?2, rows_written = ?3, error = ?4, \
                  finished_at = coalesce(?5, finished_at), started_at = coalesce(started_at, ?6), \
-                 fingerprint = coalesce(?7, fingerprint), source_layers = coalesce(?8, source_layers) \
+                 fingerprint = coalesce(?7, fingerprint), source_layers = coalesce(?8, source_layers), \
+                 heartbeat_at = ?9 \
                  WHERE id = ?1 AND state IN ('pending', 'running')",
                 quote(ledger::TABLE)
             );
@@ -544,6 +548,7 @@ impl Sink for SqliteSink {
                         (outcome.state == RunState::Running).then_some(&now),
                         outcome.fingerprint,
                         outcome.source_layers,
+                        now,
                     ],
                 )
                 .map_err(|e| serving(target, format!("updating ledger row {id}: {e}")))?;
@@ -561,6 +566,49 @@ impl Sink for SqliteSink {
                 }
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn ledger_heartbeat(&self, ids: &[i64]) -> Result<()> {
+        let ids = ids.to_vec();
+        self.run(move |conn, target| {
+            let sql = format!(
+                "UPDATE {} SET heartbeat_at = ?1 WHERE id = ?2 AND state IN ('pending', 'running')",
+                quote(ledger::TABLE)
+            );
+            let now = now_text();
+            let tx = conn
+                .transaction()
+                .map_err(|e| sqlite_error(target, "renewing the runs' heartbeat", &e))?;
+            for id in ids {
+                tx.execute(&sql, params![now, id])
+                    .map_err(|e| sqlite_error(target, "renewing the runs' heartbeat", &e))?;
+            }
+            tx.commit()
+                .map_err(|e| sqlite_error(target, "renewing the runs' heartbeat", &e))
+        })
+        .await
+    }
+
+    async fn ledger_expired(&self, lease: Duration) -> Result<Vec<i64>> {
+        self.run(move |conn, target| {
+            let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+            let cutoff = values::timestamp_text((Utc::now() - lease).timestamp_micros())
+                .map_err(|m| serving(target, m))?;
+            let sql = format!(
+                "SELECT id FROM {} WHERE state IN ('pending', 'running') AND heartbeat_at < ?1 \
+                 ORDER BY id",
+                quote(ledger::TABLE)
+            );
+            let fail = |e: rusqlite::Error| sqlite_error(target, "listing expired runs", &e);
+            let mut stmt = conn.prepare(&sql).map_err(fail)?;
+            let ids = stmt
+                .query_map([cutoff], |r| r.get(0))
+                .map_err(fail)?
+                .collect::<rusqlite::Result<Vec<i64>>>()
+                .map_err(fail)?;
+            Ok(ids)
         })
         .await
     }
