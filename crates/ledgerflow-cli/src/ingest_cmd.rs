@@ -99,11 +99,23 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
     print(&report, args.json);
     if !args.dry_run {
         // The data and manifest are committed already; a ledger that
-        // cannot be written is reported, not a failed ingest.
+        // cannot be written is reported, not a failed ingest (the next
+        // ingest records what this one could not).
         let trigger = if args.retry_failed { "retry" } else { "ingest" };
+        let root = config.batch_root()?;
         let recorded = async {
             let sink = ledgerflow::sinks::open(&config).await?;
-            ingest::steps::record(sink.as_ref(), &report, trigger).await
+            let this_run: Vec<String> = report.archives.iter().map(|a| a.name.clone()).collect();
+            let earlier =
+                ingest::steps::reconcile(sink.as_ref(), &root, config.ledger.lease, &this_run)
+                    .await?;
+            if earlier > 0 {
+                eprintln!(
+                    "recorded the steps of {earlier} earlier load(s) missing from the run ledger"
+                );
+            }
+            ledgerflow::failpoint::hit("ingest_before_ledger", "").await;
+            ingest::steps::record(sink.as_ref(), &report, trigger, &root).await
         };
         if let Err(e) = recorded.await {
             eprintln!("warning: could not record the ingest steps in the run ledger: {e}");

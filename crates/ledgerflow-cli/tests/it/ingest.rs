@@ -284,6 +284,65 @@ async fn sigkill_mid_merge_commits_nothing_partial_and_the_rerun_completes() {
     );
 }
 
+/// Killed after its data and manifest committed, before the run ledger:
+/// the next ingest (once the record has settled for `ledger.lease`) writes
+/// the missing steps from the manifest, once.
+#[tokio::test]
+async fn a_load_that_never_reached_the_ledger_is_recorded_by_the_next_ingest() {
+    let p = project(Serving::Sqlite).await;
+    let path = p.config_path();
+    let text = std::fs::read_to_string(&path).unwrap() + "\n[ledger]\nlease = \"1s\"\n";
+    std::fs::write(&path, text).unwrap();
+    let dir = dumps(&p, "2026-11-01", "300");
+    let a0 = dir
+        .join("partner_2026-11-01_0000.tar.gz")
+        .display()
+        .to_string();
+    let a1 = dir
+        .join("partner_2026-11-01_0001.tar.gz")
+        .display()
+        .to_string();
+    let merges = |p: &TestProject| -> Vec<Value> {
+        let out = p.ok(&["runs", "--json", "--limit", "1000"]);
+        let rows: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+        rows.into_iter()
+            .filter(|r| {
+                r["model"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("ingest:merge:"))
+            })
+            .collect()
+    };
+    kill_at(&p, "ingest_before_ledger", &[&a0]);
+    let b = batch(&p);
+    let loaded = rows_in(&b, "transfers", day(1)).await;
+    assert!(loaded > 0, "the data committed");
+    assert!(merges(&p).is_empty(), "no ledger row yet");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let r = ingest_json(&p, &[&a1], 0);
+    assert_eq!(actions(&r), ["loaded"]);
+    let rows = merges(&p);
+    let reconciled: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["trigger"] == "reconcile")
+        .collect();
+    assert!(!reconciled.is_empty(), "{rows:#?}");
+    let transfers: i64 = reconciled
+        .iter()
+        .filter(|r| r["model"] == "ingest:merge:transfers")
+        .map(|r| r["rows_written"].as_i64().unwrap())
+        .sum();
+    assert_eq!(transfers as u64, loaded, "{reconciled:#?}");
+    // The second archive's own steps, and nothing recorded twice.
+    assert!(rows.iter().any(|r| r["trigger"] == "ingest"));
+    ingest_json(&p, &[&a0, &a1], 0);
+    let again = merges(&p);
+    assert_eq!(
+        again.iter().filter(|r| r["trigger"] == "reconcile").count(),
+        reconciled.len()
+    );
+}
+
 #[tokio::test]
 async fn retry_failed_reruns_only_the_failed_table() {
     let p = project(Serving::Sqlite).await;

@@ -57,7 +57,18 @@ pub struct ArchiveRecord {
     /// Table files committed (absent in records of older versions).
     #[serde(default)]
     pub batches: Vec<BatchRef>,
+    /// Whether the run ledger has this load's steps. Written `false` with
+    /// the commit and set once the steps are recorded, so a crash (or a
+    /// serving database that is down) in between is repaired by the next
+    /// ingest from this record ([`crate::ingest::steps::reconcile`]).
+    /// Records of older versions count as recorded.
+    #[serde(default = "recorded")]
+    pub ledger_recorded: bool,
     pub updated_at: DateTime<Utc>,
+}
+
+fn recorded() -> bool {
+    true
 }
 
 /// The file-name key of an input: 16 hex digits of sha256(name). It also

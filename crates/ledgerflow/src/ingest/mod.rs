@@ -882,6 +882,7 @@ async fn finish(
             partitions,
             failed_tables: Vec::new(),
             batches: Vec::new(),
+            ledger_recorded: false,
             updated_at: Utc::now(),
         })?;
     }
@@ -977,6 +978,7 @@ async fn finish(
             partitions,
             failed_tables,
             batches,
+            ledger_recorded: false,
             updated_at: Utc::now(),
         })?;
     }
