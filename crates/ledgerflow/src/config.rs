@@ -33,6 +33,9 @@ pub struct Config {
     /// The run ledger.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// How a day's models are committed.
+    #[serde(default)]
+    pub run: RunConfig,
     /// The long-running scheduler (`ledgerflow schedule`).
     #[serde(default)]
     pub scheduler: SchedulerConfig,
@@ -179,6 +182,28 @@ pub struct ServingConfig {
     /// PostgreSQL schema for metric tables and the ledger. Default: `public`.
     #[serde(default = "default_schema")]
     pub schema: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `model`: each model's day commits on its own as soon as it is
+    /// written (a reader may briefly see one table's new day beside
+    /// another's old one, and a failed model leaves its table's old day
+    /// beside the others' new ones). `day`: a day's models commit in one
+    /// transaction once all of them are computed, so readers see every
+    /// table's new day or none; one failure leaves every table's old day.
+    /// Default: `model`.
+    #[serde(default)]
+    pub commit: CommitMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitMode {
+    #[default]
+    Model,
+    Day,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,7 +15,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::unified::{Catalog, DayPlan, Layer};
-use crate::config::{Config, UnavailablePolicy};
+use crate::config::{CommitMode, Config, UnavailablePolicy};
 use crate::error::{Error, Result, Retry};
 use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
@@ -42,6 +42,11 @@ struct Run<'a> {
     /// Limits the queries running at once (`engine.parallel_models`).
     queries: &'a tokio::sync::Semaphore,
     outputs: &'a std::sync::Mutex<models::Outputs>,
+    /// Under `run.commit = "day"`: writes held for one transaction at the
+    /// end of the day, with the model's index.
+    deferred: Option<&'a std::sync::Mutex<Vec<(usize, WriteRequest)>>>,
+    /// This model's index in the run.
+    index: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +345,8 @@ impl Runner {
         let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
         let queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
         let outputs = std::sync::Mutex::new(models::Outputs::new());
+        let deferred = std::sync::Mutex::new(Vec::new());
+        let day_commit = self.config.run.commit == CommitMode::Day;
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut done: BTreeSet<&str> = BTreeSet::new();
         let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
@@ -358,7 +365,7 @@ impl Runner {
             }
             let runs = wave.iter().map(|&i| {
                 let (model, id) = (&models[i], ids[i]);
-                let (failed, input_error, plan, ctx, queries, source_down, outputs) = (
+                let (failed, input_error, plan, ctx, queries, source_down, outputs, deferred) = (
                     &failed,
                     &input_error,
                     &plan,
@@ -366,6 +373,7 @@ impl Runner {
                     &queries,
                     &source_down,
                     &outputs,
+                    day_commit.then_some(&deferred),
                 );
                 async move {
                     let started = Instant::now();
@@ -399,6 +407,8 @@ impl Runner {
                             version,
                             queries,
                             outputs,
+                            deferred,
+                            index: i,
                         };
                         self.run_model(model, opts, &run).await?
                     };
@@ -433,7 +443,73 @@ impl Runner {
             }
             remaining = rest;
         }
+        let held = deferred
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !held.is_empty() {
+            self.commit_day(held, &ids, &mut reports).await?;
+        }
         Ok(reports.into_iter().flatten().collect())
+    }
+
+    /// `run.commit = "day"`: writes the held outputs in one transaction,
+    /// unless a model of the day failed, then none of them.
+    async fn commit_day(
+        &self,
+        held: Vec<(usize, WriteRequest)>,
+        ids: &[i64],
+        reports: &mut [Option<RunReport>],
+    ) -> Result<()> {
+        let failure = reports.iter().flatten().find_map(|r| match &r.status {
+            RunStatus::Failed { retry, .. } => Some((r.model.clone(), *retry)),
+            RunStatus::Unavailable { .. } => Some((r.model.clone(), Retry::Transient)),
+            _ => None,
+        });
+        let started = Instant::now();
+        let (indexes, reqs): (Vec<usize>, Vec<WriteRequest>) = held.into_iter().unzip();
+        let outcome = match failure {
+            Some((model, retry)) => Err((
+                format!("not written: model `{model}` failed and run.commit = \"day\" commits a day's models together"),
+                retry,
+                false,
+            )),
+            None => self
+                .sink
+                .write_all(reqs)
+                .await
+                .map_err(|e| (e.to_string(), e.retry(), matches!(e, Error::Superseded { .. }))),
+        };
+        let write_s = started.elapsed().as_secs_f64();
+        for (k, &i) in indexes.iter().enumerate() {
+            let Some(report) = reports[i].as_mut() else {
+                continue;
+            };
+            report.seconds += write_s;
+            report.status = match (&outcome, &report.status) {
+                (Ok(rows), RunStatus::Success { compute_s, .. }) => RunStatus::Success {
+                    rows: rows[k],
+                    compute_s: *compute_s,
+                    write_s,
+                },
+                (Ok(_), status) => status.clone(),
+                (Err((reason, _, true)), _) => {
+                    self.close(ids[i], RunState::Superseded, None, reason.clone())
+                        .await?;
+                    RunStatus::Superseded {
+                        reason: reason.clone(),
+                    }
+                }
+                (Err((error, retry, false)), _) => {
+                    self.close(ids[i], RunState::Failed, None, error.clone())
+                        .await?;
+                    RunStatus::Failed {
+                        error: error.clone(),
+                        retry: *retry,
+                    }
+                }
+            };
+        }
+        Ok(())
     }
 
     /// A run that cannot go on (the ledger itself failed) closes what it
@@ -619,20 +695,27 @@ impl Runner {
                 .insert(model.name.clone(), (schema.clone(), batches.clone()));
         }
         crate::failpoint::hit("before_write", &model.name).await;
-        let rows = self
-            .sink
-            .write(WriteRequest {
-                table: model.name.clone(),
-                key: model.key.clone(),
-                mode: model.write.clone(),
-                day: plan.day,
-                schema,
-                batches,
-                run_id: Some(run_id),
-                checkpoint: None,
-                version: Some(run.version),
-            })
-            .await?;
+        let req = WriteRequest {
+            table: model.name.clone(),
+            key: model.key.clone(),
+            mode: model.write.clone(),
+            day: plan.day,
+            schema,
+            batches,
+            run_id: Some(run_id),
+            checkpoint: None,
+            version: Some(run.version),
+        };
+        if let Some(deferred) = run.deferred {
+            // Written with the day's other models (`commit_day`); the rows
+            // and write time are filled in then.
+            deferred
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((run.index, req));
+            return Ok((0, compute_s, 0.0));
+        }
+        let rows = self.sink.write(req).await?;
         drop(permit);
         let write_s = started.elapsed().as_secs_f64() - compute_s;
         tracing::info!(model = %model.name, day = %plan.day, layer = plan.layer.as_str(), rows, compute_s, write_s, "model written");

@@ -109,3 +109,70 @@ async fn sigkill_mid_run_leaves_old_or_new_day() {
         p.drop_db().await;
     }
 }
+
+async fn day_tables(db: &TestDb) -> [Vec<String>; 3] {
+    [
+        db.dump("block_daily_metrics", &[]).await,
+        db.dump("user_activity_agg", &[]).await,
+        db.dump("realtime_dashboard", &["updated_at"]).await,
+    ]
+}
+
+/// `run.commit = "day"`: a day's models commit in one transaction. A model
+/// that fails leaves every table's old day (the others computed but were
+/// not written); a kill before the commit leaves every old day; the next
+/// run switches all tables at once.
+#[tokio::test]
+async fn a_day_committed_together_switches_every_table_or_none() {
+    for serving in SINKS {
+        let p = project(serving).await;
+        let path = p.config_path();
+        let text = std::fs::read_to_string(&path).unwrap() + "\n[run]\ncommit = \"day\"\n";
+        std::fs::write(&path, text).unwrap();
+        p.generate("2026-11-05", "2026-11-05", "0.01", &[], &[]);
+        p.ok(&["run", "--date", "2026-11-05"]);
+        let old = day_tables(&p.db).await;
+        p.generate("2026-11-05", "2026-11-05", "0.01", &[], &["--seed", "7"]);
+
+        // One model fails: nothing of the day is written.
+        let out = p
+            .cmd(&["run", "--date", "2026-11-05"])
+            .env("LEDGERFLOW_FAILPOINT", "model_bug:user_activity_agg:1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let text = ledgerflow_testkit::project::stdout(&out);
+        assert!(text.contains("not written"), "{text}");
+        assert_eq!(day_tables(&p.db).await, old, "{serving:?}: a table changed");
+
+        // Killed before the one commit: nothing of the day is written.
+        let mut cmd = p.cmd(&["run", "--date", "2026-11-05"]);
+        cmd.env("LEDGERFLOW_FAILPOINT", "before_commit:realtime_dashboard")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let reached = BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("reached"));
+        assert!(reached);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(day_tables(&p.db).await, old, "{serving:?}: a table changed");
+
+        // Then every table switches at once.
+        p.ok(&["run", "--date", "2026-11-05"]);
+        let new = day_tables(&p.db).await;
+        for (i, table) in [
+            "block_daily_metrics",
+            "user_activity_agg",
+            "realtime_dashboard",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_ne!(new[i], old[i], "{serving:?}: {table} kept its old day");
+        }
+        p.drop_db().await;
+    }
+}

@@ -91,7 +91,13 @@ pub trait Sink: Send + Sync {
     /// existing table has every column with a compatible type, then in one
     /// transaction: replace or upsert, and close ledger row `req.run_id` as
     /// success with the number of rows written. Returns that number.
-    async fn write(&self, req: WriteRequest) -> Result<u64>;
+    async fn write(&self, req: WriteRequest) -> Result<u64> {
+        Ok(self.write_all(vec![req]).await?[0])
+    }
+
+    /// [`Sink::write`] for several requests (tables) in one transaction:
+    /// all commit or none does. Returns the rows written by each.
+    async fn write_all(&self, reqs: Vec<WriteRequest>) -> Result<Vec<u64>>;
 
     /// A number greater than every one handed out before, by any process
     /// using this database: the version of a write whose inputs are read

@@ -119,6 +119,189 @@ impl PostgresSink {
         Ok(())
     }
 
+    /// One request's staging, COPY, replace or upsert, ledger row and
+    /// checkpoint inside `tx`, whose caller holds the table's write lock.
+    /// `n` tells apart the temp staging tables of one transaction.
+    async fn write_in(&self, tx: &Transaction<'_>, req: &WriteRequest, n: usize) -> Result<u64> {
+        let context = format!("writing {}.{} for {}", self.schema, req.table, req.day);
+        let fail =
+            |step: &str, e: &(dyn StdError + 'static)| self.fail(&format!("{context}: {step}"), e);
+        let table = self.table(&req.table);
+        let fields = req.schema.fields();
+        let columns = quoted_list(fields.iter().map(|f| f.name()));
+        let temp = format!("{STAGING}_{n}");
+        if let Some(version) = req.version {
+            self.claim_version(tx, req, version).await?;
+        }
+
+        // The swap's index order: the table's own, which a table created
+        // before the day column went last still has.
+        let swap = match swap_partitions(req) {
+            Some(column) => match self.partition_key(tx, &req.table).await? {
+                Some(key) => {
+                    let (mut have, mut want) = (key.clone(), req.key.clone());
+                    have.sort();
+                    want.sort();
+                    Some((column, if have == want { key } else { req.key.clone() }))
+                }
+                None => None,
+            },
+            None => None,
+        };
+        // A swap stages into a new regular table named after this run (the
+        // transaction drops it on rollback); otherwise into a temp table.
+        let staging = match swap {
+            Some(_) => self.table(&format!("{}_r{}", req.table, req.run_id.unwrap_or(0))),
+            None => temp.clone(),
+        };
+        let create = match (&swap, &req.mode) {
+            // The CHECK is tested row by row as the COPY writes (a table
+            // scan when added afterwards) and lets ATTACH skip its own scan.
+            (Some((column, _)), _) => format!(
+                "CREATE TABLE {staging} (LIKE {table} INCLUDING DEFAULTS, \
+                 CHECK ({col} IS NOT NULL AND {col} >= DATE '{day}' AND {col} < DATE '{next}'))",
+                col = quote(column),
+                day = req.day,
+                next = req.day + chrono::Days::new(1),
+            ),
+            (None, WriteMode::Upsert) => format!(
+                "CREATE TEMP TABLE {temp} (LIKE {table}, {STAGING_SEQ} bigserial) ON COMMIT DROP"
+            ),
+            (None, WriteMode::ReplaceDay { .. } | WriteMode::ReplaceMinutes { .. }) => {
+                format!("CREATE TEMP TABLE {temp} (LIKE {table}) ON COMMIT DROP")
+            }
+        };
+        tx.batch_execute(&create)
+            .await
+            .map_err(|e| fail("creating the staging table", &e))?;
+        // A staging table created in this transaction takes FREEZE: its rows
+        // are written already frozen and all-visible (no hint-bit writes or
+        // vacuum freeze later; the COPY itself was ~15% faster).
+        let freeze = if swap.is_some() { ", FREEZE" } else { "" };
+        let copy = tx
+            .copy_in(&format!(
+                "COPY {staging} ({columns}) FROM STDIN (FORMAT binary{freeze})"
+            ))
+            .await
+            .map_err(|e| fail("COPY", &e))?;
+        let mut copy = std::pin::pin!(copy);
+        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
+        buf.put_slice(COPY_SIGNATURE);
+        buf.put_i32(0); // flags
+        buf.put_i32(0); // header extension length
+        let mut row_no = 0u64;
+        for (i, batch) in req.batches.iter().enumerate() {
+            let arrays = values::batch_columns(batch)
+                .map_err(|m| self.message(format!("{context}: {m}")))?;
+            for row in 0..batch.num_rows() {
+                row_no += 1;
+                put_row(&arrays, row, &mut buf).map_err(|m| {
+                    self.message(format!("{context}: COPY: output row {row_no}: {m}"))
+                })?;
+                if buf.len() >= COPY_CHUNK {
+                    let chunk = buf.split().freeze();
+                    // A fresh buffer for the next chunk (the sent one may
+                    // still be in flight): no regrowth by doubling.
+                    buf.reserve(COPY_BUFFER);
+                    copy.send(chunk).await.map_err(|e| fail("COPY", &e))?;
+                }
+            }
+            if i == 0 {
+                failpoint::hit("during_copy", &req.table).await;
+            }
+        }
+        buf.put_i16(-1); // trailer
+        copy.send(buf.split().freeze())
+            .await
+            .map_err(|e| fail("COPY", &e))?;
+        let copied = copy.as_mut().finish().await.map_err(|e| fail("COPY", &e))?;
+
+        let written = match (&req.mode, &swap) {
+            (WriteMode::ReplaceDay { .. }, Some((_, key))) => {
+                self.swap_partition(tx, req, &staging, key)
+                    .await
+                    .map_err(|e| fail("swapping the day's partition", &e))?;
+                copied
+            }
+            (WriteMode::ReplaceDay { column }, _) => {
+                let delete = format!("DELETE FROM {table} WHERE {} = $1", quote(column));
+                tx.execute(&delete, &[&req.day])
+                    .await
+                    .map_err(|e| fail("deleting the day", &e))?;
+                let insert =
+                    format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {temp}");
+                tx.execute(&insert, &[])
+                    .await
+                    .map_err(|e| fail("inserting", &e))?
+            }
+            (WriteMode::ReplaceMinutes { column, minutes }, _) => {
+                let minutes: Vec<chrono::DateTime<chrono::Utc>> = minutes
+                    .iter()
+                    .filter_map(|&m| chrono::DateTime::from_timestamp_micros(m))
+                    .collect();
+                let delete = format!("DELETE FROM {table} WHERE {} = ANY($1)", quote(column));
+                tx.execute(&delete, &[&minutes])
+                    .await
+                    .map_err(|e| fail("deleting the minutes", &e))?;
+                let insert =
+                    format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {temp}");
+                tx.execute(&insert, &[])
+                    .await
+                    .map_err(|e| fail("inserting", &e))?
+            }
+            (WriteMode::Upsert, _) => {
+                let key = quoted_list(&req.key);
+                let action = sql::conflict_action(req);
+                // ON CONFLICT cannot update one row twice: keep the last
+                // staged row of each key.
+                let upsert = format!(
+                    "INSERT INTO {table} ({columns}) SELECT DISTINCT ON ({key}) {columns} \
+                     FROM {temp} ORDER BY {key}, {STAGING_SEQ} DESC \
+                     ON CONFLICT ({key}) DO {action}"
+                );
+                tx.execute(&upsert, &[])
+                    .await
+                    .map_err(|e| fail("upserting", &e))?
+            }
+        };
+
+        if let Some(run_id) = req.run_id {
+            let close = format!(
+                "UPDATE {} SET state = 'success', rows_written = $1, finished_at = now(), \
+                 error = NULL, version = $3 WHERE id = $2",
+                self.table(ledger::TABLE)
+            );
+            let closed = tx
+                .execute(&close, &[&(written as i64), &run_id, &req.version])
+                .await
+                .map_err(|e| fail("closing the ledger row", &e))?;
+            if closed != 1 {
+                return Err(self.message(format!("{context}: ledger row {run_id} does not exist")));
+            }
+        }
+        if let Some(cp) = &req.checkpoint {
+            let upsert = format!(
+                "INSERT INTO {} (stream, position, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (stream) DO UPDATE SET position = excluded.position, \
+                 updated_at = excluded.updated_at",
+                self.table(CHECKPOINT_TABLE)
+            );
+            tx.execute(&upsert, &[&cp.stream, &cp.position])
+                .await
+                .map_err(|e| fail("storing the checkpoint", &e))?;
+        }
+        Ok(written)
+    }
+
+    /// "schema.a, schema.b" of the requests' tables, for messages.
+    fn describe_tables(&self, reqs: &[WriteRequest]) -> String {
+        let names: Vec<String> = reqs
+            .iter()
+            .map(|r| format!("{}.{}", self.schema, r.table))
+            .collect();
+        names.join(", ")
+    }
+
     /// Records `version` as (table, day)'s, unless a greater one has
     /// committed: then the write is superseded. Called under the table's
     /// write lock, so the check and the claim cannot interleave with
@@ -755,186 +938,42 @@ impl Sink for PostgresSink {
         tx.commit().await.map_err(fail)
     }
 
-    async fn write(&self, req: WriteRequest) -> Result<u64> {
-        values::validate_request(&req)?;
-        let context = format!("writing {}.{} for {}", self.schema, req.table, req.day);
+    async fn write_all(&self, reqs: Vec<WriteRequest>) -> Result<Vec<u64>> {
+        // (Inherent writes go through `Sink::write`, which calls this.)
+        for req in &reqs {
+            values::validate_request(req)?;
+        }
+        let Some(first) = reqs.first() else {
+            return Ok(Vec::new());
+        };
+        let context = format!("writing {} for {}", self.describe_tables(&reqs), first.day);
         let fail =
             |step: &str, e: &(dyn StdError + 'static)| self.fail(&format!("{context}: {step}"), e);
-        let table = self.table(&req.table);
-        let fields = req.schema.fields();
-        let columns = quoted_list(fields.iter().map(|f| f.name()));
-
         // A session of its own: the shared one stays free for ledger
         // updates, so other models' runs proceed while this COPY does.
         let mut client = open(&self.config, &self.target).await?;
-        self.ensure_table(&mut client, &req).await?;
+        for req in &reqs {
+            self.ensure_table(&mut client, req).await?;
+        }
         let tx = client.transaction().await.map_err(|e| fail("begin", &e))?;
         // One writer per table at a time: a partition swap needs an exclusive
         // lock on the parent, which two writers of different days holding
         // share locks on it (from CREATE TABLE .. LIKE) would deadlock on.
-        self.lock(&tx, &format!("write {}.{}", self.schema, req.table))
-            .await?;
-        if let Some(version) = req.version {
-            self.claim_version(&tx, &req, version).await?;
+        // Several tables are locked in name order, the same in every writer.
+        let mut tables: Vec<&str> = reqs.iter().map(|r| r.table.as_str()).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        for table in tables {
+            self.lock(&tx, &format!("write {}.{}", self.schema, table))
+                .await?;
         }
-
-        // The swap's index order: the table's own, which a table created
-        // before the day column went last still has.
-        let swap = match swap_partitions(&req) {
-            Some(column) => match self.partition_key(&tx, &req.table).await? {
-                Some(key) => {
-                    let (mut have, mut want) = (key.clone(), req.key.clone());
-                    have.sort();
-                    want.sort();
-                    Some((column, if have == want { key } else { req.key.clone() }))
-                }
-                None => None,
-            },
-            None => None,
-        };
-        // A swap stages into a new regular table named after this run (the
-        // transaction drops it on rollback); otherwise into a temp table.
-        let staging = match swap {
-            Some(_) => self.table(&format!("{}_r{}", req.table, req.run_id.unwrap_or(0))),
-            None => STAGING.to_owned(),
-        };
-        let create = match (&swap, &req.mode) {
-            // The CHECK is tested row by row as the COPY writes (a table
-            // scan when added afterwards) and lets ATTACH skip its own scan.
-            (Some((column, _)), _) => format!(
-                "CREATE TABLE {staging} (LIKE {table} INCLUDING DEFAULTS, \
-                 CHECK ({col} IS NOT NULL AND {col} >= DATE '{day}' AND {col} < DATE '{next}'))",
-                col = quote(column),
-                day = req.day,
-                next = req.day + chrono::Days::new(1),
-            ),
-            (None, WriteMode::Upsert) => format!(
-                "CREATE TEMP TABLE {STAGING} (LIKE {table}, {STAGING_SEQ} bigserial) ON COMMIT DROP"
-            ),
-            (None, WriteMode::ReplaceDay { .. } | WriteMode::ReplaceMinutes { .. }) => {
-                format!("CREATE TEMP TABLE {STAGING} (LIKE {table}) ON COMMIT DROP")
-            }
-        };
-        tx.batch_execute(&create)
-            .await
-            .map_err(|e| fail("creating the staging table", &e))?;
-        // A staging table created in this transaction takes FREEZE: its rows
-        // are written already frozen and all-visible (no hint-bit writes or
-        // vacuum freeze later; the COPY itself was ~15% faster).
-        let freeze = if swap.is_some() { ", FREEZE" } else { "" };
-        let copy = tx
-            .copy_in(&format!(
-                "COPY {staging} ({columns}) FROM STDIN (FORMAT binary{freeze})"
-            ))
-            .await
-            .map_err(|e| fail("COPY", &e))?;
-        let mut copy = std::pin::pin!(copy);
-        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
-        buf.put_slice(COPY_SIGNATURE);
-        buf.put_i32(0); // flags
-        buf.put_i32(0); // header extension length
-        let mut row_no = 0u64;
-        for (i, batch) in req.batches.iter().enumerate() {
-            let arrays = values::batch_columns(batch)
-                .map_err(|m| self.message(format!("{context}: {m}")))?;
-            for row in 0..batch.num_rows() {
-                row_no += 1;
-                put_row(&arrays, row, &mut buf).map_err(|m| {
-                    self.message(format!("{context}: COPY: output row {row_no}: {m}"))
-                })?;
-                if buf.len() >= COPY_CHUNK {
-                    let chunk = buf.split().freeze();
-                    // A fresh buffer for the next chunk (the sent one may
-                    // still be in flight): no regrowth by doubling.
-                    buf.reserve(COPY_BUFFER);
-                    copy.send(chunk).await.map_err(|e| fail("COPY", &e))?;
-                }
-            }
-            if i == 0 {
-                failpoint::hit("during_copy", &req.table).await;
-            }
+        let mut written = Vec::with_capacity(reqs.len());
+        for (n, req) in reqs.iter().enumerate() {
+            written.push(self.write_in(&tx, req, n).await?);
         }
-        buf.put_i16(-1); // trailer
-        copy.send(buf.split().freeze())
-            .await
-            .map_err(|e| fail("COPY", &e))?;
-        let copied = copy.as_mut().finish().await.map_err(|e| fail("COPY", &e))?;
-
-        let written = match (&req.mode, &swap) {
-            (WriteMode::ReplaceDay { .. }, Some((_, key))) => {
-                self.swap_partition(&tx, &req, &staging, key)
-                    .await
-                    .map_err(|e| fail("swapping the day's partition", &e))?;
-                copied
-            }
-            (WriteMode::ReplaceDay { column }, _) => {
-                let delete = format!("DELETE FROM {table} WHERE {} = $1", quote(column));
-                tx.execute(&delete, &[&req.day])
-                    .await
-                    .map_err(|e| fail("deleting the day", &e))?;
-                let insert =
-                    format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {STAGING}");
-                tx.execute(&insert, &[])
-                    .await
-                    .map_err(|e| fail("inserting", &e))?
-            }
-            (WriteMode::ReplaceMinutes { column, minutes }, _) => {
-                let minutes: Vec<chrono::DateTime<chrono::Utc>> = minutes
-                    .iter()
-                    .filter_map(|&m| chrono::DateTime::from_timestamp_micros(m))
-                    .collect();
-                let delete = format!("DELETE FROM {table} WHERE {} = ANY($1)", quote(column));
-                tx.execute(&delete, &[&minutes])
-                    .await
-                    .map_err(|e| fail("deleting the minutes", &e))?;
-                let insert =
-                    format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {STAGING}");
-                tx.execute(&insert, &[])
-                    .await
-                    .map_err(|e| fail("inserting", &e))?
-            }
-            (WriteMode::Upsert, _) => {
-                let key = quoted_list(&req.key);
-                let action = sql::conflict_action(&req);
-                // ON CONFLICT cannot update one row twice: keep the last
-                // staged row of each key.
-                let upsert = format!(
-                    "INSERT INTO {table} ({columns}) SELECT DISTINCT ON ({key}) {columns} \
-                     FROM {STAGING} ORDER BY {key}, {STAGING_SEQ} DESC \
-                     ON CONFLICT ({key}) DO {action}"
-                );
-                tx.execute(&upsert, &[])
-                    .await
-                    .map_err(|e| fail("upserting", &e))?
-            }
-        };
-
-        if let Some(run_id) = req.run_id {
-            let close = format!(
-                "UPDATE {} SET state = 'success', rows_written = $1, finished_at = now(), \
-                 error = NULL, version = $3 WHERE id = $2",
-                self.table(ledger::TABLE)
-            );
-            let closed = tx
-                .execute(&close, &[&(written as i64), &run_id, &req.version])
-                .await
-                .map_err(|e| fail("closing the ledger row", &e))?;
-            if closed != 1 {
-                return Err(self.message(format!("{context}: ledger row {run_id} does not exist")));
-            }
+        for req in &reqs {
+            failpoint::hit("before_commit", &req.table).await;
         }
-        if let Some(cp) = &req.checkpoint {
-            let upsert = format!(
-                "INSERT INTO {} (stream, position, updated_at) VALUES ($1, $2, now()) \
-                 ON CONFLICT (stream) DO UPDATE SET position = excluded.position, \
-                 updated_at = excluded.updated_at",
-                self.table(CHECKPOINT_TABLE)
-            );
-            tx.execute(&upsert, &[&cp.stream, &cp.position])
-                .await
-                .map_err(|e| fail("storing the checkpoint", &e))?;
-        }
-        failpoint::hit("before_commit", &req.table).await;
         tx.commit().await.map_err(|e| fail("COMMIT", &e))?;
         Ok(written)
     }

@@ -184,23 +184,42 @@ fn ensure_table(conn: &Connection, target: &str, req: &WriteRequest) -> Result<(
     Ok(())
 }
 
-fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64> {
-    values::validate_request(req)?;
-    let context = format!("writing {} for {}", req.table, req.day);
+/// Every request in one `BEGIN IMMEDIATE` transaction: all commit or none.
+fn write_all(conn: &mut Connection, target: &str, reqs: &[WriteRequest]) -> Result<Vec<u64>> {
+    for req in reqs {
+        values::validate_request(req)?;
+        ensure_table(conn, target, req)?;
+    }
+    let tables: Vec<&str> = reqs.iter().map(|r| r.table.as_str()).collect();
+    let context = format!("writing {}", tables.join(", "));
     let fail =
         |step: &str, e: rusqlite::Error| sqlite_error(target, &format!("{context}: {step}"), &e);
-    ensure_table(conn, target, req)?;
-
-    let table = quote(&req.table);
-    let fields = req.schema.fields();
-    let columns = quoted_list(fields.iter().map(|f| f.name()));
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| fail("BEGIN", e))?;
+    let mut written = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        written.push(write_in(&tx, target, req)?);
+    }
+    for req in reqs {
+        failpoint::hit_blocking("before_commit", &req.table);
+    }
+    tx.commit().map_err(|e| fail("COMMIT", e))?;
+    Ok(written)
+}
+
+/// One request inside `tx` (which holds the database's write lock).
+fn write_in(tx: &rusqlite::Transaction<'_>, target: &str, req: &WriteRequest) -> Result<u64> {
+    let context = format!("writing {} for {}", req.table, req.day);
+    let fail =
+        |step: &str, e: rusqlite::Error| sqlite_error(target, &format!("{context}: {step}"), &e);
+    let table = quote(&req.table);
+    let fields = req.schema.fields();
+    let columns = quoted_list(fields.iter().map(|f| f.name()));
     // BEGIN IMMEDIATE holds the database's write lock: no other writer can
     // commit between this check and this transaction's commit.
     if let Some(version) = req.version {
-        claim_version(&tx, req, version).map_err(|e| match e {
+        claim_version(tx, req, version).map_err(|e| match e {
             VersionError::Sql(e) => fail("checking the version", e),
             VersionError::Superseded(by) => Error::Superseded {
                 table: req.table.clone(),
@@ -320,8 +339,6 @@ fn write(conn: &mut Connection, target: &str, req: &WriteRequest) -> Result<u64>
         )
         .map_err(|e| fail("storing the checkpoint", e))?;
     }
-    failpoint::hit_blocking("before_commit", &req.table);
-    tx.commit().map_err(|e| fail("COMMIT", e))?;
     Ok(written)
 }
 
@@ -464,8 +481,8 @@ impl Sink for SqliteSink {
         .await
     }
 
-    async fn write(&self, req: WriteRequest) -> Result<u64> {
-        self.run(move |conn, target| write(conn, target, &req))
+    async fn write_all(&self, reqs: Vec<WriteRequest>) -> Result<Vec<u64>> {
+        self.run(move |conn, target| write_all(conn, target, &reqs))
             .await
     }
 

@@ -269,6 +269,46 @@ pub(crate) async fn a_failed_write_keeps_the_old_day_and_the_run_open(
     assert_eq!(db.day_rows("activity", day(3)).await, expect(&rows));
     // The sink is usable after the rollbacks.
     assert!(sink.ledger_list(&RunFilter::default()).await.is_ok());
+
+    // Several tables in one transaction: the second table's failure rolls
+    // back the first table's new day too; together, both commit.
+    let (good_id, bad_id) = (
+        run(sink, "activity_b", day(3)).await,
+        run(sink, "activity", day(3)).await,
+    );
+    let good = fixtures::replace(
+        "activity_b",
+        day(3),
+        vec![fixtures::activity(day(3), &[(Some("0x02"), 2, 2)])],
+        good_id,
+    );
+    let bad = fixtures::replace(
+        "activity",
+        day(3),
+        vec![fixtures::activity(day(3), &[(None, 2, 2)])],
+        bad_id,
+    );
+    let err = sink.write_all(vec![good.clone(), bad]).await.unwrap_err();
+    assert!(err.to_string().contains(null_key_error), "{err}");
+    assert!(db.day_rows("activity_b", day(3)).await.is_empty());
+    assert_eq!(state(sink, good_id).await.state, RunState::Running);
+    let fixed = fixtures::replace(
+        "activity",
+        day(3),
+        vec![fixtures::activity(day(3), &[(Some("0x03"), 3, 3)])],
+        bad_id,
+    );
+    assert_eq!(sink.write_all(vec![good, fixed]).await.unwrap(), vec![1, 1]);
+    assert_eq!(
+        db.day_rows("activity_b", day(3)).await,
+        expect(&[(Some("0x02"), 2, 2)])
+    );
+    assert_eq!(
+        db.day_rows("activity", day(3)).await,
+        expect(&[(Some("0x03"), 3, 3)])
+    );
+    assert_eq!(state(sink, good_id).await.state, RunState::Success);
+    assert_eq!(state(sink, bad_id).await.state, RunState::Success);
 }
 
 /// `other` is a second, prepared handle on the same database, as another
