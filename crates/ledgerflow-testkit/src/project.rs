@@ -226,3 +226,87 @@ impl Background {
         let _ = self.child.wait();
     }
 }
+
+/// A command stopped at a failpoint: started with it armed and returned
+/// once it is reached. [`release`](Self::release) lets it go on (through
+/// `LEDGERFLOW_FAILPOINT_RELEASE`), [`kill`](Self::kill) crashes it there.
+pub struct Paused {
+    child: std::process::Child,
+    release: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Paused {
+    pub fn start(p: &TestProject, args: &[&str], failpoint: &str, env: &[(&str, &str)]) -> Paused {
+        use std::io::BufRead;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let release = p.path().join(format!(".release-{stamp}"));
+        let mut cmd = p.cmd(args);
+        cmd.env("LEDGERFLOW_FAILPOINT", failpoint)
+            .env("LEDGERFLOW_FAILPOINT_RELEASE", &release)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn ledgerflow");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (lines, log) = (child.stderr.take().expect("piped"), stderr.clone());
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(lines).lines().map_while(Result::ok) {
+                if line.contains("failpoint") && line.contains("reached") {
+                    let _ = tx.send(());
+                }
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        if rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .is_err()
+        {
+            let _ = child.kill();
+            panic!(
+                "ledgerflow {args:?}: failpoint {failpoint} not reached; stderr:\n{}",
+                stderr.lock().unwrap()
+            );
+        }
+        Paused {
+            child,
+            release,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    /// Lets it go on and waits for it to exit.
+    pub fn release(mut self) -> Output {
+        std::fs::write(&self.release, b"").expect("release file");
+        let stdout = {
+            let mut s = Vec::new();
+            if let Some(mut out) = self.child.stdout.take() {
+                std::io::Read::read_to_end(&mut out, &mut s).expect("read stdout");
+            }
+            s
+        };
+        let status = self.child.wait().expect("wait");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        Output {
+            status,
+            stdout,
+            stderr: self.stderr.lock().unwrap().clone().into_bytes(),
+        }
+    }
+
+    /// SIGKILL at the failpoint, like a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,6 +7,9 @@
 //! in this process fail as if the connection was lost (transient: retried),
 //! `model_bug:<model>:<n>` with a model error (permanent: not retried).
 //!
+//! A trailing `@k` pauses only at the k-th hit of the point in the process
+//! (`before_commit:user_activity_agg@2`: the second day of a backfill).
+//!
 //! `LEDGERFLOW_FAILPOINT_RELEASE=<path>` makes a pause end when that file
 //! exists instead of after 300 s, so a test can interleave two processes.
 
@@ -14,14 +17,26 @@ use std::time::Duration;
 
 pub const ENV: &str = "LEDGERFLOW_FAILPOINT";
 
+/// Whether this hit pauses. `name`, `name:scope`, or either with `@k`:
+/// only the k-th hit in the process (e.g. the second day of a backfill).
 fn armed(name: &str, scope: &str) -> bool {
-    match std::env::var(ENV) {
-        Ok(v) => match v.split_once(':') {
-            Some((n, s)) => n == name && s == scope,
-            None => v == name,
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static MATCHED: AtomicU64 = AtomicU64::new(0);
+    let Ok(v) = std::env::var(ENV) else {
+        return false;
+    };
+    let (spec, nth) = match v.rsplit_once('@') {
+        Some((spec, k)) => match k.parse::<u64>() {
+            Ok(k) => (spec, Some(k)),
+            Err(_) => (v.as_str(), None),
         },
-        Err(_) => false,
-    }
+        None => (v.as_str(), None),
+    };
+    let matches = match spec.split_once(':') {
+        Some((n, s)) => n == name && s == scope,
+        None => spec == name,
+    };
+    matches && nth.is_none_or(|k| MATCHED.fetch_add(1, Ordering::SeqCst) + 1 == k)
 }
 
 /// Whether this hit of a counted failpoint (`name:scope:n`) fails: the

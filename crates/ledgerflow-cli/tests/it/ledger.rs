@@ -3,11 +3,9 @@
 //! heartbeat keeps it open however long it takes; a PID reused by another
 //! process does not keep a dead run's row alive.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::Duration;
 
-use ledgerflow_testkit::project::{stdout, TestProject};
+use ledgerflow_testkit::project::{stdout, Paused, TestProject};
 use serde_json::Value;
 
 use crate::{project, SINKS};
@@ -88,17 +86,12 @@ async fn a_live_run_outlasting_its_lease_keeps_its_row() {
         let p = project(serving).await;
         short_lease(&p);
         p.generate(DAY, "2026-11-06", "0.01", &[], &[]);
-        let release = p.path().join("release");
-        let mut cmd = p.cmd(&["run", "--date", DAY, "--model", "block_daily_metrics"]);
-        cmd.env("LEDGERFLOW_FAILPOINT", "before_write:block_daily_metrics")
-            .env("LEDGERFLOW_FAILPOINT_RELEASE", &release)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        assert!(lines.any(|l| l.unwrap().contains("failpoint before_write reached")));
-        std::thread::spawn(move || lines.for_each(drop));
+        let paused = Paused::start(
+            &p,
+            &["run", "--date", DAY, "--model", "block_daily_metrics"],
+            "before_write:block_daily_metrics",
+            &[],
+        );
         // Three leases pass while it is paused; another invocation then
         // looks for abandoned rows.
         std::thread::sleep(Duration::from_secs(6));
@@ -109,13 +102,12 @@ async fn a_live_run_outlasting_its_lease_keeps_its_row() {
             "--model",
             "block_daily_metrics",
         ]);
-        let paused = runs(&p)
+        let row = runs(&p)
             .into_iter()
             .find(|r| r["day"] == DAY && r["model"] == "block_daily_metrics")
             .unwrap();
-        assert_eq!(paused["state"], "running", "{paused}");
-        std::fs::write(&release, "").unwrap();
-        let out = child.wait_with_output().unwrap();
+        assert_eq!(row["state"], "running", "{row}");
+        let out = paused.release();
         assert!(out.status.success());
         let done = runs(&p)
             .into_iter()

@@ -6,6 +6,7 @@ mod atomicity;
 mod bad_input;
 mod chain;
 mod compact;
+mod faults;
 mod idempotency;
 mod ingest;
 mod ledger;

@@ -82,6 +82,46 @@ impl BatchLayer {
         self.files.list_day(table, day).await
     }
 
+    /// Checks a committed partition holds exactly the data files its
+    /// marker lists (markers written by [`PartitionWriter::commit`]; an
+    /// empty marker, as other writers leave, lists nothing to check): a
+    /// file lost or added after the commit would change the day's numbers
+    /// silently.
+    pub async fn check_files(
+        &self,
+        table: &str,
+        day: NaiveDate,
+        files: &[ObjectMeta],
+    ) -> Result<()> {
+        let path = self.marker_path(table, day);
+        let Some(bytes) = self.files.get(&path).await? else {
+            return Ok(());
+        };
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let marker: MarkerFiles = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::data(self.files.describe(&path), e))?;
+        let mut have: Vec<String> = files
+            .iter()
+            .filter_map(|m| m.location.filename().map(str::to_owned))
+            .collect();
+        have.sort();
+        let mut want = marker.files;
+        want.sort();
+        if have != want {
+            let missing: Vec<&String> = want.iter().filter(|f| !have.contains(f)).collect();
+            let extra: Vec<&String> = have.iter().filter(|f| !want.contains(f)).collect();
+            return Err(Error::data(
+                self.files.describe_day(table, day),
+                format!(
+                    "the committed partition does not hold the files its marker lists (missing: {missing:?}, not listed: {extra:?}); rewrite the day (compact or generate) rather than read it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts (re)writing a partition: the marker goes first, so readers
     /// fall back to the speed layer until [`PartitionWriter::commit`].
     pub async fn begin_partition(
@@ -103,6 +143,13 @@ impl BatchLayer {
             rows: 0,
         })
     }
+}
+
+/// What a marker written by [`PartitionWriter`] says of its partition.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct MarkerFiles {
+    files: Vec<String>,
+    rows: u64,
 }
 
 /// Writes a partition's files under temporary names, then commits them.
@@ -172,7 +219,14 @@ impl PartitionWriter {
             self.files.rename(tmp, &name).await?;
         }
         crate::failpoint::hit("before_marker", self.prefix.as_ref()).await;
-        self.files.put(&self.marker, Vec::new()).await?;
+        let listed = MarkerFiles {
+            files: (0..self.written.len())
+                .map(|i| format!("part-{i:05}.parquet"))
+                .collect(),
+            rows: self.rows,
+        };
+        let marker = serde_json::to_vec(&listed).expect("markers serialize");
+        self.files.put(&self.marker, marker).await?;
         Ok(self.rows)
     }
 }

@@ -159,6 +159,15 @@ impl PartitionStore {
         }
     }
 
+    /// A small object's bytes, `None` if it does not exist.
+    pub async fn get(&self, path: &Path) -> Result<Option<bytes::Bytes>> {
+        match self.store.get(path).await {
+            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.os_err(path, e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.os_err(path, e)),
+        }
+    }
+
     pub async fn put(&self, path: &Path, bytes: Vec<u8>) -> Result<()> {
         self.store
             .put(path, PutPayload::from(bytes))

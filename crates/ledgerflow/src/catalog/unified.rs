@@ -234,6 +234,11 @@ impl Catalog {
     pub async fn validate(&self, plan: &DayPlan) -> Result<()> {
         let store = self.store_of(plan);
         for (entity, files) in &plan.files {
+            if plan.layer == Layer::Batch {
+                self.batch
+                    .check_files(entity.name(), plan.day, files)
+                    .await?;
+            }
             let expected = entity.schema();
             for meta in files {
                 let actual = store.file_schema(meta).await?;

@@ -192,6 +192,7 @@ async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &PathBuf) -> Res
                 .write(&batch)
                 .await
                 .map_err(|e| Error::data(store.describe(&path), e))?;
+            crate::failpoint::hit("speed_read", entity.name()).await;
         }
         writer
             .close()
