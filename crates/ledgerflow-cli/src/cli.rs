@@ -248,7 +248,7 @@ pub struct BackfillArgs {
 pub struct RunsArgs {
     #[arg(long)]
     pub model: Option<String>,
-    /// pending, running, success, failed or skipped.
+    /// pending, running, success, failed, skipped or superseded.
     #[arg(long)]
     pub state: Option<String>,
     #[arg(long)]

@@ -215,7 +215,7 @@ pub async fn runs(config: &Path, args: RunsArgs) -> anyhow::Result<u8> {
         None => None,
         Some(s) => Some(RunState::parse(s).ok_or_else(|| {
             ledgerflow::Error::Usage(format!(
-                "--state {s}: expected pending, running, success, failed or skipped"
+                "--state {s}: expected pending, running, success, failed, skipped or superseded"
             ))
         })?),
     };

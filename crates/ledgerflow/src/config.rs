@@ -386,8 +386,8 @@ pub struct IngestConfig {
     /// `replace`.
     #[serde(default = "default_on_changed_archive")]
     pub on_changed_archive: ChangedArchivePolicy,
-    /// Compression of the Parquet files ingest writes: `zstd` (default) or
-    /// `none`.
+    /// Compression of the Parquet files ingest writes: `zstd` (default,
+    /// level 1), `lz4` (LZ4_RAW), `snappy` or `none`.
     #[serde(default = "default_ingest_compression")]
     pub compression: IngestCompression,
 }

@@ -41,6 +41,8 @@ url = "data/landing"
 # realtime: "auto" | "change_stream" | "poll", and how often to look.
 # follow = "auto"
 # poll_interval = "100ms"
+# Confirmations a day's last block needs before `compact` closes the day.
+# finality_blocks = 64
 
 [serving]
 # sqlite://PATH or postgres://user@host:port/db (env: LEDGERFLOW_SERVING_URL).
@@ -55,6 +57,12 @@ spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
 # parallel_models = 1       # independent models run at once
+
+# [ledger]
+# lease = "1m"              # an open run without a heartbeat this long is abandoned
+
+# [run]
+# commit = "model"          # or "day": a day's models in one transaction
 
 # `ledgerflow schedule` (one leader per serving database; see README).
 # [scheduler]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use ledgerflow::generate::chain::GenParams;
 use ledgerflow_testkit::cluster::Cluster;
+use ledgerflow_testkit::mongo::MongoServer;
 use ledgerflow_testkit::project::{stderr, stdout, Background, Paused, TestProject};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, Serving, TestDb};
@@ -244,4 +245,82 @@ async fn fault_postgres_restarts_under_the_realtime_loop() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     rt.stop();
+}
+
+/// A project reading `DAY` (seed 42, no reorgs) from a MongoDB speed layer.
+async fn on_mongo(server: &MongoServer, serving: Serving) -> TestProject {
+    let p = project(serving).await;
+    crate::mongo::use_mongo(&p, &server.uri(), "ledger", "");
+    p.generate(DAY, DAY, "0.01", &[DAY], &["--reorg-rate", "0"]);
+    p
+}
+
+/// What is left of MongoDB days copied into the spill dir.
+fn speed_copies(p: &TestProject) -> Vec<String> {
+    std::fs::read_dir(p.path().join(".ledgerflow/spill"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("speed-day-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SecantusDB killed while a run reads the day: the run fails (exit 1, the
+/// source named), writes nothing and leaves no copy behind; once the server
+/// is back, the rerun equals the reference.
+#[tokio::test]
+async fn fault_mongodb_killed_mid_day_read() {
+    let mut server = MongoServer::start(true);
+    let p = on_mongo(&server, Serving::Sqlite).await;
+    let run = Paused::start(&p, &["run", "--date", DAY], "speed_read:blocks", &[]);
+    server.kill();
+    let out = run.release();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("unavailable"), "{text}");
+    assert!(
+        !p.db.has_table("block_daily_metrics").await || p.db.block_daily_metrics().await.is_empty()
+    );
+    assert!(speed_copies(&p).is_empty(), "{:?}", speed_copies(&p));
+    server.start_again();
+    p.ok(&["run", "--date", DAY]);
+    equals_reference(&p.db).await;
+    nothing_left_running(&p.db).await;
+}
+
+/// The spill dir is full (the process may write no file past 64 KiB,
+/// `RLIMIT_FSIZE`): copying a MongoDB day into it fails, the run fails
+/// (exit 1) naming the file, nothing is written, nothing left behind; with
+/// room again, the rerun equals the reference.
+#[tokio::test]
+async fn fault_spill_dir_full() {
+    use std::os::unix::process::CommandExt;
+    let server = MongoServer::start(false);
+    let p = on_mongo(&server, Serving::Postgres).await;
+    let mut cmd = p.cmd(&["run", "--date", DAY]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: 64 * 1024,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            // Past the limit a write fails (EFBIG) instead of killing.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(".ledgerflow/spill"), "{text}");
+    assert!(!p.db.has_table("block_daily_metrics").await);
+    assert!(speed_copies(&p).is_empty(), "{:?}", speed_copies(&p));
+    nothing_left_running(&p.db).await;
+    p.ok(&["run", "--date", DAY]);
+    equals_reference(&p.db).await;
+    p.drop_db().await;
 }
