@@ -9,3 +9,4 @@ pub mod mongo;
 pub mod project;
 pub mod reference;
 pub mod serving;
+pub mod storm;

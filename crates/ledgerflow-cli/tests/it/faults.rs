@@ -324,3 +324,20 @@ async fn fault_spill_dir_full() {
     equals_reference(&p.db).await;
     p.drop_db().await;
 }
+
+/// The kill storm, small: a week backfilled under 50 random SIGKILLs ends
+/// exact (the 1,000-kill version: `cargo run -p ledgerflow-testkit --bin
+/// kill-storm`).
+#[tokio::test]
+async fn fault_kill_storm_of_50() {
+    let report = ledgerflow_testkit::storm::run(
+        &crate::bin(),
+        &ledgerflow_testkit::storm::StormOptions {
+            kills: 50,
+            seed: 7,
+            serving: Serving::Sqlite,
+        },
+    )
+    .await;
+    assert_eq!(report.kills, 50);
+}
