@@ -5,6 +5,10 @@
 //! cron/SLA/catch-up setup, and in the process tests). Every process given
 //! the same value sees the same time, so downtime between two processes
 //! passes in simulated time too.
+//!
+//! `LEDGERFLOW_CLOCK=@<path>` reads that value from the file at every
+//! reading of the clock, so a rehearsal (or a test) can make time jump
+//! forward or back under a running scheduler by rewriting the file.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +21,9 @@ pub const ENV: &str = "LEDGERFLOW_CLOCK";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Clock {
     sim: Option<Sim>,
+    /// Where to read the simulated clock from at every reading (leaked
+    /// once per process, so the clock stays `Copy`).
+    file: Option<&'static std::path::Path>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +53,17 @@ impl Clock {
     }
 
     pub fn parse(v: &str) -> Result<Clock> {
+        if let Some(path) = v.strip_prefix('@') {
+            let path: &'static std::path::Path =
+                Box::leak(std::path::PathBuf::from(path).into_boxed_path());
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Usage(format!("{ENV}=@{}: {e}", path.display())))?;
+            let clock = Clock::parse(text.trim())?;
+            return Ok(Clock {
+                file: Some(path),
+                ..clock
+            });
+        }
         let bad = || {
             Error::Usage(format!(
                 "{ENV}=`{v}`: expected <RFC 3339 start>@<real unix seconds>x<rate>, e.g. 2026-11-01T00:00:00Z@1767225600x3600"
@@ -61,7 +79,20 @@ impl Clock {
         if !(sim.rate > 0.0 && sim.rate.is_finite()) {
             return Err(bad());
         }
-        Ok(Clock { sim: Some(sim) })
+        Ok(Clock {
+            sim: Some(sim),
+            file: None,
+        })
+    }
+
+    /// The simulated clock as it reads now: the file's (when it names one
+    /// and parses), else the one parsed at start.
+    fn sim(&self) -> Option<Sim> {
+        self.file
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| Clock::parse(t.trim()).ok())
+            .and_then(|c| c.sim)
+            .or(self.sim)
     }
 
     pub fn is_simulated(&self) -> bool {
@@ -69,7 +100,7 @@ impl Clock {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        match self.sim {
+        match self.sim() {
             None => Utc::now(),
             Some(s) => {
                 let elapsed = (real_secs() - s.anchor) * s.rate;
@@ -80,7 +111,7 @@ impl Clock {
 
     /// The real time that `d` of this clock's time takes.
     pub fn real(&self, d: Duration) -> Duration {
-        match self.sim {
+        match self.sim() {
             None => d,
             Some(s) => d.div_f64(s.rate),
         }
