@@ -100,6 +100,83 @@ async fn wait_for(p: &TestProject, want: &[RealtimeMinute], bg: &Background, tim
     }
 }
 
+/// Forks 100 blocks deep, far past the restart window of 64 heights: one
+/// arrives while the loop follows, another while it is down (killed). Both
+/// are repaired: the table equals the reference over exactly the blocks
+/// written.
+#[tokio::test]
+async fn reorgs_100_deep_while_following_and_while_down_are_repaired() {
+    let params = GenParams {
+        seed: 13,
+        scale: 0.05,
+        reorg_rate: 0.02,
+        reorg_depth: Some(100),
+        boundary_forks: false,
+    };
+    let day = d("2026-11-14");
+    let deep = |n: u64| -> bool {
+        let mut run = 0;
+        day_blocks(&params, day, true).take(n as usize).any(|g| {
+            run = if g.block.canonical { 0 } else { run + 1 };
+            run >= 100
+        })
+    };
+    let want = |n: u64| {
+        let (mut blocks, mut txs) = (Vec::new(), Vec::new());
+        for g in day_blocks(&params, day, true).take(n as usize) {
+            blocks.push(g.block);
+            txs.extend(g.txs);
+        }
+        reference::realtime_minutes(day, &blocks, &txs)
+    };
+    let p = project(Serving::Postgres).await;
+    let write = |blocks: u64| {
+        let n = blocks.to_string();
+        p.ok(&[
+            "generate",
+            "--live",
+            "--from",
+            "2026-11-14",
+            "--rate",
+            "100000",
+            "--blocks",
+            &n,
+            "--scale",
+            "0.05",
+            "--seed",
+            "13",
+            "--reorg-rate",
+            "0.02",
+            "--reorg-depth",
+            "100",
+        ]);
+        settled_prefix(&params, day, blocks)
+    };
+    // (A loop over an empty landing dir follows today: the day must exist.)
+    write(3);
+    let rt = Background::start(&p, &["realtime"], &[]);
+    let n1 = write(120);
+    assert!(deep(n1), "needs a 100-deep fork in the first {n1} arrivals");
+    wait_for(&p, &want(n1), &rt, Duration::from_secs(90)).await;
+    rt.kill();
+    let n2 = write(10_000);
+    assert!(
+        day_blocks(&params, day, true)
+            .skip(n1 as usize)
+            .take((n2 - n1) as usize)
+            .scan(0, |run, g| {
+                *run = if g.block.canonical { 0 } else { *run + 1 };
+                Some(*run)
+            })
+            .any(|run| run >= 100),
+        "needs a 100-deep fork while the loop is down"
+    );
+    let rt = Background::start(&p, &["realtime"], &[]);
+    wait_for(&p, &want(n2), &rt, Duration::from_secs(90)).await;
+    rt.stop();
+    p.drop_db().await;
+}
+
 /// A failure no wait can fix (here a constraint the table gained that the
 /// model's rows break) ends the loop with exit 1 naming it; it is not
 /// waited out like a database that is down.
