@@ -10,6 +10,8 @@ pub struct Cluster {
     pub port: u16,
     dir: TempDir,
     bin: PathBuf,
+    /// Addresses listened on besides 127.0.0.1 (test hosts' gateways).
+    listen: Vec<String>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -46,6 +48,12 @@ fn as_postgres(bin: &Path, tool: &str, args: &[&str]) {
 impl Cluster {
     /// initdb + start on a free port (trust auth, user postgres).
     pub fn start() -> Cluster {
+        Self::start_listening(&[])
+    }
+
+    /// Also listening on `addresses` (trusting 10.0.0.0/8), for processes
+    /// in test hosts ([`crate::netns::Host`]).
+    pub fn start_listening(addresses: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let status = Command::new("chown")
             .args(["-R", "postgres"])
@@ -61,6 +69,7 @@ impl Cluster {
             port,
             dir,
             bin: bin_dir(),
+            listen: addresses.iter().map(|a| a.to_string()).collect(),
         };
         let data = c.data();
         as_postgres(
@@ -68,6 +77,12 @@ impl Cluster {
             "initdb",
             &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
+        if !addresses.is_empty() {
+            let hba = format!("{data}/pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+            text.push_str("\nhost all all 10.0.0.0/8 trust\n");
+            std::fs::write(&hba, text).expect("pg_hba.conf");
+        }
         c.up();
         c
     }
@@ -77,13 +92,21 @@ impl Cluster {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.url_at("127.0.0.1")
+    }
+
+    /// The URL through one of the addresses it listens on.
+    pub fn url_at(&self, address: &str) -> String {
+        format!("postgres://postgres@{address}:{}/postgres", self.port)
     }
 
     pub fn up(&self) {
+        let mut listen = vec!["127.0.0.1".to_string()];
+        listen.extend(self.listen.iter().cloned());
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            "-p {} -c listen_addresses={} -k {} -c fsync=off",
             self.port,
+            listen.join(","),
             self.dir.path().display()
         );
         let log = self.dir.path().join("server.log").display().to_string();

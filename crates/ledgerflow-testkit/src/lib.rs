@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod mongo;
+pub mod netns;
 pub mod project;
 pub mod reference;
 pub mod serving;

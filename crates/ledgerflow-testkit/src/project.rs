@@ -53,7 +53,19 @@ impl TestProject {
     /// The binary, in the project dir, with a clean environment for the
     /// variables that would override the config.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(&self.bin);
+        self.cmd_via(&[], args)
+    }
+
+    /// The binary run through `wrapper` (e.g. `ip netns exec NS`).
+    pub fn cmd_via(&self, wrapper: &[String], args: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         c.current_dir(self.path())
             .args(args)
             .env_remove("LEDGERFLOW_SERVING_URL")
@@ -172,12 +184,22 @@ pub struct Background {
 
 impl Background {
     pub fn start(p: &TestProject, args: &[&str], env: &[(&str, &str)]) -> Background {
+        Self::start_via(p, &[], args, env)
+    }
+
+    /// Through `wrapper`, as [`TestProject::cmd_via`].
+    pub fn start_via(
+        p: &TestProject,
+        wrapper: &[String],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Background {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
         let log = p.path().join(format!("{}-{stamp}.log", args[0]));
-        let mut cmd = p.cmd(args);
+        let mut cmd = p.cmd_via(wrapper, args);
         cmd.env("LEDGERFLOW_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());

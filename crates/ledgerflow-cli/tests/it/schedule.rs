@@ -772,3 +772,96 @@ async fn max_active_runs_keeps_caught_up_days_one_at_a_time() {
     }
     p.drop_db().await;
 }
+
+/// Two hosts (network namespaces, each with its own link to the database
+/// server) run the scheduler against one PostgreSQL. One leads, one stands
+/// by. The leader's link is cut: the server drops its session (keepalives),
+/// the standby leads within seconds and the ticks go on; the old leader,
+/// healed, stands by. Every day ran exactly once and the tables equal
+/// plain runs.
+#[tokio::test]
+async fn two_hosts_one_leader_across_a_network_partition() {
+    use ledgerflow_testkit::netns::Host;
+    let (a, b) = (Host::create(1), Host::create(2));
+    let cluster = Cluster::start_listening(&[&a.gateway, &b.gateway]);
+    let p = project(Serving::Sqlite).await;
+    p.set_config(
+        "url = \"sqlite://serving.db\"",
+        &format!("url = \"{}\"", cluster.url()),
+    );
+    let path = p.config_path();
+    let text = std::fs::read_to_string(&path).unwrap()
+        + "\n[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"2s\"\nlease = \"2s\"\n\n\
+           [[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\n";
+    std::fs::write(&path, text).unwrap();
+    p.generate("2026-11-01", "2026-11-30", "0.002", &[], &[]);
+    // A tick every 4 real seconds.
+    let clock = clock("2026-11-02T00:00:30Z", 21_600.0);
+    let start = |host: &Host| {
+        let url = cluster.url_at(&host.gateway);
+        Background::start_via(
+            &p,
+            &host.exec(),
+            &["schedule", "--standby"],
+            &[
+                ("LEDGERFLOW_CLOCK", clock.as_str()),
+                ("LEDGERFLOW_SERVING_URL", &url),
+            ],
+        )
+    };
+    let sa = start(&a);
+    sa.wait_log("leading the schedule", Duration::from_secs(30));
+    let sb = start(&b);
+    sb.wait_log("standing by", Duration::from_secs(30));
+    let done = || {
+        let rows = runs(&p);
+        rows.iter()
+            .filter(|r| r["model"] == "block_daily_metrics" && r["state"] == "success")
+            .count()
+    };
+    wait_until("two ticks on host a", Duration::from_secs(60), || {
+        done() >= 2
+    });
+
+    a.cut();
+    let cut = Instant::now();
+    sb.wait_log("leading the schedule", Duration::from_secs(30));
+    let took = cut.elapsed();
+    let before = done();
+    wait_until("two more ticks on host b", Duration::from_secs(60), || {
+        done() >= before + 2
+    });
+    a.heal();
+    // Healed, host a no longer leads: its session is gone.
+    sa.wait_log("lost the scheduler lock", Duration::from_secs(60));
+    let after_heal = done();
+    wait_until("a tick after healing", Duration::from_secs(60), || {
+        done() > after_heal
+    });
+    sb.stop();
+    sa.stop();
+    assert!(took < Duration::from_secs(20), "standby took {took:?}");
+
+    let rows = runs(&p);
+    assert!(
+        rows.iter()
+            .all(|r| r["state"] != "running" && r["state"] != "pending"),
+        "{rows:#?}"
+    );
+    let mut days: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["model"] == "block_daily_metrics" && r["state"] == "success")
+        .map(|r| r["day"].as_str().unwrap())
+        .collect();
+    let ran = days.len();
+    days.sort();
+    days.dedup();
+    assert_eq!(days.len(), ran, "a day succeeded twice: {rows:#?}");
+    let clean = clean_run(&days, "2026-11-01", "2026-11-30", "0.002").await;
+    let check = ledgerflow_testkit::serving::TestDb::Postgres {
+        url: cluster.url(),
+        schema: "public".into(),
+        client: ledgerflow_testkit::serving::pg_connect(&cluster.url()).await,
+    };
+    assert_dumps_eq(&check.dump_metrics().await, &clean, "two hosts");
+}
