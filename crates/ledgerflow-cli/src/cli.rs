@@ -24,9 +24,14 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Only warnings and errors on stderr.
+    /// Only warnings and errors on stderr (the default of one-shot
+    /// commands; `schedule` and `realtime` log what they do).
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Logs too: `-v` what each step does, `-vv` debug (server notices
+    /// included). `LEDGERFLOW_LOG` (a tracing filter) overrides both.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -105,7 +105,20 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
         let root = config.batch_root()?;
         let recorded = async {
             let sink = ledgerflow::sinks::open(&config).await?;
-            let this_run: Vec<String> = report.archives.iter().map(|a| a.name.clone()).collect();
+            // Only what this run loaded is recorded by it; an archive it
+            // found unchanged may be one a dead run loaded, to reconcile.
+            let this_run: Vec<String> = report
+                .archives
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.action,
+                        ingest::summary::ArchiveAction::Loaded
+                            | ingest::summary::ArchiveAction::Partial
+                    )
+                })
+                .map(|a| a.name.clone())
+                .collect();
             let earlier =
                 ingest::steps::reconcile(sink.as_ref(), &root, config.ledger.lease, &this_run)
                     .await?;

@@ -47,11 +47,9 @@ fn tune_allocator(daemon: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tune_allocator(matches!(
-        cli.command,
-        Command::Schedule(_) | Command::Realtime(_)
-    ));
-    init_logging(cli.log_format, cli.quiet);
+    let daemon = matches!(cli.command, Command::Schedule(_) | Command::Realtime(_));
+    tune_allocator(daemon);
+    init_logging(cli.log_format, log_level(daemon, cli.quiet, cli.verbose));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,8 +96,19 @@ fn exit_code_of(e: &anyhow::Error) -> u8 {
         .map_or(1, |e| e.exit_code() as u8)
 }
 
-fn init_logging(format: LogFormat, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+/// A one-shot command prints its result, progress and warnings; its logs
+/// come with `-v`. The daemons' logs are their output. Server notices
+/// (`relation ... already exists, skipping`) are debug.
+fn log_level(daemon: bool, quiet: bool, verbose: u8) -> &'static str {
+    match (quiet, verbose, daemon) {
+        (true, _, _) => "warn",
+        (false, 0, false) => "warn",
+        (false, 0, true) | (false, 1, _) => "info,tokio_postgres=warn",
+        (false, _, _) => "debug",
+    }
+}
+
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEDGERFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

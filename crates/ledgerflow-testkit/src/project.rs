@@ -50,6 +50,13 @@ impl TestProject {
         std::fs::write(&path, text.replacen(from, to, 1)).expect("write config");
     }
 
+    /// Appends `toml` (whole sections) to ledgerflow.toml.
+    pub fn append_config(&self, toml: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).expect("read config");
+        std::fs::write(&path, format!("{text}\n{toml}\n")).expect("write config");
+    }
+
     /// The binary, in the project dir, with a clean environment for the
     /// variables that would override the config.
     pub fn cmd(&self, args: &[&str]) -> Command {

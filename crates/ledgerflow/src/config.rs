@@ -581,8 +581,11 @@ impl Config {
         if self.batch.rows_per_file == 0 {
             return Err(self.invalid("batch.rows_per_file", "must be at least 1"));
         }
-        if self.ledger.lease < std::time::Duration::from_secs(1) {
-            return Err(self.invalid("ledger.lease", "must be at least 1s"));
+        let lease = self.ledger.lease;
+        if lease < std::time::Duration::from_secs(1)
+            || lease > std::time::Duration::from_secs(86_400)
+        {
+            return Err(self.invalid("ledger.lease", "must be between 1s and 1d"));
         }
         if self.speed.finality_blocks < 0 {
             return Err(self.invalid("speed.finality_blocks", "must be 0 or more"));

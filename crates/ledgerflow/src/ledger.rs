@@ -198,7 +198,11 @@ pub fn owner_is_gone(owner: &str) -> bool {
         if boot != boot_id() || ns != pid_namespace() {
             return false;
         }
-        return start_ticks(pid).map(|t| t.to_string()).as_deref() != Some(start);
+        // An unreadable stat (procfs hidepid, another user) proves nothing:
+        // then only a PID that does not exist at all counts as gone.
+        if let Some(ticks) = start_ticks(pid) {
+            return ticks.to_string() != start;
+        }
     }
     // Signal 0 checks existence; EPERM means it exists under another user.
     // SAFETY: kill with signal 0 sends nothing.

@@ -21,6 +21,10 @@ use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
 use crate::sinks::{self, Sink, WriteMode, WriteRequest};
 
+/// Why a held model's output was not written under `run.commit = "day"`:
+/// the reason, its retry kind, and whether a newer write superseded it.
+type NotWritten = (String, Retry, bool);
+
 /// Stops the heartbeat task when dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
@@ -466,28 +470,54 @@ impl Runner {
             _ => None,
         });
         let started = Instant::now();
-        let (indexes, reqs): (Vec<usize>, Vec<WriteRequest>) = held.into_iter().unzip();
-        let outcome = match failure {
-            Some((model, retry)) => Err((
-                format!("not written: model `{model}` failed and run.commit = \"day\" commits a day's models together"),
-                retry,
-                false,
-            )),
-            None => self
-                .sink
-                .write_all(reqs)
-                .await
-                .map_err(|e| (e.to_string(), e.retry(), matches!(e, Error::Superseded { .. }))),
-        };
+        let mut pending = held;
+        // Per held model: rows written, or why not (the reason, its retry
+        // kind, whether a newer write superseded it).
+        let mut outcomes: Vec<(usize, std::result::Result<u64, NotWritten>)> = Vec::new();
+        if let Some((model, retry)) = failure {
+            let reason = format!("not written: model `{model}` failed and run.commit = \"day\" commits a day's models together");
+            for (i, _) in pending.drain(..) {
+                outcomes.push((i, Err((reason.clone(), retry, false))));
+            }
+        }
+        // A table a newer run has written is dropped from the transaction
+        // (its day holds that run's output) and the rest is tried again:
+        // the others' versions still stand.
+        while !pending.is_empty() {
+            let reqs: Vec<WriteRequest> = pending.iter().map(|(_, r)| r.clone()).collect();
+            match self.sink.write_all(reqs).await {
+                Ok(rows) => {
+                    for ((i, _), n) in pending.drain(..).zip(rows) {
+                        outcomes.push((i, Ok(n)));
+                    }
+                }
+                Err(e @ Error::Superseded { .. }) => {
+                    let Error::Superseded { table, .. } = &e else {
+                        unreachable!("matched above")
+                    };
+                    let Some(k) = pending.iter().position(|(_, r)| &r.table == table) else {
+                        return Err(e);
+                    };
+                    let (i, _) = pending.remove(k);
+                    outcomes.push((i, Err((e.to_string(), e.retry(), true))));
+                }
+                Err(e) => {
+                    let reason = (e.to_string(), e.retry(), false);
+                    for (i, _) in pending.drain(..) {
+                        outcomes.push((i, Err(reason.clone())));
+                    }
+                }
+            }
+        }
         let write_s = started.elapsed().as_secs_f64();
-        for (k, &i) in indexes.iter().enumerate() {
+        for (i, outcome) in outcomes {
             let Some(report) = reports[i].as_mut() else {
                 continue;
             };
             report.seconds += write_s;
-            report.status = match (&outcome, &report.status) {
+            report.status = match (outcome, &report.status) {
                 (Ok(rows), RunStatus::Success { compute_s, .. }) => RunStatus::Success {
-                    rows: rows[k],
+                    rows,
                     compute_s: *compute_s,
                     write_s,
                 },
@@ -495,17 +525,12 @@ impl Runner {
                 (Err((reason, _, true)), _) => {
                     self.close(ids[i], RunState::Superseded, None, reason.clone())
                         .await?;
-                    RunStatus::Superseded {
-                        reason: reason.clone(),
-                    }
+                    RunStatus::Superseded { reason }
                 }
                 (Err((error, retry, false)), _) => {
                     self.close(ids[i], RunState::Failed, None, error.clone())
                         .await?;
-                    RunStatus::Failed {
-                        error: error.clone(),
-                        retry: *retry,
-                    }
+                    RunStatus::Failed { error, retry }
                 }
             };
         }

@@ -126,9 +126,7 @@ async fn day_tables(db: &TestDb) -> [Vec<String>; 3] {
 async fn a_day_committed_together_switches_every_table_or_none() {
     for serving in SINKS {
         let p = project(serving).await;
-        let path = p.config_path();
-        let text = std::fs::read_to_string(&path).unwrap() + "\n[run]\ncommit = \"day\"\n";
-        std::fs::write(&path, text).unwrap();
+        p.append_config("[run]\ncommit = \"day\"");
         p.generate("2026-11-05", "2026-11-05", "0.01", &[], &[]);
         p.ok(&["run", "--date", "2026-11-05"]);
         let old = day_tables(&p.db).await;
@@ -146,18 +144,13 @@ async fn a_day_committed_together_switches_every_table_or_none() {
         assert_eq!(day_tables(&p.db).await, old, "{serving:?}: a table changed");
 
         // Killed before the one commit: nothing of the day is written.
-        let mut cmd = p.cmd(&["run", "--date", "2026-11-05"]);
-        cmd.env("LEDGERFLOW_FAILPOINT", "before_commit:realtime_dashboard")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let reached = BufReader::new(child.stderr.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("reached"));
-        assert!(reached);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        ledgerflow_testkit::project::Paused::start(
+            &p,
+            &["run", "--date", "2026-11-05"],
+            "before_commit:realtime_dashboard",
+            &[],
+        )
+        .kill();
         assert_eq!(day_tables(&p.db).await, old, "{serving:?}: a table changed");
 
         // Then every table switches at once.

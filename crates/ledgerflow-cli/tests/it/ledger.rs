@@ -21,10 +21,7 @@ fn row<'a>(runs: &'a [Value], model: &str) -> &'a Value {
 }
 
 fn short_lease(p: &TestProject) {
-    let path = p.config_path();
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str("\n[ledger]\nlease = \"2s\"\n");
-    std::fs::write(&path, text).unwrap();
+    p.append_config("[ledger]\nlease = \"2s\"");
 }
 
 #[tokio::test]

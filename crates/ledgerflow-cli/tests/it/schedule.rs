@@ -28,12 +28,23 @@ fn clock(start: &str, rate: f64) -> String {
 /// A PostgreSQL project with a fast-polling scheduler and `jobs` appended.
 async fn scheduled(jobs: &str) -> TestProject {
     let p = project(Serving::Postgres).await;
-    let path = p.config_path();
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    text.push_str(&format!(
-        "\n[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"5s\"\nlease = \"2s\"\n\n{jobs}\n"
+    p.append_config(&format!(
+        "[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"5s\"\nlease = \"2s\"\n\n{jobs}"
     ));
-    std::fs::write(&path, text).unwrap();
+    p
+}
+
+/// A project serving into `cluster` (schema `public`) with a fast-polling
+/// scheduler (grace 2 s) and `jobs`.
+async fn on_cluster(cluster: &Cluster, jobs: &str) -> TestProject {
+    let p = project(Serving::Sqlite).await;
+    p.set_config(
+        "url = \"sqlite://serving.db\"",
+        &format!("url = \"{}\"", cluster.url()),
+    );
+    p.append_config(&format!(
+        "[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"2s\"\nlease = \"2s\"\n\n{jobs}"
+    ));
     p
 }
 
@@ -614,16 +625,11 @@ async fn bad_jobs_are_refused_naming_the_job_and_key() {
 #[tokio::test]
 async fn the_scheduler_outlives_its_database_and_resumes() {
     let cluster = Cluster::start();
-    let p = project(Serving::Sqlite).await;
-    p.set_config(
-        "url = \"sqlite://serving.db\"",
-        &format!("url = \"{}\"", cluster.url()),
-    );
-    let path = p.config_path();
-    let text = std::fs::read_to_string(&path).unwrap()
-        + "\n[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"2s\"\nlease = \"2s\"\n\n\
-           [[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nretries = 50\nretry_delay = \"1h\"\nretry_max_delay = \"1h\"\n";
-    std::fs::write(&path, text).unwrap();
+    let p = on_cluster(
+        &cluster,
+        "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nretries = 50\nretry_delay = \"1h\"\nretry_max_delay = \"1h\"",
+    )
+    .await;
     p.generate("2026-11-01", "2026-11-08", "0.002", &[], &[]);
     // Half a day per real second: a tick every 2 s.
     let clock = clock("2026-11-02T00:00:30Z", 43_200.0);
@@ -784,16 +790,7 @@ async fn two_hosts_one_leader_across_a_network_partition() {
     use ledgerflow_testkit::netns::Host;
     let (a, b) = (Host::create(1), Host::create(2));
     let cluster = Cluster::start_listening(&[&a.gateway, &b.gateway]);
-    let p = project(Serving::Sqlite).await;
-    p.set_config(
-        "url = \"sqlite://serving.db\"",
-        &format!("url = \"{}\"", cluster.url()),
-    );
-    let path = p.config_path();
-    let text = std::fs::read_to_string(&path).unwrap()
-        + "\n[scheduler]\npoll_interval = \"100ms\"\ngrace_period = \"2s\"\nlease = \"2s\"\n\n\
-           [[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\n";
-    std::fs::write(&path, text).unwrap();
+    let p = on_cluster(&cluster, "[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"").await;
     p.generate("2026-11-01", "2026-11-30", "0.002", &[], &[]);
     // A tick every 4 real seconds.
     let clock = clock("2026-11-02T00:00:30Z", 21_600.0);
@@ -864,4 +861,57 @@ async fn two_hosts_one_leader_across_a_network_partition() {
         client: ledgerflow_testkit::serving::pg_connect(&cluster.url()).await,
     };
     assert_dumps_eq(&check.dump_metrics().await, &clean, "two hosts");
+}
+
+/// A speed day run before the next day's blocks exist counts the fork at
+/// its end (the best knowledge then). When the next day's chain orphans
+/// it, the next tick's recheck (`recheck_days = 1`) sees the day's inputs
+/// changed and re-runs it: the day then equals the reference.
+#[tokio::test]
+async fn a_recheck_repairs_a_day_the_next_days_blocks_changed() {
+    use ledgerflow::generate::chain::GenParams;
+    use ledgerflow_testkit::reference;
+    let p = scheduled("[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"\nrecheck_days = 1").await;
+    let flags = ["--reorg-rate", "0.05", "--boundary-forks"];
+    p.generate("2026-11-05", "2026-11-05", "0.01", &["2026-11-05"], &flags);
+    // Two simulated hours a second: the next tick comes 12 s after the first.
+    let clock = clock("2026-11-06T00:00:30Z", 7_200.0);
+    let s = Scheduler::start(&p, &[], &clock, &[]);
+    let successes = |day: &str| -> Vec<Value> {
+        runs(&p)
+            .into_iter()
+            .filter(|r| {
+                r["model"] == "block_daily_metrics" && r["day"] == day && r["state"] == "success"
+            })
+            .collect()
+    };
+    wait_until("the 11-05 tick", Duration::from_secs(60), || {
+        !successes("2026-11-05").is_empty()
+    });
+    let params = GenParams {
+        seed: 42,
+        scale: 0.01,
+        reorg_rate: 0.05,
+        boundary_forks: true,
+        ..Default::default()
+    };
+    let day = "2026-11-05".parse().unwrap();
+    let (blocks, txs) = ledgerflow_testkit::reference::generated_day(&params, day, true);
+    let expected = reference::block_daily_metrics(day, &blocks, &txs).unwrap();
+    let first = p.db.block_daily_metrics().await;
+    assert_ne!(
+        first[0].block_count, expected.block_count,
+        "alone, the day counts the fork at its end"
+    );
+    // The next day lands; its tick rechecks 11-05.
+    p.generate("2026-11-06", "2026-11-06", "0.01", &["2026-11-06"], &flags);
+    wait_until("the recheck of 11-05", Duration::from_secs(60), || {
+        successes("2026-11-05")
+            .iter()
+            .any(|r| r["trigger"] == "schedule:daily:recheck")
+    });
+    s.stop();
+    let daily = p.db.block_daily_metrics().await;
+    ledgerflow_testkit::serving::assert_daily_eq(&daily[0], &expected);
+    p.drop_db().await;
 }

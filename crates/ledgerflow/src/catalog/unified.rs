@@ -91,10 +91,12 @@ impl DayPlan {
         // The orphans depend on the days around this one too (a block of
         // the next day can orphan this day's last): the files alone do not
         // say which rows count.
-        hasher.update(self.orphans.len().to_le_bytes());
-        for orphan in &self.orphans {
-            hasher.update(orphan);
-            hasher.update([0]);
+        if self.layer == Layer::Speed {
+            hasher.update(self.orphans.len().to_le_bytes());
+            for orphan in &self.orphans {
+                hasher.update(orphan);
+                hasher.update([0]);
+            }
         }
         if let Some(scratch) = &self.scratch {
             hasher.update(&scratch.content);

@@ -276,10 +276,6 @@ impl Loop {
     /// One pass: poll, then commit what changed. Returns whether the poll
     /// found nothing new.
     async fn step(&mut self, pending: &mut BTreeSet<i64>, opts: &RealtimeOptions) -> Result<bool> {
-        // Drawn before this pass reads anything: a daily run of the same
-        // table and day that planned later commits over this pass, never
-        // the other way round.
-        let version = self.sink.next_version().await?;
         let arrivals = self.follower.poll().await?;
         let idle = arrivals.is_empty();
         let resync = arrivals.resync;
@@ -310,6 +306,15 @@ impl Loop {
         let days: BTreeSet<NaiveDate> = self.chain.days().into_iter().collect();
         pending.retain(|&m| days.contains(&crate::day::of_micros(m)));
         let all: Vec<i64> = pending.iter().copied().collect();
+        if all.is_empty() {
+            return Ok(idle);
+        }
+        // Drawn before this pass reads its rows: a daily run of the same
+        // table and day that planned later commits over this pass, never
+        // the other way round. (Drawn after the poll, so an idle pass costs
+        // the database nothing; a reorg a daily run saw before this pass's
+        // poll arrives in the next poll, whose pass recomputes its minutes.)
+        let version = self.sink.next_version().await?;
         let chunks: Vec<&[i64]> = all.chunks(MINUTES_PER_COMMIT).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             let minutes: BTreeSet<i64> = chunk.iter().copied().collect();

@@ -57,6 +57,12 @@ pub struct JobConfig {
     /// Ticks of this job running at once. Default: 1.
     #[serde(default = "default_max_active_runs")]
     pub max_active_runs: u32,
+    /// After its day succeeds, a tick also re-runs the days this many
+    /// before it whose inputs changed since their last success (a late
+    /// reorg, a fork at a day's end the next day settled, a late
+    /// micro-batch); unchanged ones are skipped by fingerprint. Default: 0.
+    #[serde(default)]
+    pub recheck_days: u32,
     /// Where this job's SLA alerts are POSTed (overrides
     /// `scheduler.webhook`).
     #[serde(default)]

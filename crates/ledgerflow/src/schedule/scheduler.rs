@@ -571,6 +571,7 @@ async fn run_tick(
             Err(e) => Some((e.to_string(), e.retry())),
         };
         let Some((error, retry)) = error else {
+            recheck(shared, job, &tick).await;
             tick.state = TickState::Success;
             tick.finished_at = Some(shared.clock.now());
             tick.error = None;
@@ -597,6 +598,61 @@ async fn run_tick(
         tokio::select! {
             _ = shared.clock.sleep(delay) => {}
             _ = halted.wait_for(|stop| *stop) => return TickState::Due,
+        }
+    }
+}
+
+/// Re-runs the `recheck_days` days before the tick's whose inputs changed
+/// since their last success (the runner skips unchanged ones). Best effort:
+/// a failure is logged and recorded in the ledger, and the next tick
+/// rechecks again; the tick itself has succeeded.
+async fn recheck(shared: &Shared, job: &Job, tick: &Tick) {
+    let Ok(models) = shared.runner.select(&job.config.models) else {
+        return;
+    };
+    let opts = RunOptions {
+        trigger: format!("schedule:{}:recheck", tick.job),
+        ..RunOptions::default()
+    };
+    for back in (1..=job.config.recheck_days).rev() {
+        let Some(day) = tick
+            .day
+            .checked_sub_days(chrono::Days::new(u64::from(back)))
+        else {
+            continue;
+        };
+        // Only days that were loaded: a day never run is a gap, not a
+        // recheck (status shows gaps with their backfill).
+        let mut loaded = false;
+        for m in &models {
+            if let Ok(Some(_)) = shared
+                .runner
+                .sink
+                .last_success_fingerprint(&m.name, day)
+                .await
+            {
+                loaded = true;
+                break;
+            }
+        }
+        if !loaded {
+            continue;
+        }
+        match shared.runner.run_day(day, &models, &opts).await {
+            Ok(reports) => {
+                for r in reports {
+                    match &r.status {
+                        RunStatus::Success { rows, .. } => {
+                            tracing::info!(job = %tick.job, day = %day, model = %r.model, rows, "recheck: the day's inputs had changed; re-run")
+                        }
+                        RunStatus::Failed { error, .. } => {
+                            tracing::warn!(job = %tick.job, day = %day, model = %r.model, "recheck failed: {error}")
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(job = %tick.job, day = %day, "recheck failed: {e}"),
         }
     }
 }

@@ -911,7 +911,9 @@ impl Sink for PostgresSink {
                 fingerprint text,
                 source_layers text,
                 error text,
-                owner text
+                owner text,
+                version bigint,
+                heartbeat_at timestamptz
             );
             CREATE INDEX IF NOT EXISTS {} ON {ledger} (model, day, id);
             CREATE TABLE IF NOT EXISTS {} (
@@ -919,8 +921,6 @@ impl Sink for PostgresSink {
                 position text NOT NULL,
                 updated_at timestamptz NOT NULL
             );
-            ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS version bigint;
-            ALTER TABLE {ledger} ADD COLUMN IF NOT EXISTS heartbeat_at timestamptz;
             CREATE TABLE IF NOT EXISTS {} (
                 tbl text NOT NULL,
                 day date NOT NULL,
@@ -935,6 +935,25 @@ impl Sink for PostgresSink {
         ))
         .await
         .map_err(fail)?;
+        // Ledgers made before these columns existed gain them. Checked
+        // first: ALTER TABLE takes an exclusive lock even when the column
+        // exists, and would queue behind every running write.
+        for (column, ty) in [("version", "bigint"), ("heartbeat_at", "timestamptz")] {
+            let has = tx
+                .query_opt(
+                    "SELECT 1 FROM information_schema.columns \
+                     WHERE table_schema = $1 AND table_name = $2 AND column_name = $3",
+                    &[&self.schema, &ledger::TABLE, &column],
+                )
+                .await
+                .map_err(fail)?
+                .is_some();
+            if !has {
+                tx.batch_execute(&format!("ALTER TABLE {ledger} ADD COLUMN {column} {ty}"))
+                    .await
+                    .map_err(fail)?;
+            }
+        }
         tx.commit().await.map_err(fail)
     }
 
@@ -1075,10 +1094,13 @@ impl Sink for PostgresSink {
 
     async fn ledger_heartbeat(&self, ids: &[i64]) -> Result<()> {
         let sql = format!(
-            "UPDATE {} SET heartbeat_at = now() \
-             WHERE id = ANY($1) AND state IN ('pending', 'running')",
-            self.table(ledger::TABLE)
+            "UPDATE {ledger} SET heartbeat_at = now() WHERE id IN (\
+             SELECT id FROM {ledger} WHERE id = ANY($1) AND state IN ('pending', 'running') \
+             FOR UPDATE SKIP LOCKED)",
+            ledger = self.table(ledger::TABLE)
         );
+        // SKIP LOCKED: a row a write transaction holds is being closed by
+        // it; waiting for it would stall every other row's heartbeat.
         self.client()
             .await?
             .execute(&sql, &[&ids])
@@ -1090,7 +1112,8 @@ impl Sink for PostgresSink {
     async fn ledger_expired(&self, lease: std::time::Duration) -> Result<Vec<i64>> {
         let sql = format!(
             "SELECT id FROM {} WHERE state IN ('pending', 'running') \
-             AND heartbeat_at < now() - make_interval(secs => $1) ORDER BY id",
+             AND coalesce(heartbeat_at, started_at) < now() - make_interval(secs => $1) \
+             ORDER BY id",
             self.table(ledger::TABLE)
         );
         let rows = self

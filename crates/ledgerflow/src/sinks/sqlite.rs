@@ -40,7 +40,7 @@ impl SqliteSink {
     /// Opens (creating it and its directory if missing) the database file.
     pub fn open(path: &Path) -> Result<SqliteSink> {
         let target = path.display().to_string();
-        let fail = |e: rusqlite::Error| serving(&target, format!("cannot open: {e}"));
+        let fail = |e: rusqlite::Error| sqlite_error(&target, "cannot open", &e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
@@ -147,7 +147,7 @@ impl ToSql for Cell<'_, '_> {
 /// Creates the target table if missing, otherwise checks it has every output
 /// column with the declared type this sink writes. Never alters a table.
 fn ensure_table(conn: &Connection, target: &str, req: &WriteRequest) -> Result<()> {
-    let fail = |e: rusqlite::Error| serving(target, format!("creating {}: {e}", req.table));
+    let fail = |e: rusqlite::Error| sqlite_error(target, &format!("creating {}", req.table), &e);
     let columns = || -> rusqlite::Result<Vec<(String, String)>> {
         let mut stmt = conn.prepare_cached("SELECT name, type FROM pragma_table_info(?1)")?;
         let rows = stmt.query_map([&req.table], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -455,10 +455,14 @@ impl Sink for SqliteSink {
                 quote(VERSIONS_TABLE),
                 quote(VERSION_SEQ),
             ))
-            .map_err(|e| serving(target, format!("creating {}: {e}", ledger::TABLE)))?;
-            // Ledgers made before these columns existed gain them.
+            .map_err(|e| sqlite_error(target, &format!("creating {}", ledger::TABLE), &e))?;
+            // Ledgers made before these columns existed gain them (under the
+            // write lock: two processes upgrading at once add each once).
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| sqlite_error(target, &format!("upgrading {}", ledger::TABLE), &e))?;
             for (column, ty) in [("version", "INTEGER"), ("heartbeat_at", "TEXT")] {
-                let has: bool = conn
+                let has: bool = tx
                     .query_row(
                         &format!(
                             "SELECT count(*) > 0 FROM pragma_table_info('{}') WHERE name = ?1",
@@ -467,16 +471,17 @@ impl Sink for SqliteSink {
                         [column],
                         |r| r.get(0),
                     )
-                    .map_err(|e| serving(target, format!("reading {}: {e}", ledger::TABLE)))?;
+                    .map_err(|e| sqlite_error(target, &format!("reading {}", ledger::TABLE), &e))?;
                 if !has {
-                    conn.execute_batch(&format!(
+                    tx.execute_batch(&format!(
                         "ALTER TABLE {} ADD COLUMN {column} {ty}",
                         quote(ledger::TABLE)
                     ))
-                    .map_err(|e| serving(target, format!("upgrading {}: {e}", ledger::TABLE)))?;
+                    .map_err(|e| sqlite_error(target, &format!("upgrading {}", ledger::TABLE), &e))?;
                 }
             }
-            Ok(())
+            tx.commit()
+                .map_err(|e| sqlite_error(target, &format!("upgrading {}", ledger::TABLE), &e))
         })
         .await
     }
@@ -488,8 +493,7 @@ impl Sink for SqliteSink {
 
     async fn next_version(&self) -> Result<i64> {
         self.run(|conn, target| {
-            let fail =
-                |e: rusqlite::Error| serving(target, format!("drawing a write version: {e}"));
+            let fail = |e: rusqlite::Error| sqlite_error(target, "drawing a write version", &e);
             conn.query_row(
                 &format!(
                     "UPDATE {} SET n = n + 1 WHERE id = 1 RETURNING n",
@@ -531,9 +535,10 @@ impl Sink for SqliteSink {
                 ],
             )
             .map_err(|e| {
-                serving(
+                sqlite_error(
                     target,
-                    format!("recording a run of {} for {}: {e}", run.model, run.day),
+                    &format!("recording a run of {} for {}", run.model, run.day),
+                    &e,
                 )
             })?;
             Ok(conn.last_insert_rowid())
@@ -568,7 +573,7 @@ impl Sink for SqliteSink {
                         now,
                     ],
                 )
-                .map_err(|e| serving(target, format!("updating ledger row {id}: {e}")))?;
+                .map_err(|e| sqlite_error(target, &format!("updating ledger row {id}"), &e))?;
             // A closed row stays closed; a missing one is an error.
             if updated == 0 {
                 let exists: bool = conn
@@ -577,7 +582,7 @@ impl Sink for SqliteSink {
                         params![id],
                         |r| r.get(0),
                     )
-                    .map_err(|e| serving(target, format!("reading ledger row {id}: {e}")))?;
+                    .map_err(|e| sqlite_error(target, &format!("reading ledger row {id}"), &e))?;
                 if !exists {
                     return Err(serving(target, format!("ledger row {id} does not exist")));
                 }
@@ -614,8 +619,8 @@ impl Sink for SqliteSink {
             let cutoff = values::timestamp_text((Utc::now() - lease).timestamp_micros())
                 .map_err(|m| serving(target, m))?;
             let sql = format!(
-                "SELECT id FROM {} WHERE state IN ('pending', 'running') AND heartbeat_at < ?1 \
-                 ORDER BY id",
+                "SELECT id FROM {} WHERE state IN ('pending', 'running') \
+                 AND coalesce(heartbeat_at, started_at) < ?1 ORDER BY id",
                 quote(ledger::TABLE)
             );
             let fail = |e: rusqlite::Error| sqlite_error(target, "listing expired runs", &e);
@@ -633,7 +638,7 @@ impl Sink for SqliteSink {
     async fn ledger_list(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let filter = filter.clone();
         self.run(move |conn, target| {
-            let fail = |e: rusqlite::Error| serving(target, format!("listing runs: {e}"));
+            let fail = |e: rusqlite::Error| sqlite_error(target, "listing runs", &e);
             let sql = format!(
                 "SELECT {LEDGER_COLUMNS} FROM {} \
                  WHERE (?1 IS NULL OR model = ?1) AND (?2 IS NULL OR state = ?2) \
@@ -671,7 +676,7 @@ impl Sink for SqliteSink {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| serving(target, format!("reading checkpoint `{stream}`: {e}")))
+            .map_err(|e| sqlite_error(target, &format!("reading checkpoint `{stream}`"), &e))
         })
         .await
     }
@@ -694,9 +699,10 @@ impl Sink for SqliteSink {
             .optional()
             .map(Option::flatten)
             .map_err(|e| {
-                serving(
+                sqlite_error(
                     target,
-                    format!("reading the last run of {model} for {day}: {e}"),
+                    &format!("reading the last run of {model} for {day}"),
+                    &e,
                 )
             })
         })
