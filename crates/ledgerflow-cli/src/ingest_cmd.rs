@@ -105,30 +105,22 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
         let root = config.batch_root()?;
         let recorded = async {
             let sink = ledgerflow::sinks::open(&config).await?;
-            // Only what this run loaded is recorded by it; an archive it
-            // found unchanged may be one a dead run loaded, to reconcile.
-            let this_run: Vec<String> = report
-                .archives
-                .iter()
-                .filter(|a| {
-                    matches!(
-                        a.action,
-                        ingest::summary::ArchiveAction::Loaded
-                            | ingest::summary::ArchiveAction::Partial
-                    )
-                })
-                .map(|a| a.name.clone())
-                .collect();
-            let earlier =
-                ingest::steps::reconcile(sink.as_ref(), &root, config.ledger.lease, &this_run)
-                    .await?;
-            if earlier > 0 {
+            let this_run = ingest::steps::loaded(&report);
+            let earlier = ingest::steps::unrecorded(&root, config.ledger.lease, &this_run)?;
+            if !earlier.is_empty() {
                 eprintln!(
-                    "recorded the steps of {earlier} earlier load(s) missing from the run ledger"
+                    "recording the steps of {} earlier load(s) missing from the run ledger",
+                    earlier.len()
                 );
             }
+            for (name, steps) in earlier {
+                ledgerflow::sinks::record_steps(sink.as_ref(), steps, "reconcile").await?;
+                ingest::steps::mark_recorded(&root, &[name])?;
+            }
             ledgerflow::failpoint::hit("ingest_before_ledger", "").await;
-            ingest::steps::record(sink.as_ref(), &report, trigger, &root).await
+            ledgerflow::sinks::record_steps(sink.as_ref(), ingest::steps::steps(&report), trigger)
+                .await?;
+            ingest::steps::mark_recorded(&root, &this_run)
         };
         if let Err(e) = recorded.await {
             eprintln!("warning: could not record the ingest steps in the run ledger: {e}");

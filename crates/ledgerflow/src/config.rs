@@ -573,7 +573,7 @@ impl Config {
     /// Checks every setting that parsing cannot, naming the key at fault.
     pub fn validate(&self) -> Result<()> {
         self.serving_target()?;
-        crate::sinks::ident::validate(&self.serving.schema)
+        crate::names::validate(&self.serving.schema)
             .map_err(|m| self.invalid("serving.schema", m))?;
         if self.batch.marker.is_empty() || self.batch.marker.contains('/') {
             return Err(self.invalid("batch.marker", "must be a plain file name"));
@@ -678,11 +678,10 @@ impl Config {
             return Err(self.invalid("ingest.poll_seconds", "must be at least 1"));
         }
         for table in ingest.expected.keys() {
-            crate::sinks::ident::validate(table).map_err(|m| self.invalid("ingest.expected", m))?;
+            crate::names::validate(table).map_err(|m| self.invalid("ingest.expected", m))?;
         }
         for table in ingest.table_policy.keys() {
-            crate::sinks::ident::validate(table)
-                .map_err(|m| self.invalid("ingest.table_policy", m))?;
+            crate::names::validate(table).map_err(|m| self.invalid("ingest.table_policy", m))?;
         }
         Ok(())
     }

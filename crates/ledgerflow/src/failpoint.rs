@@ -1,6 +1,6 @@
 //! Named pause points for crash tests. With `LEDGERFLOW_FAILPOINT=<name>` (or
 //! `<name>:<scope>`, e.g. `before_commit:user_activity_agg`) the process
-//! announces `failpoint <name> reached` on stderr and sleeps, so a test can
+//! logs `failpoint <name> reached` (a warning) and sleeps, so a test can
 //! SIGKILL it at exactly that point. Unset in production: one env lookup.
 //!
 //! `model_error:<model>:<n>` instead makes the first `n` runs of `<model>`
@@ -69,23 +69,23 @@ fn released() -> Option<bool> {
 
 pub async fn hit(name: &str, scope: &str) {
     if armed(name, scope) {
-        eprintln!("failpoint {name} reached");
+        tracing::warn!("failpoint {name} reached");
         let until = std::time::Instant::now() + PAUSE;
         while std::time::Instant::now() < until && released() != Some(true) {
             tokio::time::sleep(RELEASE_POLL.min(PAUSE)).await;
         }
-        eprintln!("failpoint {name} released");
+        tracing::warn!("failpoint {name} released");
     }
 }
 
 /// Blocking variant for code running on a blocking thread (SQLite).
 pub fn hit_blocking(name: &str, scope: &str) {
     if armed(name, scope) {
-        eprintln!("failpoint {name} reached");
+        tracing::warn!("failpoint {name} reached");
         let until = std::time::Instant::now() + PAUSE;
         while std::time::Instant::now() < until && released() != Some(true) {
             std::thread::sleep(RELEASE_POLL);
         }
-        eprintln!("failpoint {name} released");
+        tracing::warn!("failpoint {name} released");
     }
 }

@@ -111,6 +111,16 @@ impl RunOutcome {
     }
 }
 
+/// A step already over (ingest's steps), recorded as one closed row.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub model: String,
+    pub day: NaiveDate,
+    pub state: RunState,
+    pub rows: Option<i64>,
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub model: Option<String>,

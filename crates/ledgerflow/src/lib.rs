@@ -16,6 +16,7 @@ pub mod generate;
 pub mod ingest;
 pub mod ledger;
 pub mod models;
+pub mod names;
 pub mod project;
 pub mod realtime;
 pub mod runner;

@@ -4,7 +4,7 @@
 
 use chrono::NaiveDate;
 
-use crate::sinks::ident;
+use crate::names as ident;
 
 /// How a table file's rows are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -6,25 +6,16 @@
 //! per-table retry itself (`--retry-failed`) works from the manifest, which
 //! commits with the data. A load whose steps never reached the ledger (a
 //! crash, the database down) is recorded by the next ingest from its
-//! manifest record ([`reconcile`]).
-
-use chrono::NaiveDate;
+//! manifest record ([`unrecorded`]). Ingest writes no ledger row itself:
+//! the caller records these steps ([`crate::sinks::record_steps`]).
 
 use super::manifest::{ArchiveState, Manifest};
 use super::summary::{ArchiveAction, IngestReport, TableState};
 use crate::error::Result;
-use crate::ledger::{this_process, NewRun, RunFilter, RunOutcome, RunState};
-use crate::sinks::Sink;
+use crate::ledger::{RunState, Step};
 
-struct Step {
-    model: String,
-    day: NaiveDate,
-    state: RunState,
-    rows: Option<i64>,
-    error: Option<String>,
-}
-
-fn steps(report: &IngestReport) -> Vec<Step> {
+/// The run's steps, to record in the ledger.
+pub fn steps(report: &IngestReport) -> Vec<Step> {
     let day = report.date.unwrap_or_else(crate::day::today);
     let step = |model: &str, state: RunState, rows: Option<i64>, error: Option<String>| Step {
         model: format!("ingest:{model}"),
@@ -105,50 +96,48 @@ fn steps(report: &IngestReport) -> Vec<Step> {
     out
 }
 
-/// Writes one ledger row per step of `report`, then marks its archives'
-/// manifest records (under `batch_root`) as recorded.
-pub async fn record(
-    sink: &dyn Sink,
-    report: &IngestReport,
-    trigger: &str,
-    batch_root: &std::path::Path,
-) -> Result<()> {
-    write(sink, steps(report), trigger).await?;
+/// The archives `report` loaded (wholly or partly): what recording its
+/// steps accounts for.
+pub fn loaded(report: &IngestReport) -> Vec<String> {
+    report
+        .archives
+        .iter()
+        .filter(|a| matches!(a.action, ArchiveAction::Loaded | ArchiveAction::Partial))
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+/// Marks the manifest records of `names` (under `batch_root`) as recorded
+/// in the ledger.
+pub fn mark_recorded(batch_root: &std::path::Path, names: &[String]) -> Result<()> {
     let manifest = Manifest::new(batch_root);
-    for a in &report.archives {
-        if matches!(a.action, ArchiveAction::Loaded | ArchiveAction::Partial) {
-            mark_recorded(&manifest, &a.name)?;
+    for name in names {
+        if let Some(mut rec) = manifest.get(name)? {
+            if !rec.ledger_recorded && rec.state != ArchiveState::Committing {
+                rec.ledger_recorded = true;
+                manifest.put(&rec)?;
+            }
         }
     }
     Ok(())
 }
 
-fn mark_recorded(manifest: &Manifest, name: &str) -> Result<()> {
-    if let Some(mut rec) = manifest.get(name)? {
-        if !rec.ledger_recorded && rec.state != ArchiveState::Committing {
-            rec.ledger_recorded = true;
-            manifest.put(&rec)?;
-        }
-    }
-    Ok(())
-}
-
-/// Records the loads whose steps never reached the ledger (the process
-/// died between the commit and the ledger, or the serving database was
-/// down): one `ingest:merge:<table>` row per partition of each such
-/// archive, from its manifest record. Records younger than `settle` (an
-/// ingest running beside this one may be about to record them) and the
-/// archives named in `this_run` are left. Returns how many archives.
-pub async fn reconcile(
-    sink: &dyn Sink,
+/// The loads whose steps never reached the ledger (the process died
+/// between the commit and the ledger, or the serving database was down),
+/// each with one `ingest:merge:<table>` step per partition, from its
+/// manifest record. Records younger than `settle` (an ingest running beside
+/// this one may be about to record them) and the archives in `this_run`
+/// are left.
+pub fn unrecorded(
     batch_root: &std::path::Path,
     settle: std::time::Duration,
     this_run: &[String],
-) -> Result<usize> {
+) -> Result<Vec<(String, Vec<Step>)>> {
     let manifest = Manifest::new(batch_root);
-    let settled_before =
-        chrono::Utc::now() - chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
-    let mut done = 0;
+    let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
+    let now = chrono::Utc::now();
+    let settled_before = now.checked_sub_signed(settle).unwrap_or(now);
+    let mut out = Vec::new();
     for rec in manifest.all()? {
         if rec.ledger_recorded
             || rec.state == ArchiveState::Committing
@@ -161,7 +150,7 @@ pub async fn reconcile(
             "recorded from the manifest of {} after an ingest that did not reach the ledger",
             rec.name
         );
-        let mut out: Vec<Step> = rec
+        let mut steps: Vec<Step> = rec
             .partitions
             .iter()
             .filter(|p| p.rows > 0 || !rec.failed_tables.contains(&p.table))
@@ -178,7 +167,7 @@ pub async fn reconcile(
             .first()
             .map_or_else(crate::day::today, |p| p.day);
         for table in &rec.failed_tables {
-            out.push(Step {
+            steps.push(Step {
                 model: format!("ingest:merge:{table}"),
                 day,
                 state: RunState::Failed,
@@ -186,41 +175,7 @@ pub async fn reconcile(
                 error: Some(format!("failed ({note})")),
             });
         }
-        write(sink, out, "reconcile").await?;
-        mark_recorded(&manifest, &rec.name)?;
-        done += 1;
+        out.push((rec.name, steps));
     }
-    Ok(done)
-}
-
-async fn write(sink: &dyn Sink, steps: Vec<Step>, trigger: &str) -> Result<()> {
-    for s in steps {
-        let previous = sink
-            .ledger_list(&RunFilter {
-                model: Some(s.model.clone()),
-                from: Some(s.day),
-                to: Some(s.day),
-                limit: Some(1),
-                ..Default::default()
-            })
-            .await?;
-        let id = sink
-            .ledger_insert(&NewRun {
-                model: s.model.clone(),
-                day: s.day,
-                state: RunState::Running,
-                attempt: previous.first().map_or(1, |r| r.attempt + 1),
-                trigger: trigger.to_string(),
-                fingerprint: None,
-                source_layers: None,
-                error: None,
-                owner: Some(this_process()),
-            })
-            .await?;
-        let mut outcome = RunOutcome::new(s.state);
-        outcome.rows_written = s.rows;
-        outcome.error = s.error;
-        sink.ledger_update(id, &outcome).await?;
-    }
-    Ok(())
+    Ok(out)
 }

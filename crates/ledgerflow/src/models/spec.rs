@@ -14,7 +14,20 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::sinks::{ident, WriteMode};
+use crate::names as ident;
+
+/// How a model's rows land in its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Delete every row whose `column` equals the run's day, then insert.
+    ReplaceDay { column: String },
+    /// `INSERT .. ON CONFLICT (key) DO UPDATE`, after de-duplicating keys.
+    Upsert,
+    /// Delete every row whose timestamp `column` is one of `minutes`
+    /// (microseconds, UTC), then insert: the realtime loop's write, which
+    /// also drops minutes a reorg emptied.
+    ReplaceMinutes { column: String, minutes: Vec<i64> },
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -19,20 +19,10 @@ use chrono::NaiveDate;
 
 use crate::config::{Config, ServingTarget};
 use crate::error::Result;
-use crate::ledger::{NewRun, RunFilter, RunOutcome, RunRecord};
+use crate::ledger::{NewRun, RunFilter, RunOutcome, RunRecord, RunState, Step};
 
-/// How a model's rows land in its table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Delete every row whose `column` equals the run's day, then insert.
-    ReplaceDay { column: String },
-    /// `INSERT .. ON CONFLICT (key) DO UPDATE`, after de-duplicating keys.
-    Upsert,
-    /// Delete every row whose timestamp `column` is one of `minutes`
-    /// (microseconds, UTC), then insert: the realtime loop's write, which
-    /// also drops minutes a reorg emptied.
-    ReplaceMinutes { column: String, minutes: Vec<i64> },
-}
+/// How rows land in a table: the model spec says (see [`WriteMode`]).
+pub use crate::models::spec::WriteMode;
 
 /// Where a realtime stream is, stored with the rows it produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +120,40 @@ pub trait Sink: Send + Sync {
     /// order (its version), if any.
     async fn last_success_fingerprint(&self, model: &str, day: NaiveDate)
         -> Result<Option<String>>;
+}
+
+/// Records steps that are over as closed ledger rows, each the next
+/// attempt of its (model, day).
+pub async fn record_steps(sink: &dyn Sink, steps: Vec<Step>, trigger: &str) -> Result<()> {
+    for s in steps {
+        let previous = sink
+            .ledger_list(&RunFilter {
+                model: Some(s.model.clone()),
+                from: Some(s.day),
+                to: Some(s.day),
+                limit: Some(1),
+                ..Default::default()
+            })
+            .await?;
+        let id = sink
+            .ledger_insert(&NewRun {
+                model: s.model.clone(),
+                day: s.day,
+                state: RunState::Running,
+                attempt: previous.first().map_or(1, |r| r.attempt + 1),
+                trigger: trigger.to_string(),
+                fingerprint: None,
+                source_layers: None,
+                error: None,
+                owner: Some(crate::ledger::this_process()),
+            })
+            .await?;
+        let mut outcome = RunOutcome::new(s.state);
+        outcome.rows_written = s.rows;
+        outcome.error = s.error;
+        sink.ledger_update(id, &outcome).await?;
+    }
+    Ok(())
 }
 
 /// Opens the configured serving database.
