@@ -10,11 +10,7 @@ use ledgerflow_testkit::project::{parquet_files, stderr, string_column, TestProj
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq, Serving};
 
-use crate::{project, SINKS};
-
-fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
-}
+use crate::{d, project, SINKS};
 
 /// The longest run of orphans that arrived one after another.
 fn deepest_fork(blocks: &[Block]) -> usize {

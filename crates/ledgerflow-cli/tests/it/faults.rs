@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use chrono::NaiveDate;
 use ledgerflow::generate::chain::GenParams;
 use ledgerflow_testkit::cluster::Cluster;
 use ledgerflow_testkit::mongo::MongoServer;
@@ -16,13 +15,9 @@ use ledgerflow_testkit::project::{stderr, stdout, Background, Paused, TestProjec
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, Serving, TestDb};
 
-use crate::{project, SINKS};
+use crate::{d, project, SINKS};
 
 const DAY: &str = "2026-11-05";
-
-fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
-}
 
 /// The daily tables, whole, for before/after comparisons.
 async fn daily_tables(db: &TestDb) -> [Vec<String>; 3] {

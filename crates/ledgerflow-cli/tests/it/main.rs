@@ -30,6 +30,11 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ledgerflow")))
 }
 
+/// `2026-11-05` as a date.
+pub fn d(s: &str) -> chrono::NaiveDate {
+    s.parse().unwrap()
+}
+
 /// Both sinks pass the same suite.
 pub const SINKS: [Serving; 2] = [Serving::Sqlite, Serving::Postgres];
 

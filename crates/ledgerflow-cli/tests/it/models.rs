@@ -2,17 +2,12 @@
 //! batch day, a day present in both layers (counted once), and a speed day
 //! with reorgs.
 
-use chrono::NaiveDate;
 use ledgerflow::generate::chain::GenParams;
 use ledgerflow_testkit::project::{parquet_files, string_column};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq};
 
-use crate::{project, SINKS};
-
-fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
-}
+use crate::{d, project, SINKS};
 
 #[tokio::test]
 async fn models_equal_the_reference_on_batch_both_and_speed_days() {

@@ -2,24 +2,19 @@
 //! (SecantusDB, one per test on a free port), and against a real MongoDB
 //! when `LEDGERFLOW_TEST_MONGODB_URI` is set.
 
-use chrono::NaiveDate;
 use ledgerflow::generate::chain::GenParams;
 use ledgerflow_testkit::mongo::MongoServer;
 use ledgerflow_testkit::project::{stderr, stdout, TestProject};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq, Serving};
 
-use crate::project;
+use crate::{d, project};
 
 pub fn use_mongo(p: &TestProject, uri: &str, database: &str, extra: &str) {
     p.set_config(
         "url = \"data/landing\"",
         &format!("url = \"{uri}\"\ndatabase = \"{database}\"\n{extra}"),
     );
-}
-
-fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
 }
 
 /// Daily models over a MongoDB day (with reorgs) and a batch day equal the

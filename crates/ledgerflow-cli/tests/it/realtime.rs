@@ -15,7 +15,7 @@ use ledgerflow_testkit::reference::{self, RealtimeMinute};
 use ledgerflow_testkit::serving::{assert_minutes_eq, minutes_eq, Serving};
 
 use crate::mongo::use_mongo;
-use crate::project;
+use crate::{d, project};
 
 const SCALE: &str = "0.01";
 const REORGS: &str = "0.2";
@@ -27,10 +27,6 @@ fn params() -> GenParams {
         reorg_rate: 0.2,
         ..Default::default()
     }
-}
-
-fn d(s: &str) -> NaiveDate {
-    s.parse().unwrap()
 }
 
 /// The first `n` arrivals of `day` (with their transactions).

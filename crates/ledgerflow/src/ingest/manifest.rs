@@ -60,7 +60,7 @@ pub struct ArchiveRecord {
     /// Whether the run ledger has this load's steps. Written `false` with
     /// the commit and set once the steps are recorded, so a crash (or a
     /// serving database that is down) in between is repaired by the next
-    /// ingest from this record ([`crate::ingest::steps::reconcile`]).
+    /// ingest from this record ([`crate::ingest::steps::unrecorded`]).
     /// Records of older versions count as recorded.
     #[serde(default = "recorded")]
     pub ledger_recorded: bool,

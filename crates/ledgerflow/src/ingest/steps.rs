@@ -7,7 +7,7 @@
 //! commits with the data. A load whose steps never reached the ledger (a
 //! crash, the database down) is recorded by the next ingest from its
 //! manifest record ([`unrecorded`]). Ingest writes no ledger row itself:
-//! the caller records these steps ([`crate::sinks::record_steps`]).
+//! the caller records these steps in the serving database.
 
 use super::manifest::{ArchiveState, Manifest};
 use super::summary::{ArchiveAction, IngestReport, TableState};

@@ -548,25 +548,23 @@ async fn run_tick(
                     })
                     .map(|r| r.model.clone())
                     .collect();
+                let failures: Vec<(String, Retry)> = reports
+                    .iter()
+                    .filter_map(|r| match &r.status {
+                        RunStatus::Failed { error, retry } => {
+                            Some((format!("{}: {error}", r.model), *retry))
+                        }
+                        RunStatus::Unavailable { reason } => {
+                            Some((format!("{}: {reason}", r.model), Retry::Transient))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                models.retain(|m| !done.contains(&m.name));
                 // A permanent failure anywhere makes the attempt permanent:
                 // retrying would repeat it.
-                let mut first_error = None;
-                for r in &reports {
-                    let found = match &r.status {
-                        RunStatus::Failed { error, retry } => (error, *retry),
-                        RunStatus::Unavailable { reason } => (reason, Retry::Transient),
-                        _ => continue,
-                    };
-                    let error = (format!("{}: {}", r.model, found.0), found.1);
-                    if first_error.is_none() || error.1 == Retry::Permanent {
-                        first_error = Some(error);
-                    }
-                    if found.1 == Retry::Permanent {
-                        break;
-                    }
-                }
-                models.retain(|m| !done.contains(&m.name));
-                first_error
+                let permanent = failures.iter().position(|f| f.1 == Retry::Permanent);
+                failures.into_iter().nth(permanent.unwrap_or(0))
             }
             Err(e) => Some((e.to_string(), e.retry())),
         };

@@ -958,7 +958,6 @@ impl Sink for PostgresSink {
     }
 
     async fn write_all(&self, reqs: Vec<WriteRequest>) -> Result<Vec<u64>> {
-        // (Inherent writes go through `Sink::write`, which calls this.)
         for req in &reqs {
             values::validate_request(req)?;
         }

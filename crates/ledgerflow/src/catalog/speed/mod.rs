@@ -107,9 +107,7 @@ impl SpeedLayer {
             }
         }
     }
-}
 
-impl SpeedLayer {
     /// The block headers of `day` only, in arrival order: the chain around
     /// a planned day. A MongoDB day past its TTL has none.
     pub async fn headers(&self, day: NaiveDate) -> Result<Vec<Header>> {
