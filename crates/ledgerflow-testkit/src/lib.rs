@@ -9,5 +9,6 @@ pub mod mongo;
 pub mod netns;
 pub mod project;
 pub mod reference;
+pub mod s3;
 pub mod serving;
 pub mod storm;

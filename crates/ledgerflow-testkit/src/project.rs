@@ -11,6 +11,8 @@ pub struct TestProject {
     pub dir: TempDir,
     pub bin: PathBuf,
     pub db: TestDb,
+    /// Set on every command (e.g. an S3 server's credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestProject {
@@ -22,6 +24,7 @@ impl TestProject {
             dir,
             bin: bin.to_path_buf(),
             db,
+            env: Vec::new(),
         };
         let out = project.cmd(&["init", "."]).output().expect("run init");
         // init refuses nothing here: the temp dir is empty.
@@ -79,7 +82,8 @@ impl TestProject {
             .env_remove("LEDGERFLOW_BATCH_URL")
             .env_remove("LEDGERFLOW_SPEED_URL")
             .env_remove("LEDGERFLOW_FAILPOINT")
-            .env("LEDGERFLOW_LOG", "warn");
+            .env("LEDGERFLOW_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -137,7 +137,7 @@ impl TestDb {
                 }
                 let select = cols
                     .iter()
-                    .map(|c| format!("\"{c}\"::text"))
+                    .map(|c| format!("coalesce(\"{c}\"::text, 'NULL')"))
                     .collect::<Vec<_>>()
                     .join(" || '|' || ");
                 let sql = format!("SELECT {select} FROM \"{schema}\".\"{table}\" ORDER BY 1");

@@ -9,6 +9,7 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 /// Environment variables that override the file (useful in CI and Airflow).
 pub const ENV_SERVING_URL: &str = "LEDGERFLOW_SERVING_URL";
@@ -73,9 +74,11 @@ impl Default for ProjectConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Root of the batch layer: a local path (relative to this file) or a
-    /// `file://` URL. Tables live at `<url>/<table>/date=YYYY-MM-DD/*.parquet`.
-    /// Overridden by `LEDGERFLOW_BATCH_URL`.
+    /// Root of the batch layer: a local path (relative to this file), a
+    /// `file://` URL, `s3://bucket/prefix` (settings in `[batch.s3]`) or
+    /// `hdfs://namenode:port/path` (builds with the `hdfs` feature). Tables
+    /// live at `<url>/<table>/date=YYYY-MM-DD/*.parquet`. Overridden by
+    /// `LEDGERFLOW_BATCH_URL`.
     pub url: String,
     /// File whose presence marks a day partition as committed; written last.
     /// Default: `_SUCCESS`.
@@ -85,14 +88,117 @@ pub struct BatchConfig {
     /// Default: 500000.
     #[serde(default = "default_rows_per_file")]
     pub rows_per_file: usize,
+    /// S3 settings for every `s3://` URL of the project (the batch layer
+    /// and an S3 landing dir).
+    #[serde(default)]
+    pub s3: S3Config,
+}
+
+/// How to reach an S3-compatible store. Credentials come from the standard
+/// AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, web identity, instance metadata) unless set here.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible server (`http://127.0.0.1:8333`,
+    /// MinIO, SeaweedFS, R2...). Default: AWS (`AWS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region. Default: `AWS_REGION` / `AWS_DEFAULT_REGION`, else
+    /// `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint. Default: false.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `path` (`endpoint/bucket/key`) or `virtual_hosted`
+    /// (`bucket.endpoint/key`). Default: `path`.
+    #[serde(default)]
+    pub url_style: S3UrlStyle,
+    /// Access key id; prefer the environment. Never printed.
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    /// Secret access key; prefer the environment. Never printed.
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Longest a single request may take. Default: 30s.
+    #[serde(default = "default_s3_timeout", with = "humantime_serde")]
+    pub timeout: std::time::Duration,
+    /// Longest wait for a connection. Default: 5s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+    /// Retries of a failed request (with exponential backoff). Default: 3.
+    #[serde(default = "default_s3_retries")]
+    pub max_retries: usize,
+    /// Longest time spent retrying one request. Default: 30s.
+    #[serde(default = "default_s3_timeout", with = "humantime_serde")]
+    pub retry_timeout: std::time::Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            url_style: S3UrlStyle::default(),
+            access_key_id: None,
+            secret_access_key: None,
+            timeout: default_s3_timeout(),
+            connect_timeout: default_connect_timeout(),
+            max_retries: default_s3_retries(),
+            retry_timeout: default_s3_timeout(),
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("url_style", &self.url_style)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum S3UrlStyle {
+    #[default]
+    Path,
+    VirtualHosted,
+}
+
+/// A setting that must never be printed: `Debug` shows `***`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+fn default_s3_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+fn default_s3_retries() -> usize {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpeedConfig {
     /// The speed layer: either a landing directory of micro-batch Parquet
-    /// files (`<url>/<table>/date=YYYY-MM-DD/<seq>.parquet`, a local path
-    /// relative to this file), or a MongoDB connection string
+    /// files (`<url>/<table>/date=YYYY-MM-DD/<seq>.parquet`: a local path
+    /// relative to this file, or `s3://bucket/prefix` with the settings of
+    /// `[batch.s3]`), or a MongoDB connection string
     /// (`mongodb://host:port/?directConnection=true`, `mongodb+srv://..`).
     /// Overridden by `LEDGERFLOW_SPEED_URL`.
     pub url: String,
@@ -169,7 +275,7 @@ pub enum FollowMode {
 /// Where the speed layer lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpeedTarget {
-    Landing { root: PathBuf },
+    Landing { location: Location },
     Mongo { uri: String },
 }
 
@@ -590,7 +696,16 @@ impl Config {
         if self.speed.finality_blocks < 0 {
             return Err(self.invalid("speed.finality_blocks", "must be 0 or more"));
         }
-        self.batch_root()?;
+        self.batch_location()?;
+        if self.batch.s3.max_retries > 10 {
+            return Err(self.invalid("batch.s3.max_retries", "must be at most 10"));
+        }
+        if self.batch.s3.timeout.is_zero() || self.batch.s3.connect_timeout.is_zero() {
+            return Err(self.invalid(
+                "batch.s3.timeout / batch.s3.connect_timeout",
+                "must be above zero",
+            ));
+        }
         if let SpeedTarget::Mongo { .. } = self.speed_target()? {
             // MongoDB's own naming rules: a database name has no `/\. "$`,
             // a collection name no `$` (and neither a NUL).
@@ -695,19 +810,19 @@ impl Config {
         }
     }
 
-    /// The batch layer root as a local directory. `file://` URLs and plain
-    /// paths are accepted; other schemes are reported as unsupported here.
-    pub fn batch_root(&self) -> Result<PathBuf> {
-        self.local_root("batch.url", &self.batch.url)
+    /// Where the batch layer lives.
+    pub fn batch_location(&self) -> Result<Location> {
+        self.location("batch.url", &self.batch.url)
     }
 
-    /// The landing dir root; an error naming `speed.url` for MongoDB.
-    pub fn speed_root(&self) -> Result<PathBuf> {
-        match self.speed_target()? {
-            SpeedTarget::Landing { root } => Ok(root),
-            SpeedTarget::Mongo { .. } => Err(self.invalid(
-                "speed.url",
-                "is a MongoDB URL; this needs a landing directory",
+    /// The batch layer as a local directory, for the parts that need one
+    /// (an error naming `batch.url` otherwise).
+    pub fn batch_root(&self) -> Result<PathBuf> {
+        match self.batch_location()? {
+            Location::Local(root) => Ok(root),
+            other => Err(self.invalid(
+                "batch.url",
+                format!("is {other}; this needs a local directory"),
             )),
         }
     }
@@ -720,19 +835,19 @@ impl Config {
             });
         }
         Ok(SpeedTarget::Landing {
-            root: self.local_root("speed.url", url)?,
+            location: self.location("speed.url", url)?,
         })
     }
 
-    fn local_root(&self, key: &str, value: &str) -> Result<PathBuf> {
-        match value.split_once("://") {
-            None => Ok(self.resolve(value)),
-            Some(("file", rest)) => Ok(self.resolve(rest)),
-            Some((scheme, _)) => Err(self.invalid(
+    fn location(&self, key: &str, value: &str) -> Result<Location> {
+        let location = Location::parse(value, &self.base_dir).map_err(|m| self.invalid(key, m))?;
+        if matches!(location, Location::Hdfs { .. }) && !cfg!(feature = "hdfs") {
+            return Err(self.invalid(
                 key,
-                format!("scheme `{scheme}://` is not supported by this build (use a local path or file://)"),
-            )),
+                "hdfs:// needs a build with the `hdfs` feature (release builds have it: cargo install --features hdfs)",
+            ));
         }
+        Ok(location)
     }
 
     pub fn serving_target(&self) -> Result<ServingTarget> {
@@ -786,6 +901,7 @@ url = "sqlite://serving.db"
         let c = Config::parse(MINIMAL, Path::new("/p/ledgerflow.toml")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.batch_root().unwrap(), PathBuf::from("/p/data/batch"));
+        assert_eq!(c.batch.s3.timeout, std::time::Duration::from_secs(30));
         assert_eq!(c.batch.marker, "_SUCCESS");
         assert_eq!(c.engine.memory_limit, ByteSize::gib(1));
         assert_eq!(
@@ -817,5 +933,33 @@ url = "sqlite://serving.db"
             .unwrap_err()
             .to_string()
             .contains("serving.schema"));
+    }
+
+    #[test]
+    fn s3_settings_and_secrets() {
+        let text = MINIMAL.replace(
+            "url = \"data/batch\"",
+            "url = \"s3://ledger-data/batch\"\n[batch.s3]\nendpoint = \"http://127.0.0.1:8333\"\nallow_http = true\nurl_style = \"virtual_hosted\"\nsecret_access_key = \"hunter2\"",
+        );
+        let c = Config::parse(&text, Path::new("l.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.batch_location().unwrap().to_string(),
+            "s3://ledger-data/batch"
+        );
+        assert_eq!(c.batch.s3.url_style, S3UrlStyle::VirtualHosted);
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = c.batch_root().unwrap_err().to_string();
+        assert!(
+            err.contains("batch.url") && err.contains("s3://ledger-data/batch"),
+            "{err}"
+        );
+        let mut c = Config::parse(MINIMAL, Path::new("l.toml")).unwrap();
+        c.apply_env(|k| (k == ENV_BATCH_URL).then(|| "s3://k:hunter2@b/p".to_string()));
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("batch.url") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 }

@@ -70,12 +70,24 @@ pub enum Error {
         source: datafusion::error::DataFusionError,
     },
 
-    /// Object store (batch layer) I/O.
-    #[error("batch layer {location}: {source}")]
+    /// A model's query could not read its inputs from their store.
+    #[error("model `{model}` for {day}: reading {location}: {message}")]
+    InputStore {
+        model: String,
+        day: NaiveDate,
+        /// The layer's root (bucket and prefix).
+        location: String,
+        message: String,
+        transient: bool,
+    },
+
+    /// Object store I/O (local disk, S3, HDFS). The message is the
+    /// store's innermost one (the server's code and message, not its XML),
+    /// after the location (bucket and prefix, never credentials).
+    #[error("{location}: {}", concise(cause))]
     ObjectStore {
         location: String,
-        #[source]
-        source: object_store::Error,
+        cause: object_store::Error,
     },
 
     /// Local file I/O.
@@ -175,9 +187,9 @@ impl Error {
     pub fn retry(&self) -> Retry {
         use std::io::ErrorKind;
         let transient = match self {
-            Error::Serving { transient, .. } => *transient,
+            Error::Serving { transient, .. } | Error::InputStore { transient, .. } => *transient,
+            Error::ObjectStore { cause, .. } => store_transient(cause),
             Error::SourceUnavailable { .. }
-            | Error::ObjectStore { .. }
             | Error::Scheduler(_)
             // Its data may still land.
             | Error::DayNotFound { .. } => true,
@@ -228,6 +240,32 @@ impl Error {
     }
 }
 
+/// A store that refuses (credentials, a missing bucket, a bad path) will
+/// refuse again; a timeout, a 5xx or a connection error may pass.
+pub fn store_transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::NotSupported { .. }
+        | E::InvalidPath { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => false,
+        other => {
+            let text = concise(other);
+            ![
+                "NoSuchBucket",
+                "AccessDenied",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "403 Forbidden",
+            ]
+            .iter()
+            .any(|code| text.contains(code))
+        }
+    }
+}
+
 /// I/O, object store and memory failures of the engine are transient; plan,
 /// SQL, schema and execution errors of the query itself are not.
 fn engine_transient(e: &datafusion::error::DataFusionError) -> bool {
@@ -236,6 +274,33 @@ fn engine_transient(e: &datafusion::error::DataFusionError) -> bool {
         E::IoError(_) | E::ObjectStore(_) | E::ResourcesExhausted(_) => true,
         E::ArrowError(inner, _) => matches!(**inner, arrow::error::ArrowError::IoError(..)),
         _ => false,
+    }
+}
+
+/// The innermost message of an object-store error (each layer of
+/// object_store's errors repeats the one below), with an S3 error
+/// document reduced to its code and message.
+pub fn concise(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    let text = inner.to_string();
+    let Some((head, xml)) = text.split_once("<?xml") else {
+        return text;
+    };
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let close = format!("</{name}>");
+        let start = xml.find(&open)? + open.len();
+        let end = xml[start..].find(&close)? + start;
+        Some(xml[start..end].to_string())
+    };
+    let head = head.trim_end_matches([' ', ':']);
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("{head}: {code}: {message}"),
+        (Some(code), None) => format!("{head}: {code}"),
+        _ => head.to_string(),
     }
 }
 
@@ -275,5 +340,23 @@ mod tests {
         assert_eq!(Error::Usage("bad flag".into()).retry(), Retry::Permanent);
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(Error::io("/spill", full).retry(), Retry::Transient);
+    }
+
+    #[test]
+    fn store_errors_read_as_the_server_said() {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source: "Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>".into(),
+        };
+        assert_eq!(
+            concise(&e),
+            "Server returned non-2xx status code: 404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert!(!store_transient(&e));
+        let down = object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request: connection refused".into(),
+        };
+        assert!(store_transient(&down));
     }
 }

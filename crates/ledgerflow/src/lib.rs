@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod generate;
 pub mod ingest;
 pub mod ledger;
+pub mod location;
 pub mod models;
 pub mod names;
 pub mod project;

@@ -17,11 +17,25 @@ models_dir = "models"
 
 [batch]
 # Batch layer root: <url>/<table>/date=YYYY-MM-DD/*.parquet (env: LEDGERFLOW_BATCH_URL).
+# A local path, file:///abs, s3://bucket/prefix or hdfs://namenode:port/path.
 url = "data/batch"
 # A partition is committed once this marker exists; it is written last.
 marker = "_SUCCESS"
 # Rows per Parquet file when ledgerflow writes a partition.
 rows_per_file = 500000
+
+# For s3:// URLs (the batch layer and an s3:// landing dir). Credentials come
+# from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a web identity, or the
+# instance's metadata), not from this file.
+# [batch.s3]
+# endpoint = "http://127.0.0.1:8333"   # S3-compatible servers; default AWS
+# region = "us-east-1"
+# allow_http = false
+# url_style = "path"                   # or "virtual_hosted"
+# timeout = "30s"
+# connect_timeout = "5s"
+# max_retries = 3
+# retry_timeout = "30s"
 
 [speed]
 # Speed layer: landing dir of micro-batch Parquet files, or MongoDB

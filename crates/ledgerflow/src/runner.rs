@@ -701,11 +701,10 @@ impl Runner {
                 }
             }
         }
-        let batches = df.collect().await.map_err(|e| Error::Engine {
-            model: model.name.clone(),
-            day: plan.day,
-            source: e,
-        })?;
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| self.catalog.engine_error(&model.name, plan, e))?;
         let compute_s = started.elapsed().as_secs_f64();
         // Kept for the models that read this one (their query then scans
         // these rows instead of recomputing them).

@@ -14,6 +14,7 @@ mod models;
 mod mongo;
 mod races;
 mod realtime;
+mod s3;
 mod schedule;
 
 use std::path::PathBuf;

@@ -42,7 +42,7 @@ fn prefix(day: NaiveDate, n: u64) -> (Vec<Block>, Vec<Tx>) {
 
 /// What realtime_dashboard must hold once the first `written[i]` blocks of
 /// each day are in the speed layer.
-fn expected(days: &[(NaiveDate, u64)]) -> Vec<RealtimeMinute> {
+pub(crate) fn expected(days: &[(NaiveDate, u64)]) -> Vec<RealtimeMinute> {
     days.iter()
         .flat_map(|&(day, n)| {
             let (b, t) = prefix(day, n);
@@ -52,7 +52,7 @@ fn expected(days: &[(NaiveDate, u64)]) -> Vec<RealtimeMinute> {
 }
 
 /// Appends blocks of `day` until at least `blocks` (at a settled tip).
-fn live(p: &TestProject, day: NaiveDate, blocks: u64, rate: &str) -> u64 {
+pub(crate) fn live(p: &TestProject, day: NaiveDate, blocks: u64, rate: &str) -> u64 {
     let day_s = day.to_string();
     let n = blocks.to_string();
     p.ok(&[
@@ -72,7 +72,12 @@ fn live(p: &TestProject, day: NaiveDate, blocks: u64, rate: &str) -> u64 {
     settled_prefix(&params(), day, blocks)
 }
 
-async fn wait_for(p: &TestProject, want: &[RealtimeMinute], bg: &Background, timeout: Duration) {
+pub(crate) async fn wait_for(
+    p: &TestProject,
+    want: &[RealtimeMinute],
+    bg: &Background,
+    timeout: Duration,
+) {
     let start = Instant::now();
     loop {
         // Equal, not just as long: a fork's orphan and its replacement

@@ -25,7 +25,7 @@ pub struct BatchLayer {
 impl BatchLayer {
     pub fn open(config: &Config) -> Result<Self> {
         Ok(Self {
-            files: PartitionStore::local(&config.batch_root()?)?,
+            files: PartitionStore::open(&config.batch_location()?, &config.batch.s3)?,
             marker: config.batch.marker.clone(),
             rows_per_file: config.batch.rows_per_file,
         })
@@ -48,8 +48,9 @@ impl BatchLayer {
     }
 
     /// The day's markers (one per ledger table), or `None` if any is
-    /// missing. Their sizes and times identify one committed version.
-    pub async fn markers(&self, day: NaiveDate) -> Result<Option<Vec<(u64, i64)>>> {
+    /// missing. Their sizes, times and etags identify one committed
+    /// version (S3 times have whole seconds only).
+    pub async fn markers(&self, day: NaiveDate) -> Result<Option<Vec<MarkerId>>> {
         let mut out = Vec::new();
         for entity in Entity::ALL {
             match self
@@ -57,7 +58,7 @@ impl BatchLayer {
                 .head(&self.marker_path(entity.name(), day))
                 .await?
             {
-                Some(m) => out.push((m.size, m.last_modified.timestamp_micros())),
+                Some(m) => out.push((m.size, m.last_modified.timestamp_micros(), m.e_tag)),
                 None => return Ok(None),
             }
         }
@@ -123,7 +124,10 @@ impl BatchLayer {
     }
 
     /// Starts (re)writing a partition: the marker goes first, so readers
-    /// fall back to the speed layer until [`PartitionWriter::commit`].
+    /// fall back to the speed layer until [`PartitionWriter::commit`], then
+    /// the old data files, so the new ones can take their names (S3 has no
+    /// rename: each file is uploaded once under its final name, and a file
+    /// is visible only once its upload completed).
     pub async fn begin_partition(
         &self,
         table: &str,
@@ -131,6 +135,10 @@ impl BatchLayer {
         schema: SchemaRef,
     ) -> Result<PartitionWriter> {
         self.files.delete(&self.marker_path(table, day)).await?;
+        let prefix = PartitionStore::day_prefix(table, day);
+        for old in self.files.list_day_prefix(&prefix).await? {
+            self.files.delete(&old.location).await?;
+        }
         Ok(PartitionWriter {
             files: self.files.clone(),
             prefix: PartitionStore::day_prefix(table, day),
@@ -145,14 +153,21 @@ impl BatchLayer {
     }
 }
 
+/// One marker's size, modification time (µs) and etag.
+pub type MarkerId = (u64, i64, Option<String>);
+
 /// What a marker written by [`PartitionWriter`] says of its partition.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct MarkerFiles {
     files: Vec<String>,
     rows: u64,
+    /// Unique per commit, so a rewrite of the same rows within the same
+    /// second still gives the marker another etag.
+    #[serde(default)]
+    commit: String,
 }
 
-/// Writes a partition's files under temporary names, then commits them.
+/// Writes a partition's files, then commits them with the marker.
 pub struct PartitionWriter {
     files: PartitionStore,
     prefix: Path,
@@ -170,13 +185,12 @@ impl PartitionWriter {
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.current.is_none() {
-                let tmp = self.prefix.clone().join(format!(
-                    ".tmp-{}-{:05}.parquet",
-                    std::process::id(),
-                    self.written.len()
-                ));
-                let writer = self.files.parquet_writer(&tmp, self.schema.clone())?;
-                self.current = Some((tmp, writer));
+                let path = self
+                    .prefix
+                    .clone()
+                    .join(format!("part-{:05}.parquet", self.written.len()));
+                let writer = self.files.parquet_writer(&path, self.schema.clone())?;
+                self.current = Some((path, writer));
                 self.rows_in_current = 0;
             }
             let take = (self.rows_per_file - self.rows_in_current).min(batch.num_rows() - offset);
@@ -206,24 +220,29 @@ impl PartitionWriter {
         Ok(())
     }
 
-    /// Replaces the partition's old data files with the new ones, then writes
-    /// the marker. Returns the rows written.
+    /// Removes any data file this writer did not write (left by a writer
+    /// that died), then writes the marker listing the partition's files.
+    /// Returns the rows written.
     pub async fn commit(mut self) -> Result<u64> {
         self.finish_file().await?;
-        let old = self.files.list_day_prefix(&self.prefix).await?;
-        for meta in old {
-            self.files.delete(&meta.location).await?;
-        }
-        for (i, tmp) in self.written.iter().enumerate() {
-            let name = self.prefix.clone().join(format!("part-{i:05}.parquet"));
-            self.files.rename(tmp, &name).await?;
+        for meta in self.files.list_day_prefix(&self.prefix).await? {
+            if !self.written.contains(&meta.location) {
+                self.files.delete(&meta.location).await?;
+            }
         }
         crate::failpoint::hit("before_marker", self.prefix.as_ref()).await;
         let listed = MarkerFiles {
-            files: (0..self.written.len())
-                .map(|i| format!("part-{i:05}.parquet"))
+            files: self
+                .written
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_owned))
                 .collect(),
             rows: self.rows,
+            commit: format!(
+                "{}-{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ),
         };
         let marker = serde_json::to_vec(&listed).expect("markers serialize");
         self.files.put(&self.marker, marker).await?;

@@ -2,6 +2,7 @@
 //! speed layer (the open day), and the unified view a model reads.
 
 pub mod batch;
+pub mod hdfs;
 pub mod reorg;
 pub mod schema;
 pub mod speed;

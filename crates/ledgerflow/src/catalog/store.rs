@@ -1,25 +1,32 @@
 //! A day-partitioned directory of Parquet files behind `object_store`:
-//! `<root>/<table>/date=YYYY-MM-DD/*.parquet`. Both layers use it, so the
-//! batch layer can move to S3 by swapping the store, not the code.
+//! `<root>/<table>/date=YYYY-MM-DD/*.parquet`, on local disk, S3 or HDFS.
+//! Both layers use it; nothing above it knows which store it is.
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, UpdateVersion,
+};
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
+use crate::config::{S3Config, S3UrlStyle};
 use crate::day::partition_dir;
 use crate::error::{Error, Result};
+use crate::location::Location;
 
 /// Rows per Parquet row group: large enough for good compression and scan
 /// speed, small enough that a reader can split a file across cores.
@@ -42,32 +49,98 @@ pub fn zstd() -> Compression {
 
 #[derive(Debug, Clone)]
 pub struct PartitionStore {
+    /// The store with the location's prefix applied: paths are relative to
+    /// the layer's root.
     store: Arc<dyn ObjectStore>,
-    /// Local root, also used to build `file://` URLs for the query engine.
-    root: PathBuf,
+    /// The same store without the prefix, as the query engine resolves
+    /// `s3://bucket/key` URLs.
+    base: Arc<dyn ObjectStore>,
+    location: Location,
 }
 
 impl PartitionStore {
-    /// Opens (creating if needed) a local directory as a store.
-    pub fn local(root: &FsPath) -> Result<Self> {
-        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-        let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
-        let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| Error::ObjectStore {
-            location: root.display().to_string(),
-            source: e,
-        })?;
-        Ok(Self {
-            store: Arc::new(store),
-            root,
-        })
+    /// Opens a location as a store. A local directory is created if
+    /// needed; a remote store is not contacted until first used.
+    pub fn open(location: &Location, s3: &S3Config) -> Result<Self> {
+        let os_err = |cause| Error::ObjectStore {
+            location: location.to_string(),
+            cause,
+        };
+        match location {
+            Location::Local(root) => {
+                std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+                let root = root.canonicalize().map_err(|e| Error::io(root, e))?;
+                let store = LocalFileSystem::new_with_prefix(&root).map_err(os_err)?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    base: Arc::new(LocalFileSystem::new()),
+                    location: Location::Local(root),
+                })
+            }
+            Location::S3 { bucket, prefix } => {
+                let base: Arc<dyn ObjectStore> =
+                    Arc::new(s3_builder(bucket, s3).build().map_err(os_err)?);
+                Ok(Self::prefixed(base, prefix, location))
+            }
+            Location::Hdfs { authority, path } => {
+                let base = super::hdfs::open(authority).map_err(os_err)?;
+                Ok(Self::prefixed(base, path, location))
+            }
+        }
     }
 
-    pub fn root(&self) -> &FsPath {
-        &self.root
+    /// Opens (creating if needed) a local directory as a store.
+    pub fn local(root: &FsPath) -> Result<Self> {
+        Self::open(&Location::Local(root.to_path_buf()), &S3Config::default())
+    }
+
+    fn prefixed(base: Arc<dyn ObjectStore>, prefix: &str, location: &Location) -> Self {
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            base.clone()
+        } else {
+            Arc::new(PrefixStore::new(base.clone(), prefix))
+        };
+        Self {
+            store,
+            base,
+            location: location.clone(),
+        }
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The local directory of a local store (`None` on S3 or HDFS).
+    pub fn local_root(&self) -> Option<&FsPath> {
+        match &self.location {
+            Location::Local(root) => Some(root),
+            _ => None,
+        }
+    }
+
+    /// The local directory, or an error naming the location for the parts
+    /// that still need one.
+    pub fn root(&self) -> Result<&FsPath> {
+        self.local_root().ok_or_else(|| {
+            Error::Usage(format!(
+                "{} is not a local directory; this command needs one",
+                self.location
+            ))
+        })
     }
 
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// Makes the query engine read this store's URLs through it (local
+    /// files need nothing: the engine has them).
+    pub fn register_with(&self, ctx: &datafusion::prelude::SessionContext) {
+        if !self.location.is_local() {
+            let url = url::Url::parse(&self.location.base_url()).expect("a location's base URL");
+            ctx.register_object_store(&url, self.base.clone());
+        }
     }
 
     pub fn day_prefix(table: &str, day: NaiveDate) -> Path {
@@ -76,27 +149,28 @@ impl PartitionStore {
 
     /// Human-readable location of a day partition, for errors.
     pub fn describe_day(&self, table: &str, day: NaiveDate) -> String {
-        self.root
-            .join(table)
-            .join(partition_dir(day))
-            .display()
-            .to_string()
+        self.describe(&Self::day_prefix(table, day))
     }
 
-    /// Human-readable location of an object.
+    /// Human-readable location of an object (never with credentials).
     pub fn describe(&self, path: &Path) -> String {
-        self.root.join(path.as_ref()).display().to_string()
+        format!("{}/{}", self.location, path.as_ref())
     }
 
     /// URL of an object for the query engine.
     pub fn url(&self, path: &Path) -> String {
-        format!("file://{}", self.root.join(path.as_ref()).display())
+        let prefix = self.location.prefix();
+        if prefix.is_empty() {
+            format!("{}/{}", self.location.base_url(), path.as_ref())
+        } else {
+            format!("{}/{prefix}/{}", self.location.base_url(), path.as_ref())
+        }
     }
 
-    fn os_err(&self, path: &Path, source: object_store::Error) -> Error {
+    fn os_err(&self, path: &Path, cause: object_store::Error) -> Error {
         Error::ObjectStore {
             location: self.describe(path),
-            source,
+            cause,
         }
     }
 
@@ -108,38 +182,34 @@ impl PartitionStore {
     }
 
     pub async fn list_day_prefix(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        let prefix = prefix.clone();
-        if !self.root.join(prefix.as_ref()).is_dir() {
-            return Ok(Vec::new());
-        }
-        let mut files: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&prefix))
-            .try_filter(|m| {
+        let listed = match self.store.list_with_delimiter(Some(prefix)).await {
+            Ok(listed) => listed.objects,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(self.os_err(prefix, e)),
+        };
+        let mut files: Vec<ObjectMeta> = listed
+            .into_iter()
+            .filter(|m| {
                 let name = m.location.filename().unwrap_or_default();
-                let keep = name.ends_with(".parquet")
-                    && !name.starts_with('.')
-                    && !name.starts_with('_')
-                    && m.location.parts().count() == prefix.parts().count() + 1;
-                futures::future::ready(keep)
+                name.ends_with(".parquet") && !name.starts_with('.') && !name.starts_with('_')
             })
-            .try_collect()
-            .await
-            .map_err(|e| self.os_err(&prefix, e))?;
+            .collect();
         files.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(files)
     }
 
     /// Days that have a partition directory for `table`, sorted.
-    pub fn list_days(&self, table: &str) -> Result<Vec<NaiveDate>> {
-        let dir = self.root.join(table);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(Vec::new());
+    pub async fn list_days(&self, table: &str) -> Result<Vec<NaiveDate>> {
+        let prefix = Path::from(table);
+        let listed = match self.store.list_with_delimiter(Some(&prefix)).await {
+            Ok(listed) => listed.common_prefixes,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(self.os_err(&prefix, e)),
         };
-        let mut days: Vec<NaiveDate> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().to_string();
+        let mut days: Vec<NaiveDate> = listed
+            .iter()
+            .filter_map(|p| {
+                let name = p.filename()?;
                 NaiveDate::parse_from_str(name.strip_prefix("date=")?, "%Y-%m-%d").ok()
             })
             .collect();
@@ -161,8 +231,24 @@ impl PartitionStore {
 
     /// A small object's bytes, `None` if it does not exist.
     pub async fn get(&self, path: &Path) -> Result<Option<bytes::Bytes>> {
+        Ok(self.get_versioned(path).await?.map(|(bytes, _)| bytes))
+    }
+
+    /// A small object's bytes and the version to make a conditional
+    /// [`put_if`](Self::put_if) against.
+    pub async fn get_versioned(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(bytes::Bytes, UpdateVersion)>> {
         match self.store.get(path).await {
-            Ok(got) => Ok(Some(got.bytes().await.map_err(|e| self.os_err(path, e))?)),
+            Ok(got) => {
+                let version = UpdateVersion {
+                    e_tag: got.meta.e_tag.clone(),
+                    version: got.meta.version.clone(),
+                };
+                let bytes = got.bytes().await.map_err(|e| self.os_err(path, e))?;
+                Ok(Some((bytes, version)))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.os_err(path, e)),
         }
@@ -176,6 +262,54 @@ impl PartitionStore {
         Ok(())
     }
 
+    /// Writes an object only if none exists (`If-None-Match: *` on S3):
+    /// `false` when one does. One request, so a reader sees all of it or
+    /// nothing.
+    pub async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
+        let opts = PutOptions::from(PutMode::Create);
+        match self
+            .store
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.os_err(path, e)),
+        }
+    }
+
+    /// Replaces an object only if it is still at `version` (`If-Match` on
+    /// S3): `false` when someone else changed it first.
+    pub async fn put_if(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+        version: UpdateVersion,
+    ) -> Result<bool> {
+        let opts = PutOptions::from(PutMode::Update(version));
+        match self
+            .store
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::Precondition { .. })
+            | Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.os_err(path, e)),
+        }
+    }
+
+    /// Small objects under `prefix` (recursively), sorted by path.
+    pub async fn list_all(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        let mut all: Vec<ObjectMeta> = match self.store.list(Some(prefix)).try_collect().await {
+            Ok(all) => all,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(self.os_err(prefix, e)),
+        };
+        all.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(all)
+    }
+
     pub async fn delete(&self, path: &Path) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -183,6 +317,7 @@ impl PartitionStore {
         }
     }
 
+    /// Moves an object (on S3: a server-side copy, then a delete).
     pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.store
             .rename(from, to)
@@ -190,29 +325,36 @@ impl PartitionStore {
             .map_err(|e| self.os_err(from, e))
     }
 
-    /// Streams batches into one zstd Parquet file at `path`. Callers write
-    /// to a hidden temporary name and [`rename`](Self::rename) it, so a crash
-    /// never leaves a half file under a data name.
-    pub async fn write_parquet(
+    /// Encodes batches as one zstd Parquet file in memory and creates it
+    /// with [`create`](Self::create): for small files that must appear
+    /// whole under their final name (landing micro-batches), as S3 has no
+    /// rename. `false` if the name is taken.
+    pub async fn create_parquet(
         &self,
         path: &Path,
         schema: SchemaRef,
         batches: impl IntoIterator<Item = RecordBatch>,
-    ) -> Result<()> {
-        let mut writer = self.parquet_writer(path, schema)?;
+    ) -> Result<bool> {
+        let mut buf = Vec::new();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            &mut buf,
+            schema,
+            Some(Self::properties(zstd()).build()),
+        )
+        .map_err(|e| Error::data(self.describe(path), e))?;
         for batch in batches {
             writer
                 .write(&batch)
-                .await
                 .map_err(|e| Error::data(self.describe(path), e))?;
         }
         writer
             .close()
-            .await
             .map_err(|e| Error::data(self.describe(path), e))?;
-        Ok(())
+        self.create(path, buf).await
     }
 
+    /// A streaming zstd Parquet writer to `path` (a multipart upload on S3:
+    /// the object appears only once the writer is closed).
     pub fn parquet_writer(
         &self,
         path: &Path,
@@ -338,4 +480,39 @@ impl PartitionStore {
             .await
             .map_err(corrupt)
     }
+}
+
+/// An S3 client for `bucket`: credentials and defaults from the standard
+/// AWS environment, then `[batch.s3]`.
+fn s3_builder(bucket: &str, s3: &S3Config) -> AmazonS3Builder {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(endpoint) = &s3.endpoint {
+        b = b.with_endpoint(endpoint);
+    }
+    if let Some(region) = &s3.region {
+        b = b.with_region(region);
+    } else if std::env::var_os("AWS_REGION").is_none()
+        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    {
+        b = b.with_region("us-east-1");
+    }
+    if let Some(key) = &s3.access_key_id {
+        b = b.with_access_key_id(&key.0);
+    }
+    if let Some(secret) = &s3.secret_access_key {
+        b = b.with_secret_access_key(&secret.0);
+    }
+    // Client options first: `with_allow_http` sets one of them.
+    b.with_client_options(
+        ClientOptions::new()
+            .with_timeout(s3.timeout)
+            .with_connect_timeout(s3.connect_timeout),
+    )
+    .with_allow_http(s3.allow_http)
+    .with_virtual_hosted_style_request(s3.url_style == S3UrlStyle::VirtualHosted)
+    .with_retry(RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: s3.max_retries,
+        retry_timeout: s3.retry_timeout,
+    })
 }

@@ -231,6 +231,34 @@ impl Catalog {
         }
     }
 
+    /// An engine error of `model` over `plan`: one caused by the store the
+    /// day's files are in names that store (bucket and prefix).
+    pub fn engine_error(
+        &self,
+        model: &str,
+        plan: &DayPlan,
+        e: datafusion::error::DataFusionError,
+    ) -> Error {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = cause {
+            if let Some(store_err) = err.downcast_ref::<object_store::Error>() {
+                return Error::InputStore {
+                    model: model.to_string(),
+                    day: plan.day,
+                    location: self.store_of(plan).location().to_string(),
+                    message: crate::error::concise(store_err),
+                    transient: crate::error::store_transient(store_err),
+                };
+            }
+            cause = err.source();
+        }
+        Error::Engine {
+            model: model.to_string(),
+            day: plan.day,
+            source: e,
+        }
+    }
+
     /// Reads every file's footer and checks its schema, so a corrupt file or
     /// a missing/mistyped column fails before anything runs, named.
     pub async fn validate(&self, plan: &DayPlan) -> Result<()> {
@@ -261,6 +289,7 @@ impl Catalog {
                     continue;
                 };
                 let store = self.store_of(plan);
+                store.register_with(ctx);
                 let urls: Vec<String> = files.iter().map(|m| store.url(&m.location)).collect();
                 let engine_err = |e| Error::Engine {
                     model: format!("<catalog {}>", entity.name()),

@@ -80,7 +80,7 @@ async fn delete_archive_files(
             store.delete(&meta.location).await?;
         }
     }
-    let qdir = quarantine::partition(store.root(), table, day);
+    let qdir = quarantine::partition(store.root()?, table, day);
     if let Ok(entries) = std::fs::read_dir(&qdir) {
         let bad = format!("bad-{akey}-");
         for e in entries.filter_map(|e| e.ok()) {
@@ -96,10 +96,10 @@ pub async fn commit_partition(batch: &BatchLayer, c: &PartitionCommit) -> Result
     let store = &batch.files;
     batch.uncommit(&c.table, c.day).await?;
     let dir = store
-        .root()
+        .root()?
         .join(PartitionStore::day_prefix(&c.table, c.day).as_ref());
     sweep_stale(&dir)?;
-    let qdir = quarantine::partition(store.root(), &c.table, c.day);
+    let qdir = quarantine::partition(store.root()?, &c.table, c.day);
     sweep_stale(&qdir)?;
     for akey in &c.akeys {
         delete_archive_files(batch, &c.table, c.day, akey).await?;
@@ -189,7 +189,7 @@ pub async fn roll_back(
         batch.uncommit(table, *day).await?;
         let dir = batch
             .files
-            .root()
+            .root()?
             .join(PartitionStore::day_prefix(table, *day).as_ref());
         sweep_stale(&dir)?;
         delete_archive_files(batch, table, *day, akey).await?;

@@ -418,7 +418,9 @@ impl TableWorker {
             missing: Vec::new(),
             error: None,
         };
-        let root = self.settings.store.root().to_path_buf();
+        let root = (self.settings.store.local_root())
+            .expect("ingest refuses a batch layer that is not a local directory before merging")
+            .to_path_buf();
         let stem = format!("{}-{}", job.akey, f.batch_id);
         let mut quarantine = Quarantine::new(
             &root,

@@ -213,7 +213,7 @@ pub async fn ingest(
 ) -> Result<IngestReport> {
     let started_at = Utc::now();
     let batch = BatchLayer::open(config)?;
-    let root = batch.files.root().to_path_buf();
+    let root = batch.files.root()?.to_path_buf();
     let manifest = Manifest::new(&root);
     let registry = Registry::new(&root);
     let limits = archive::Limits::from_config(&config.ingest);
@@ -656,7 +656,7 @@ async fn delete_temps(batch: &BatchLayer, o: &EntryOutcome) -> Result<()> {
     }
     // Directories made only for these files go too: a refused archive
     // leaves no trace. `remove_dir` fails (ignored) on a non-empty one.
-    let root = batch.files.root();
+    let root = batch.files.root()?;
     let part =
         root.join(crate::catalog::store::PartitionStore::day_prefix(&o.table, o.day).as_ref());
     let qpart = quarantine::partition(root, &o.table, o.day);
@@ -1012,7 +1012,7 @@ async fn finish(
         readiness: None,
         skipped: false,
     };
-    report.store(batch.files.root())?;
+    report.store(batch.files.root()?)?;
     Ok(report)
 }
 

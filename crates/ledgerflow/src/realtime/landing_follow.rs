@@ -167,7 +167,7 @@ pub fn block_infos(batch: &RecordBatch) -> Option<Vec<BlockInfo>> {
 #[async_trait]
 impl Follower for LandingFollower {
     async fn latest_day(&mut self) -> Result<Option<NaiveDate>> {
-        let days = self.landing.files.list_days(Entity::Blocks.name())?;
+        let days = self.landing.files.list_days(Entity::Blocks.name()).await?;
         Ok(days.into_iter().max())
     }
 

@@ -11,7 +11,8 @@ use crate::catalog::reorg::Header;
 use crate::catalog::schema::Entity;
 use crate::catalog::store::PartitionStore;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::location::Location;
 
 #[derive(Debug, Clone)]
 pub struct LandingLayer {
@@ -19,9 +20,9 @@ pub struct LandingLayer {
 }
 
 impl LandingLayer {
-    pub fn open(config: &Config) -> Result<Self> {
+    pub fn open(config: &Config, location: Location) -> Result<Self> {
         Ok(Self {
-            files: PartitionStore::local(&config.speed_root()?)?,
+            files: PartitionStore::open(&location, &config.batch.s3)?,
         })
     }
 
@@ -37,14 +38,20 @@ impl LandingLayer {
         seq: u64,
         batch: RecordBatch,
     ) -> Result<()> {
-        let prefix = PartitionStore::day_prefix(entity.name(), day);
-        let tmp = prefix.clone().join(format!(".tmp-{seq:012}.parquet"));
-        self.files
-            .write_parquet(&tmp, entity.schema(), [batch])
-            .await?;
-        self.files
-            .rename(&tmp, &prefix.clone().join(format!("{seq:012}.parquet")))
-            .await
+        let path =
+            PartitionStore::day_prefix(entity.name(), day).join(format!("{seq:012}.parquet"));
+        if self
+            .files
+            .create_parquet(&path, entity.schema(), [batch])
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::data(
+                self.files.describe(&path),
+                "already exists: another writer appended this sequence number; a landing file is written once",
+            ))
+        }
     }
 
     /// Block identities of a day in arrival order, for the reorg rule.

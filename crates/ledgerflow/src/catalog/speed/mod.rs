@@ -53,7 +53,9 @@ pub struct SpeedDay {
 impl SpeedLayer {
     pub fn open(config: &Config) -> Result<Self> {
         Ok(match config.speed_target()? {
-            SpeedTarget::Landing { .. } => SpeedLayer::Landing(LandingLayer::open(config)?),
+            SpeedTarget::Landing { location } => {
+                SpeedLayer::Landing(LandingLayer::open(config, location)?)
+            }
             SpeedTarget::Mongo { uri } => SpeedLayer::Mongo(MongoLayer::open(config, &uri)?),
         })
     }
