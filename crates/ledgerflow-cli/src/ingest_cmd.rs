@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chrono::NaiveDate;
+use ledgerflow::catalog::meta::MetaDir;
 use ledgerflow::config::Config;
 use ledgerflow::generate::partner;
 use ledgerflow::ingest::registry::Registry;
@@ -102,7 +103,7 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
         // cannot be written is reported, not a failed ingest (the next
         // ingest records what this one could not).
         let trigger = if args.retry_failed { "retry" } else { "ingest" };
-        let root = config.batch_root()?;
+        let root = MetaDir::open(&config.batch_location()?, &config.batch.s3)?;
         let recorded = async {
             let sink = ledgerflow::sinks::open(&config).await?;
             let this_run = ingest::steps::loaded(&report);
@@ -196,7 +197,7 @@ fn print(r: &IngestReport, json: bool) {
 
 pub fn schemas(config: &Path, args: SchemasArgs) -> anyhow::Result<u8> {
     let config = Config::load(config)?;
-    let registry = Registry::new(&config.batch_root()?);
+    let registry = Registry::new(MetaDir::open(&config.batch_location()?, &config.batch.s3)?);
     let docs = match &args.table {
         Some(t) => {
             let doc = registry.load(t)?;

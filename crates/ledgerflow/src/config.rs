@@ -936,6 +936,22 @@ url = "sqlite://serving.db"
     }
 
     #[test]
+    fn hdfs_needs_its_feature() {
+        let text = MINIMAL.replace("url = \"data/batch\"", "url = \"hdfs://nn:9000/ledger\"");
+        let c = Config::parse(&text, Path::new("l.toml")).unwrap();
+        match c.batch_location() {
+            Ok(location) => {
+                assert!(cfg!(feature = "hdfs"));
+                assert_eq!(location.to_string(), "hdfs://nn:9000/ledger");
+            }
+            Err(e) => {
+                assert!(!cfg!(feature = "hdfs"));
+                assert!(e.to_string().contains("--features hdfs"), "{e}");
+            }
+        }
+    }
+
+    #[test]
     fn s3_settings_and_secrets() {
         let text = MINIMAL.replace(
             "url = \"data/batch\"",

@@ -201,6 +201,8 @@ async fn models_on_s3_equal_the_reference_through_compaction_and_rewrites() {
             "--dry-run",
             "--json",
         ],
+        // A day with no data: its error names where it looked.
+        &["run", "--date", "2026-10-01", "-vv"],
     ] {
         seen.push(output(&p.cmd(args).output().unwrap()));
     }
@@ -371,4 +373,152 @@ async fn server_stopped_mid_run_and_mid_compact_then_reruns_complete() {
         &reference::block_daily_metrics(d(day), &blocks, &txs).unwrap(),
     );
     p.drop_db().await;
+}
+
+/// Object names under `prefix` in the server's bucket `ledger`.
+async fn objects(server: &S3Server, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let client = server.client("ledger");
+    let prefix = object_store::path::Path::from(prefix);
+    let mut names: Vec<String> = client
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    names.sort();
+    names
+}
+
+async fn exists(server: &S3Server, path: &str) -> bool {
+    use object_store::ObjectStoreExt;
+    let client = server.client("ledger");
+    client
+        .head(&object_store::path::Path::from(path))
+        .await
+        .is_ok()
+}
+
+/// Partner archives ingested onto S3: counts reconcile, quarantine and
+/// manifest live in the bucket, the same archives load once; a second
+/// ingest is refused while the lock is held; an ingest SIGKILLed mid-merge
+/// leaves nothing committed and its lock is taken over once its lease
+/// expired, and the rerun completes.
+#[tokio::test]
+async fn ingest_onto_s3_reconciles_locks_and_survives_a_kill() {
+    let server = S3Server::start(&["ledger"]);
+    let p = on_s3(&server, Serving::Sqlite).await;
+    p.append_config("[ledger]\nlease = \"2s\"");
+    p.ok(&[
+        "generate",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-01",
+        "--partner-dumps",
+        "dumps",
+        "--rows-per-batch",
+        "1300",
+    ]);
+    let archive = |n: u32| {
+        p.path()
+            .join(format!("dumps/partner_2026-11-01_{n:04}.tar.gz"))
+            .display()
+            .to_string()
+    };
+    let ingest = |args: &[&str], code: i32| -> serde_json::Value {
+        let out = p.expect(&[&["ingest", "--json"][..], args].concat(), code);
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+    let r = ingest(&[&archive(0)], 0);
+    assert_eq!(r["reconciled"], true, "{r:#}");
+    for t in r["tables"].as_array().unwrap() {
+        assert_eq!(t["state"], "committed", "{t}");
+        assert_eq!(t["rows_on_disk"], t["rows_written"], "{t}");
+    }
+    let quarantined: u64 = r["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["rows_quarantined"].as_u64().unwrap())
+        .sum();
+    assert!(quarantined > 0, "{r:#}");
+    let stored = objects(&server, "lake/batch").await;
+    for want in [
+        "lake/batch/transfers/date=2026-11-01/_SUCCESS",
+        "lake/batch/_ingest/archives/",
+        "lake/batch/_quarantine/transfers/date=2026-11-01/bad-",
+        "lake/batch/_schemas/transfers.json",
+    ] {
+        assert!(
+            stored.iter().any(|o| o.starts_with(want)),
+            "no {want} in {stored:#?}"
+        );
+    }
+    assert!(
+        !stored.iter().any(|o| o.ends_with("_ingest/lock")),
+        "the lock is released"
+    );
+    assert!(!p.path().join("data/batch").exists());
+    let again = ingest(&[&archive(0)], 0);
+    assert_eq!(again["archives"][0]["action"], "unchanged", "{again:#}");
+    let parts = |files: &[String]| -> Vec<String> {
+        files
+            .iter()
+            .filter(|f| f.ends_with(".parquet") && !f.contains("/."))
+            .cloned()
+            .collect()
+    };
+    let committed = parts(&objects(&server, "lake/batch/transfers/date=2026-11-01/").await);
+    let schemas: serde_json::Value =
+        serde_json::from_str(&stdout(&p.ok(&["schemas", "--json"]))).unwrap();
+    assert!(
+        schemas
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["table"] == "transfers"),
+        "{schemas}"
+    );
+
+    // Held: a second ingest is refused, naming the lock.
+    let held = Paused::start(
+        &p,
+        &["ingest", &archive(1)],
+        "ingest_mid_merge:transfers",
+        &[],
+    );
+    let out = output(&p.expect(&["ingest", &archive(0)], 2));
+    assert!(
+        out.contains("lock") && out.contains("s3://ledger/lake/batch/_ingest/lock"),
+        "{out}"
+    );
+    // Killed mid-merge: nothing of archive 1 is committed, the lock stays
+    // until its lease expires, then the next ingest takes it over.
+    held.kill();
+    let files = objects(&server, "lake/batch/transfers/date=2026-11-01/").await;
+    assert_eq!(
+        parts(&files),
+        committed,
+        "only archive 0's parts: {files:#?}"
+    );
+    assert!(
+        exists(&server, "lake/batch/_ingest/lock").await,
+        "a dead holder's lock stays"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = ingest(&[&archive(0), &archive(1)], 0);
+    assert_eq!(r["archives"][1]["action"], "loaded", "{r:#}");
+    assert_eq!(r["reconciled"], true, "{r:#}");
+    let files = objects(&server, "lake/batch/transfers/date=2026-11-01/").await;
+    assert!(
+        !files.iter().any(|f| f.contains("/.ingest-tmp")),
+        "temporaries left: {files:#?}"
+    );
+    assert!(parts(&files).len() > committed.len(), "{files:#?}");
+    assert!(
+        !exists(&server, "lake/batch/_ingest/lock").await,
+        "released"
+    );
 }

@@ -21,3 +21,11 @@ pub fn open(_authority: &str) -> Result<Arc<dyn ObjectStore>, object_store::Erro
         source: "this build has no HDFS support (build with --features hdfs)".into(),
     })
 }
+
+#[cfg(all(test, feature = "hdfs"))]
+mod tests {
+    #[test]
+    fn a_bad_namenode_url_is_a_builder_error() {
+        assert!(super::open("hdfs://").is_err());
+    }
+}

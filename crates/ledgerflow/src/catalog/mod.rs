@@ -3,6 +3,8 @@
 
 pub mod batch;
 pub mod hdfs;
+pub mod lock;
+pub mod meta;
 pub mod reorg;
 pub mod schema;
 pub mod speed;

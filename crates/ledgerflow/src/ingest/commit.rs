@@ -42,21 +42,15 @@ pub struct PartitionCommit {
     pub compression: Compression,
 }
 
-fn fs_err(path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::io(path, e)
-}
-
-/// Deletes `.ingest-tmp-*` files of other processes in a directory: only
-/// one ingest runs at a time (the lock), so they are a dead run's.
-fn sweep_stale(dir: &std::path::Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
+/// Deletes `.ingest-tmp-*` objects of other processes under a partition
+/// (data or quarantine): only one ingest runs at a time (the lock), so
+/// they are a dead run's.
+async fn sweep_stale(store: &PartitionStore, prefix: &Path) -> Result<()> {
     let mine = format!("{TMP_PREFIX}{}-", std::process::id());
-    for e in entries.filter_map(|e| e.ok()) {
-        let name = e.file_name().to_string_lossy().to_string();
+    for meta in store.list_all(prefix).await? {
+        let name = meta.location.filename().unwrap_or_default();
         if name.starts_with(TMP_PREFIX) && !name.starts_with(&mine) {
-            std::fs::remove_file(e.path()).map_err(|err| fs_err(&e.path(), err))?;
+            store.delete(&meta.location).await?;
         }
     }
     Ok(())
@@ -80,27 +74,53 @@ async fn delete_archive_files(
             store.delete(&meta.location).await?;
         }
     }
-    let qdir = quarantine::partition(store.root()?, table, day);
-    if let Ok(entries) = std::fs::read_dir(&qdir) {
-        let bad = format!("bad-{akey}-");
-        for e in entries.filter_map(|e| e.ok()) {
-            if e.file_name().to_string_lossy().starts_with(&bad) {
-                std::fs::remove_file(e.path()).map_err(|err| fs_err(&e.path(), err))?;
-            }
+    let bad = format!("bad-{akey}-");
+    for meta in store.list_all(&quarantine::prefix(table, day)).await? {
+        if meta
+            .location
+            .filename()
+            .is_some_and(|n| n.starts_with(&bad))
+        {
+            store.delete(&meta.location).await?;
         }
     }
     Ok(())
 }
 
+/// Moves a staged quarantine file to its committed name: a rename on
+/// local disk, an upload elsewhere.
+async fn commit_quarantine(
+    store: &PartitionStore,
+    tmp: &std::path::Path,
+    table: &str,
+    day: NaiveDate,
+) -> Result<()> {
+    let name = tmp
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(TMP_PREFIX))
+        .and_then(|r| r.split_once('-'))
+        .map(|(_pid, rest)| format!("bad-{rest}"))
+        .expect("a temporary quarantine name");
+    let target = quarantine::prefix(table, day).join(name.as_str());
+    match store.local_root() {
+        Some(root) => {
+            let path = root.join(target.as_ref());
+            std::fs::rename(tmp, &path).map_err(|e| Error::io(tmp, e))
+        }
+        None => {
+            let bytes = std::fs::read(tmp).map_err(|e| Error::io(tmp, e))?;
+            store.put(&target, bytes).await?;
+            std::fs::remove_file(tmp).map_err(|e| Error::io(tmp, e))
+        }
+    }
+}
+
 pub async fn commit_partition(batch: &BatchLayer, c: &PartitionCommit) -> Result<()> {
     let store = &batch.files;
     batch.uncommit(&c.table, c.day).await?;
-    let dir = store
-        .root()?
-        .join(PartitionStore::day_prefix(&c.table, c.day).as_ref());
-    sweep_stale(&dir)?;
-    let qdir = quarantine::partition(store.root()?, &c.table, c.day);
-    sweep_stale(&qdir)?;
+    sweep_stale(store, &PartitionStore::day_prefix(&c.table, c.day)).await?;
+    sweep_stale(store, &quarantine::prefix(&c.table, c.day)).await?;
     for akey in &c.akeys {
         delete_archive_files(batch, &c.table, c.day, akey).await?;
     }
@@ -108,20 +128,12 @@ pub async fn commit_partition(batch: &BatchLayer, c: &PartitionCommit) -> Result
         store.rename(tmp, &final_name(tmp)).await?;
     }
     for tmp in &c.quarantine {
-        let name = tmp
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix(TMP_PREFIX))
-            .and_then(|r| r.split_once('-'))
-            .map(|(_pid, rest)| format!("bad-{rest}"))
-            .expect("a temporary quarantine name");
-        std::fs::rename(tmp, qdir.join(&name)).map_err(|e| fs_err(tmp, e))?;
+        commit_quarantine(store, tmp, &c.table, c.day).await?;
     }
     conform(store, c).await?;
     crate::failpoint::hit("ingest_before_marker", &c.table).await;
     batch.mark_committed(&c.table, c.day).await
 }
-
 fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields()
@@ -187,11 +199,7 @@ pub async fn roll_back(
 ) -> Result<()> {
     for (table, day) in partitions {
         batch.uncommit(table, *day).await?;
-        let dir = batch
-            .files
-            .root()?
-            .join(PartitionStore::day_prefix(table, *day).as_ref());
-        sweep_stale(&dir)?;
+        sweep_stale(&batch.files, &PartitionStore::day_prefix(table, *day)).await?;
         delete_archive_files(batch, table, *day, akey).await?;
         if !batch.list_day(table, *day).await?.is_empty() {
             batch.mark_committed(table, *day).await?;

@@ -1,17 +1,17 @@
 //! The manifest of ingested inputs: one JSON record per archive name in
-//! `<batch root>/_ingest/archives/<key>.json`, where the key is a hash of
+//! `<batch layer>/_ingest/archives/<key>.json`, where the key is a hash of
 //! the name (so a lookup is one file read however many archives a day
 //! brings). It holds the size and sha256 that decide "same archive again"
 //! and the partitions the archive wrote, which a replacement or a rollback
 //! must find.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::registry::write_atomic;
+use crate::catalog::meta::MetaDir;
 use crate::error::{Error, Result};
 
 pub const DIR: &str = "_ingest";
@@ -79,28 +79,29 @@ pub fn key(name: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub struct Manifest {
-    dir: PathBuf,
+    docs: MetaDir,
 }
 
+const ARCHIVES: &str = "_ingest/archives";
+
 impl Manifest {
-    pub fn new(batch_root: &Path) -> Self {
-        Self {
-            dir: batch_root.join(DIR).join("archives"),
-        }
+    pub fn new(docs: MetaDir) -> Self {
+        Self { docs }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{}.json", key(name)))
+    fn key_of(name: &str) -> String {
+        format!("{ARCHIVES}/{}.json", key(name))
+    }
+
+    fn parse(&self, doc_key: &str, bytes: &[u8]) -> Result<ArchiveRecord> {
+        serde_json::from_slice(bytes).map_err(|e| Error::data(self.docs.describe(doc_key), e))
     }
 
     pub fn get(&self, name: &str) -> Result<Option<ArchiveRecord>> {
-        let path = self.path(name);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| Error::data(path.display().to_string(), e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
+        let doc_key = Self::key_of(name);
+        match self.docs.read(&doc_key)? {
+            Some(b) => self.parse(&doc_key, &b).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -110,27 +111,20 @@ impl Manifest {
         // a read ahead of time; a crash before a record that lacked it could
         // let the same bytes load twice under another name.
         self.note_size(record.size)?;
-        write_atomic(&self.path(&record.name), &json)?;
+        self.docs.write(&Self::key_of(&record.name), &json)?;
         if record.state != ArchiveState::Committing {
             // Content index: the same bytes re-sent under another name are
             // recognized (the user's duplicate loads came from re-sends).
-            let by_sha = self.sha_path(&record.sha256);
-            write_atomic(&by_sha, record.name.as_bytes())?;
+            self.docs
+                .write(&Self::sha_key(&record.sha256), record.name.as_bytes())?;
         }
         Ok(())
     }
 
-    fn index_dir(&self, index: &str) -> PathBuf {
-        self.dir
-            .parent()
-            .expect("archives/ has a parent")
-            .join(index)
-    }
-
     fn note_size(&self, size: u64) -> Result<()> {
-        let path = self.index_dir("sizes").join(size.to_string());
-        if !path.exists() {
-            write_atomic(&path, b"")?;
+        let doc_key = format!("{DIR}/sizes/{size}");
+        if !self.docs.exists(&doc_key)? {
+            self.docs.write(&doc_key, b"")?;
         }
         Ok(())
     }
@@ -140,65 +134,49 @@ impl Manifest {
     /// its sha256 can wait until its one read (extraction). Entries are
     /// never removed: a stale one only costs a read ahead of time.
     pub fn size_seen(&self, size: u64) -> Result<bool> {
-        let dir = self.index_dir("sizes");
-        let complete = dir.join(".complete");
-        if !complete.exists() {
+        let complete = format!("{DIR}/sizes/.complete");
+        if !self.docs.exists(&complete)? {
             // A root from before the size index, or a rebuild a crash cut
             // short (a missing size could let the same bytes load twice):
             // build it from the records, then say it is whole.
-            if self.dir.exists() {
-                for rec in self.all()? {
-                    self.note_size(rec.size)?;
-                }
+            for rec in self.all()? {
+                self.note_size(rec.size)?;
             }
-            write_atomic(&complete, b"")?;
+            self.docs.write(&complete, b"")?;
         }
-        Ok(dir.join(size.to_string()).exists())
+        self.docs.exists(&format!("{DIR}/sizes/{size}"))
     }
 
-    fn sha_path(&self, sha256: &str) -> PathBuf {
-        self.index_dir("sha256").join(sha256)
+    fn sha_key(sha256: &str) -> String {
+        format!("{DIR}/sha256/{sha256}")
     }
 
     /// The loaded archive with this content, under whatever name.
     pub fn by_sha(&self, sha256: &str) -> Result<Option<ArchiveRecord>> {
-        let path = self.sha_path(sha256);
-        let name = match std::fs::read_to_string(&path) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
+        let Some(name) = self.docs.read(&Self::sha_key(sha256))? else {
+            return Ok(None);
         };
+        let name = String::from_utf8_lossy(&name).to_string();
         Ok(self.get(&name)?.filter(|r| r.sha256 == sha256))
     }
 
     /// Forgets an archive (after a rollback); its content index goes too.
     pub fn remove(&self, name: &str) -> Result<()> {
         if let Some(rec) = self.get(name)? {
-            let _ = std::fs::remove_file(self.sha_path(&rec.sha256));
+            self.docs.remove(&Self::sha_key(&rec.sha256))?;
         }
-        let path = self.path(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(path, e)),
-        }
+        self.docs.remove(&Self::key_of(name))
     }
 
     pub fn all(&self) -> Result<Vec<ArchiveRecord>> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Ok(Vec::new());
-        };
         let mut out = Vec::new();
-        for e in entries.filter_map(|e| e.ok()) {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "json")
-                && !e.file_name().to_string_lossy().starts_with('.')
-            {
-                let b = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-                out.push(
-                    serde_json::from_slice(&b)
-                        .map_err(|e| Error::data(p.display().to_string(), e))?,
-                );
+        for name in self.docs.list(ARCHIVES)? {
+            if !name.ends_with(".json") {
+                continue;
+            }
+            let doc_key = format!("{ARCHIVES}/{name}");
+            if let Some(b) = self.docs.read(&doc_key)? {
+                out.push(self.parse(&doc_key, &b)?);
             }
         }
         out.sort_by(|a: &ArchiveRecord, b| a.name.cmp(&b.name));

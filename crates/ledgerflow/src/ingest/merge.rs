@@ -86,6 +86,10 @@ pub struct EntryOutcome {
 #[derive(Clone)]
 pub struct MergeSettings {
     pub store: PartitionStore,
+    /// Where quarantine files are written before their commit: the batch
+    /// layer itself when it is a local directory, else a local staging
+    /// directory the commit uploads from.
+    pub quarantine_root: std::path::PathBuf,
     pub handle: Handle,
     pub rows_per_file: usize,
     pub batch_size: usize,
@@ -418,9 +422,7 @@ impl TableWorker {
             missing: Vec::new(),
             error: None,
         };
-        let root = (self.settings.store.local_root())
-            .expect("ingest refuses a batch layer that is not a local directory before merging")
-            .to_path_buf();
+        let root = self.settings.quarantine_root.clone();
         let stem = format!("{}-{}", job.akey, f.batch_id);
         let mut quarantine = Quarantine::new(
             &root,

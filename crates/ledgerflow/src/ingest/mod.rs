@@ -28,13 +28,14 @@ pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 use chrono::{NaiveDate, Utc};
 
 use crate::catalog::batch::BatchLayer;
+use crate::catalog::lock::StoreLock;
+use crate::catalog::meta::MetaDir;
 use crate::config::{ChangedArchivePolicy, Config};
 use crate::error::{Error, Result};
 use archive::{ExtractStats, Input};
@@ -45,6 +46,9 @@ use summary::{ArchiveAction, ArchiveReport, BatchReport, IngestReport, TableRepo
 
 /// The extraction outcome of an archive of another day than `--date`.
 const OTHER_DAY: &str = "of another day than --date";
+
+/// The ingest lock of a batch layer (see [`StoreLock`]).
+const LOCK: &str = "_ingest/lock";
 
 /// Bytes handed from the extractor to a table worker at a time.
 const CHUNK: usize = 1 << 20;
@@ -64,37 +68,6 @@ pub struct IngestOptions {
     /// With `--date` and `[ingest.expected]`: how long to wait for the
     /// day's sources (`None`: check once).
     pub wait: Option<std::time::Duration>,
-}
-
-/// An exclusive lock on the batch root for the run (flock: released by the
-/// kernel when the process dies, so a SIGKILL never leaves it held).
-struct Lock {
-    _file: std::fs::File,
-}
-
-impl Lock {
-    fn acquire(root: &Path) -> Result<Lock> {
-        let dir = root.join(manifest::DIR);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(Error::io(
-                &path,
-                io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "another ingest holds this batch root's lock",
-                ),
-            ));
-        }
-        Ok(Lock { _file: file })
-    }
 }
 
 /// What to do with one input.
@@ -213,9 +186,9 @@ pub async fn ingest(
 ) -> Result<IngestReport> {
     let started_at = Utc::now();
     let batch = BatchLayer::open(config)?;
-    let root = batch.files.root()?.to_path_buf();
-    let manifest = Manifest::new(&root);
-    let registry = Registry::new(&root);
+    let docs = MetaDir::open(&config.batch_location()?, &config.batch.s3)?;
+    let manifest = Manifest::new(docs.clone());
+    let registry = Registry::new(docs.clone());
     let limits = archive::Limits::from_config(&config.ingest);
 
     // Readiness first, without the lock: waiting must not block other days.
@@ -261,7 +234,12 @@ pub async fn ingest(
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(Lock::acquire(&root)?)
+        Some(StoreLock::acquire(
+            &docs,
+            LOCK,
+            config.ledger.lease,
+            "ingest (this batch layer's)",
+        )?)
     };
     if !opts.dry_run {
         recover(&batch, &manifest).await?;
@@ -365,8 +343,28 @@ pub async fn ingest(
         });
     }
 
+    // Quarantine files are staged where the commit can move them from.
+    let staging = match batch.files.local_root() {
+        Some(_) => None,
+        None => {
+            let spill = config.spill_dir();
+            std::fs::create_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
+            Some(
+                tempfile::Builder::new()
+                    .prefix("ingest-quarantine-")
+                    .tempdir_in(&spill)
+                    .map_err(|e| Error::io(&spill, e))?,
+            )
+        }
+    };
+    let quarantine_root = match (&staging, batch.files.local_root()) {
+        (Some(dir), _) => dir.path().to_path_buf(),
+        (None, Some(root)) => root.to_path_buf(),
+        (None, None) => unreachable!("staged above when not local"),
+    };
     let settings = MergeSettings {
         store: batch.files.clone(),
+        quarantine_root: quarantine_root.clone(),
         handle: tokio::runtime::Handle::current(),
         rows_per_file: config.batch.rows_per_file,
         batch_size: config.engine.batch_size,
@@ -385,7 +383,7 @@ pub async fn ingest(
     .map_err(|e| Error::data("ingest extraction thread", e))??;
 
     let mut report = finish(
-        config, &batch, &manifest, &registry, jobs, reports, extracted, started_at, opts,
+        config, &batch, &docs, &manifest, &registry, jobs, reports, extracted, started_at, opts,
     )
     .await?;
     for (i, original) in copies {
@@ -656,7 +654,9 @@ async fn delete_temps(batch: &BatchLayer, o: &EntryOutcome) -> Result<()> {
     }
     // Directories made only for these files go too: a refused archive
     // leaves no trace. `remove_dir` fails (ignored) on a non-empty one.
-    let root = batch.files.root()?;
+    let Some(root) = batch.files.local_root() else {
+        return Ok(());
+    };
     let part =
         root.join(crate::catalog::store::PartitionStore::day_prefix(&o.table, o.day).as_ref());
     let qpart = quarantine::partition(root, &o.table, o.day);
@@ -674,6 +674,7 @@ async fn delete_temps(batch: &BatchLayer, o: &EntryOutcome) -> Result<()> {
 async fn finish(
     config: &Config,
     batch: &BatchLayer,
+    docs: &MetaDir,
     manifest: &Manifest,
     registry: &Registry,
     jobs: Vec<Job>,
@@ -1012,7 +1013,7 @@ async fn finish(
         readiness: None,
         skipped: false,
     };
-    report.store(batch.files.root()?)?;
+    report.store(docs)?;
     Ok(report)
 }
 

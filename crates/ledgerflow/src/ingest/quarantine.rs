@@ -25,6 +25,11 @@ pub struct BadRow<'a> {
     pub raw: &'a str,
 }
 
+/// The quarantine of a partition, relative to the batch layer.
+pub fn prefix(table: &str, day: NaiveDate) -> object_store::path::Path {
+    object_store::path::Path::from(format!("{DIR}/{table}/{}", partition_dir(day)))
+}
+
 pub fn partition(root: &Path, table: &str, day: NaiveDate) -> PathBuf {
     root.join(DIR).join(table).join(partition_dir(day))
 }

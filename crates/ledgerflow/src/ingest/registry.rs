@@ -5,7 +5,6 @@
 //! (nullable), missing ones read as null, widenings are recorded, and an
 //! incompatible change follows the table's policy.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -13,6 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::types::{Change, ColType};
+use crate::catalog::meta::MetaDir;
 use crate::config::IncompatiblePolicy;
 use crate::error::{Error, Result};
 
@@ -162,81 +162,49 @@ impl TableSchema {
     }
 }
 
-/// Where the registry lives.
+/// Where the registry lives: one document per table.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    dir: PathBuf,
+    docs: MetaDir,
 }
 
 impl Registry {
-    pub fn new(batch_root: &Path) -> Self {
-        Self {
-            dir: batch_root.join(DIR),
-        }
+    pub fn new(docs: MetaDir) -> Self {
+        Self { docs }
     }
 
-    fn path(&self, table: &str) -> PathBuf {
-        self.dir.join(format!("{table}.json"))
+    fn key_of(table: &str) -> String {
+        format!("{DIR}/{table}.json")
     }
 
     pub fn load(&self, table: &str) -> Result<TableSchema> {
-        let path = self.path(table);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Config {
-                path: path.clone(),
-                message: format!("schema registry document is corrupt: {e}"),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TableSchema::new(table)),
-            Err(e) => Err(Error::io(path, e)),
+        let doc_key = Self::key_of(table);
+        match self.docs.read(&doc_key)? {
+            Some(bytes) => {
+                serde_json::from_slice::<TableSchema>(&bytes).map_err(|e| Error::Config {
+                    path: self.docs.describe(&doc_key).into(),
+                    message: format!("schema registry document is corrupt: {e}"),
+                })
+            }
+            None => Ok(TableSchema::new(table)),
         }
     }
 
     /// Every table's document, by name.
     pub fn load_all(&self) -> Result<Vec<TableSchema>> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Ok(Vec::new());
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".json")
-                    .map(str::to_string)
-            })
-            .collect();
-        names.sort();
-        names.iter().map(|n| self.load(n)).collect()
+        self.docs
+            .list(DIR)?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".json"))
+            .map(|n| self.load(n))
+            .collect()
     }
 
-    /// Written to a temporary name and renamed: a reader sees the old or
-    /// the new document, never half.
+    /// A reader sees the old or the new document, never half.
     pub fn save(&self, schema: &TableSchema) -> Result<()> {
         let json = serde_json::to_vec_pretty(schema).expect("schemas serialize");
-        write_atomic(&self.path(&schema.table), &json)
+        self.docs.write(&Self::key_of(&schema.table), &json)
     }
-}
-
-/// Temp file + fsync + rename, in the target's directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    // The rename is durable only once the directory is: without this, a
-    // power loss could keep a later write (a manifest record) and lose an
-    // earlier one it relies on (the size index entry).
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
 
 #[cfg(test)]
@@ -308,7 +276,7 @@ mod tests {
     #[test]
     fn documents_round_trip_on_disk() {
         let tmp = tempfile::tempdir().unwrap();
-        let reg = Registry::new(tmp.path());
+        let reg = Registry::new(crate::catalog::meta::MetaDir::local(tmp.path()));
         let mut s = reg.load("t").unwrap();
         assert_eq!(s.version(), 0);
         let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();

@@ -11,6 +11,7 @@
 
 use super::manifest::{ArchiveState, Manifest};
 use super::summary::{ArchiveAction, IngestReport, TableState};
+use crate::catalog::meta::MetaDir;
 use crate::error::Result;
 use crate::ledger::{RunState, Step};
 
@@ -107,10 +108,10 @@ pub fn loaded(report: &IngestReport) -> Vec<String> {
         .collect()
 }
 
-/// Marks the manifest records of `names` (under `batch_root`) as recorded
-/// in the ledger.
-pub fn mark_recorded(batch_root: &std::path::Path, names: &[String]) -> Result<()> {
-    let manifest = Manifest::new(batch_root);
+/// Marks the manifest records of `names` (in the batch layer's `docs`) as
+/// recorded in the ledger.
+pub fn mark_recorded(docs: &MetaDir, names: &[String]) -> Result<()> {
+    let manifest = Manifest::new(docs.clone());
     for name in names {
         if let Some(mut rec) = manifest.get(name)? {
             if !rec.ledger_recorded && rec.state != ArchiveState::Committing {
@@ -129,11 +130,11 @@ pub fn mark_recorded(batch_root: &std::path::Path, names: &[String]) -> Result<(
 /// this one may be about to record them) and the archives in `this_run`
 /// are left.
 pub fn unrecorded(
-    batch_root: &std::path::Path,
+    docs: &MetaDir,
     settle: std::time::Duration,
     this_run: &[String],
 ) -> Result<Vec<(String, Vec<Step>)>> {
-    let manifest = Manifest::new(batch_root);
+    let manifest = Manifest::new(docs.clone());
     let settle = chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX);
     let now = chrono::Utc::now();
     let settled_before = now.checked_sub_signed(settle).unwrap_or(now);

@@ -4,13 +4,13 @@
 //! Parquet footers = rows written. Printed, `--json`, and stored in
 //! `<batch root>/_ingest/runs/`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::archive::ExtractStats;
-use super::registry::write_atomic;
+use crate::catalog::meta::MetaDir;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,17 +131,19 @@ impl IngestReport {
         }
     }
 
-    /// Stores the report under `<root>/_ingest/runs/`; returns its path.
-    pub fn store(&self, root: &Path) -> Result<PathBuf> {
-        let path = root.join(super::manifest::DIR).join("runs").join(format!(
-            "{}-{}.json",
+    /// Stores the report under `<batch layer>/_ingest/runs/`; returns
+    /// where.
+    pub fn store(&self, docs: &MetaDir) -> Result<String> {
+        let key = format!(
+            "{}/runs/{}-{}.json",
+            super::manifest::DIR,
             self.started_at.format("%Y%m%dT%H%M%S%.3fZ"),
             std::process::id()
-        ));
-        write_atomic(
-            &path,
+        );
+        docs.write(
+            &key,
             &serde_json::to_vec_pretty(self).expect("reports serialize"),
         )?;
-        Ok(path)
+        Ok(docs.describe(&key))
     }
 }

@@ -158,7 +158,7 @@ async fn five_days_of_drift_reconcile_and_end_in_the_expected_versions() {
     // Balances of day 5 left nothing, not even an uncommitted partition.
     assert!(!root.join("balances/date=2026-11-05/_SUCCESS").exists());
 
-    let reg = Registry::new(&root);
+    let reg = Registry::new(crate::catalog::meta::MetaDir::local(&root));
     let versions = |t: &str| reg.load(t).unwrap().version();
     assert_eq!(
         (
@@ -545,11 +545,15 @@ async fn plain_files_and_an_incompatible_change_under_the_fail_policy() {
     assert_eq!(r.exit_code(), 0, "{r:#?}");
     assert_eq!(table(&r, "ledger", day(1)).rows_written, 2);
     assert_eq!(table(&r, "empty", day(1)).rows_read, 0);
-    let reg = Registry::new(&c.batch_root().unwrap());
+    let reg = Registry::new(crate::catalog::meta::MetaDir::local(
+        &c.batch_root().unwrap(),
+    ));
     assert_eq!(reg.load("empty").unwrap().version(), 0);
-    let notes = Registry::new(&c.batch_root().unwrap())
-        .load("notes")
-        .unwrap();
+    let notes = Registry::new(crate::catalog::meta::MetaDir::local(
+        &c.batch_root().unwrap(),
+    ))
+    .load("notes")
+    .unwrap();
     assert_eq!(notes.columns()[1].ty, types::ColType::Decimal(1));
 
     std::fs::write(dir.join("ledger_2026-11-01_2.csv"), "id,when\n3,17\n").unwrap();
@@ -584,7 +588,11 @@ async fn ndjson_amounts_load_to_the_last_digit() {
     .unwrap();
     let r = run(&c, &[file], None).await;
     assert_eq!(r.exit_code(), 0, "{r:#?}");
-    let schema = Registry::new(&c.batch_root().unwrap()).load("wei").unwrap();
+    let schema = Registry::new(crate::catalog::meta::MetaDir::local(
+        &c.batch_root().unwrap(),
+    ))
+    .load("wei")
+    .unwrap();
     assert_eq!(schema.columns()[1].ty, types::ColType::Decimal(4));
     let dir = c.batch_root().unwrap().join("wei/date=2026-11-01");
     let mut got = Vec::new();

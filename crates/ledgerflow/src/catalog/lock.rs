@@ -1,0 +1,215 @@
+//! An exclusive lock on a piece of the batch layer (ingest, a day's
+//! compaction), held for one process's run.
+//!
+//! On local disk: `flock`, released by the kernel when the process dies, so
+//! a SIGKILL never leaves it held. On S3 and HDFS there is nothing like it:
+//! the lock is a document created only if absent (`If-None-Match: *`)
+//! holding its owner and an expiry, renewed every lease/3 with `If-Match`
+//! on the version read, and taken over (again with `If-Match`) only once
+//! it has expired, so of two takers exactly one wins.
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use super::meta::{Bridge, MetaDir};
+use super::store::PartitionStore;
+use crate::error::{Error, Result};
+
+pub struct StoreLock {
+    _held: Held,
+}
+
+/// Held for its `Drop` (the file's descriptor closes the flock; the
+/// guard stops renewing and deletes the document).
+#[allow(dead_code)]
+enum Held {
+    File(std::fs::File),
+    Lease(LeaseGuard),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LeaseDoc {
+    owner: String,
+    /// Milliseconds since the epoch, by the holder's clock.
+    expires_at_ms: i64,
+}
+
+impl StoreLock {
+    /// Takes the lock at `key`, or fails at once naming the holder; `what`
+    /// says what it guards (for the message).
+    pub fn acquire(docs: &MetaDir, key: &str, lease: Duration, what: &str) -> Result<StoreLock> {
+        match docs {
+            MetaDir::Local { root } => {
+                let path = root.join(key);
+                let dir = path.parent().expect("a lock file in a directory");
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| Error::io(&path, e))?;
+                // SAFETY: flock on a descriptor we own.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    return Err(Error::io(
+                        &path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::WouldBlock,
+                            format!("another process holds the {what} lock"),
+                        ),
+                    ));
+                }
+                Ok(StoreLock {
+                    _held: Held::File(file),
+                })
+            }
+            MetaDir::Store { store, bridge } => {
+                let guard = LeaseGuard::acquire(store.clone(), bridge.clone(), key, lease, what)?;
+                Ok(StoreLock {
+                    _held: Held::Lease(guard),
+                })
+            }
+        }
+    }
+}
+
+struct LeaseGuard {
+    store: PartitionStore,
+    bridge: Arc<Bridge>,
+    path: Path,
+    owner: String,
+    stop: Arc<AtomicBool>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LeaseGuard {
+    fn acquire(
+        store: PartitionStore,
+        bridge: Arc<Bridge>,
+        key: &str,
+        lease: Duration,
+        what: &str,
+    ) -> Result<LeaseGuard> {
+        let path = Path::from(key);
+        let owner = crate::ledger::this_process();
+        let doc = move |owner: &str| {
+            serde_json::to_vec(&LeaseDoc {
+                owner: owner.to_string(),
+                expires_at_ms: Utc::now().timestamp_millis() + lease.as_millis() as i64,
+            })
+            .expect("lease documents serialize")
+        };
+        let taken = bridge.run(async {
+            if store.create(&path, doc(&owner)).await? {
+                return Ok(true);
+            }
+            let Some((bytes, version)) = store.get_versioned(&path).await? else {
+                // Released meanwhile: one more try.
+                return store.create(&path, doc(&owner)).await;
+            };
+            match serde_json::from_slice::<LeaseDoc>(&bytes) {
+                Ok(held) if held.expires_at_ms > Utc::now().timestamp_millis() => {
+                    Err(Error::Usage(format!(
+                        "another process holds the {what} lock ({}: owner {}, expires {}); try again later",
+                        store.describe(&path),
+                        held.owner,
+                        chrono::DateTime::from_timestamp_millis(held.expires_at_ms)
+                            .map(|t| t.to_rfc3339())
+                            .unwrap_or_default()
+                    )))
+                }
+                // Expired (its holder died) or unreadable: take it over,
+                // unless another taker was first.
+                _ => {
+                    tracing::warn!(lock = %store.describe(&path), "taking over an expired lock");
+                    store.put_if(&path, doc(&owner), version).await
+                }
+            }
+        })?;
+        if !taken {
+            return Err(Error::Usage(format!(
+                "another process took the {what} lock ({}) at the same moment; try again later",
+                store.describe(&path)
+            )));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (store, bridge, path, owner, stop) = (
+                store.clone(),
+                bridge.clone(),
+                path.clone(),
+                owner.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let every = lease / 3;
+                let mut slept = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    slept += Duration::from_millis(50);
+                    if slept < every {
+                        continue;
+                    }
+                    slept = Duration::ZERO;
+                    let renewed = bridge.run(async {
+                        match store.get_versioned(&path).await? {
+                            Some((bytes, version))
+                                if serde_json::from_slice::<LeaseDoc>(&bytes)
+                                    .is_ok_and(|d| d.owner == owner) =>
+                            {
+                                store.put_if(&path, doc(&owner), version).await
+                            }
+                            _ => Ok(false),
+                        }
+                    });
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(lock = %store.describe(&path), "lost the lock (another process took it over after it expired)");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not renew a lock; retrying"),
+                    }
+                }
+            })
+        };
+        Ok(LeaseGuard {
+            store,
+            bridge,
+            path,
+            owner,
+            stop,
+            renewer: Some(renewer),
+        })
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+        let (store, path, owner) = (&self.store, &self.path, &self.owner);
+        let released = self.bridge.run(async {
+            match store.get_versioned(path).await? {
+                Some((bytes, _))
+                    if serde_json::from_slice::<LeaseDoc>(&bytes)
+                        .is_ok_and(|d| &d.owner == owner) =>
+                {
+                    store.delete(path).await
+                }
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "could not release a lock; it expires by its lease");
+        }
+    }
+}
