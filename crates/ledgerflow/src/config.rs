@@ -939,15 +939,10 @@ url = "sqlite://serving.db"
     fn hdfs_needs_its_feature() {
         let text = MINIMAL.replace("url = \"data/batch\"", "url = \"hdfs://nn:9000/ledger\"");
         let c = Config::parse(&text, Path::new("l.toml")).unwrap();
-        match c.batch_location() {
-            Ok(location) => {
-                assert!(cfg!(feature = "hdfs"));
-                assert_eq!(location.to_string(), "hdfs://nn:9000/ledger");
-            }
-            Err(e) => {
-                assert!(!cfg!(feature = "hdfs"));
-                assert!(e.to_string().contains("--features hdfs"), "{e}");
-            }
+        match (c.batch_location(), cfg!(feature = "hdfs")) {
+            (Ok(location), true) => assert_eq!(location.to_string(), "hdfs://nn:9000/ledger"),
+            (Err(e), false) => assert!(e.to_string().contains("--features hdfs"), "{e}"),
+            (other, feature) => panic!("hdfs feature {feature}: {other:?}"),
         }
     }
 
