@@ -1,6 +1,7 @@
 //! The DataFusion session: a bounded memory pool that spills to a
 //! configured directory, and the parallelism of this machine.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -10,6 +11,17 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+
+/// A fresh directory under the spill dir (created if needed), removed when
+/// dropped: a MongoDB day's Parquet copy, quarantine files staged for a
+/// remote batch layer.
+pub fn scratch_dir(spill_dir: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(spill_dir)
+        .map_err(|e| Error::io(spill_dir, e))
+}
 
 pub fn session(config: &Config) -> Result<SessionContext> {
     let engine = &config.engine;

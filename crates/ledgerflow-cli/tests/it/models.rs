@@ -2,70 +2,89 @@
 //! batch day, a day present in both layers (counted once), and a speed day
 //! with reorgs.
 
+use std::process::Output;
+
 use ledgerflow::generate::chain::GenParams;
-use ledgerflow_testkit::project::{parquet_files, string_column};
+use ledgerflow_testkit::project::{parquet_files, stdout, string_column, TestProject};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq};
 
 use crate::{d, project, SINKS};
 
-#[tokio::test]
-async fn models_equal_the_reference_on_batch_both_and_speed_days() {
-    let params = GenParams {
+/// The three days both suites load: day 1 batch only, day 2 in both
+/// layers, day 3 speed only with reorgs (seed 42, scale 0.01).
+const THREE_DAYS: [&str; 3] = ["2026-11-01", "2026-11-02", "2026-11-03"];
+
+pub(crate) fn three_days_params() -> GenParams {
+    GenParams {
         seed: 42,
         scale: 0.01,
         reorg_rate: 0.15,
         ..Default::default()
+    }
+}
+
+/// Generates [`THREE_DAYS`] into `p`'s layers and backfills them with
+/// `backfill_flags`; checks each day read from its layer. Returns every
+/// command's output.
+pub(crate) fn load_three_days(p: &TestProject, backfill_flags: &[&str]) -> Vec<Output> {
+    let [d1, d2, d3] = THREE_DAYS;
+    let generate = |from: &str, to: &str, extra: &[&str]| {
+        p.ok(&[
+            &["generate", "--from", from, "--to", to, "--scale", "0.01"][..],
+            &["--reorg-rate", "0.15"],
+            extra,
+        ]
+        .concat())
     };
-    // Day 1 batch only; day 2 in both layers; day 3 speed only, with reorgs.
-    let days = [d("2026-11-01"), d("2026-11-02"), d("2026-11-03")];
-    let data: Vec<_> = days
-        .iter()
-        .enumerate()
-        .map(|(i, day)| generated_day(&params, *day, i > 0))
-        .collect();
-    let orphans = data[2].0.iter().filter(|b| !b.canonical).count();
+    let mut outputs = vec![
+        generate(d1, d2, &["--speed-days", d2, "--also-batch"]),
+        generate(d3, d3, &["--speed-days", d3]),
+    ];
+    let out = p.ok(&[&["backfill", "--from", d1, "--to", d3][..], backfill_flags].concat());
+    let text = stdout(&out);
     assert!(
-        orphans > 0,
+        text.contains("2026-11-02 block_daily_metrics      batch"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2026-11-03 block_daily_metrics      speed"),
+        "{text}"
+    );
+    outputs.push(out);
+    outputs
+}
+
+/// Every default model's table over [`THREE_DAYS`] equals the reference.
+pub(crate) async fn assert_three_days_equal_the_reference(p: &TestProject) {
+    let params = three_days_params();
+    let daily = p.db.block_daily_metrics().await;
+    assert_eq!(daily.len(), 3);
+    let mut minutes_expected = Vec::new();
+    for (i, day) in THREE_DAYS.iter().map(|s| d(s)).enumerate() {
+        let (blocks, txs) = generated_day(&params, day, i > 0);
+        let expected = reference::block_daily_metrics(day, &blocks, &txs).unwrap();
+        assert_daily_eq(&daily[i], &expected);
+        let users = p.db.user_activity(day).await;
+        let expected_users = reference::user_activity(day, &blocks, &txs);
+        assert_eq!(users.len(), expected_users.len(), "{day}");
+        assert_eq!(users, expected_users, "{day}");
+        minutes_expected.extend(reference::realtime_minutes(day, &blocks, &txs));
+    }
+    assert_minutes_eq(&p.db.realtime_minutes().await, &minutes_expected);
+}
+
+#[tokio::test]
+async fn models_equal_the_reference_on_batch_both_and_speed_days() {
+    let (blocks, _) = generated_day(&three_days_params(), d(THREE_DAYS[2]), true);
+    assert!(
+        blocks.iter().any(|b| !b.canonical),
         "the speed day must contain reorgs to test the rule"
     );
-
     for serving in SINKS {
         let p = project(serving).await;
-        let reorgs = ["--reorg-rate", "0.15"];
-        p.generate(
-            "2026-11-01",
-            "2026-11-02",
-            "0.01",
-            &["2026-11-02"],
-            &[&reorgs[..], &["--also-batch"]].concat(),
-        );
-        p.generate("2026-11-03", "2026-11-03", "0.01", &["2026-11-03"], &reorgs);
-        let out = p.ok(&["backfill", "--from", "2026-11-01", "--to", "2026-11-03"]);
-        let text = ledgerflow_testkit::project::stdout(&out);
-        assert!(
-            text.contains("2026-11-02 block_daily_metrics      batch"),
-            "{text}"
-        );
-        assert!(
-            text.contains("2026-11-03 block_daily_metrics      speed"),
-            "{text}"
-        );
-
-        let daily = p.db.block_daily_metrics().await;
-        assert_eq!(daily.len(), 3, "{serving:?}");
-        let mut minutes_expected = Vec::new();
-        for (i, day) in days.iter().enumerate() {
-            let (blocks, txs) = &data[i];
-            let expected = reference::block_daily_metrics(*day, blocks, txs).unwrap();
-            assert_daily_eq(&daily[i], &expected);
-            let users = p.db.user_activity(*day).await;
-            let expected_users = reference::user_activity(*day, blocks, txs);
-            assert_eq!(users.len(), expected_users.len(), "{serving:?} {day}");
-            assert_eq!(users, expected_users, "{serving:?} {day}");
-            minutes_expected.extend(reference::realtime_minutes(*day, blocks, txs));
-        }
-        assert_minutes_eq(&p.db.realtime_minutes().await, &minutes_expected);
+        load_three_days(&p, &[]);
+        assert_three_days_equal_the_reference(&p).await;
         p.drop_db().await;
     }
 }

@@ -9,7 +9,7 @@ use ledgerflow::generate::chain::GenParams;
 use ledgerflow_testkit::project::{stderr, stdout, Background, Paused, TestProject};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::s3::S3Server;
-use ledgerflow_testkit::serving::{assert_daily_eq, assert_dumps_eq, assert_minutes_eq, Serving};
+use ledgerflow_testkit::serving::{assert_daily_eq, assert_dumps_eq, Serving};
 
 use crate::{d, project};
 
@@ -35,97 +35,15 @@ fn output(out: &std::process::Output) -> String {
 async fn models_on_s3_equal_the_reference_through_compaction_and_rewrites() {
     let server = S3Server::start(&["ledger"]);
     let p = on_s3(&server, Serving::Postgres).await;
-    let mut seen = Vec::new();
-    let reorgs = ["--reorg-rate", "0.15"];
-    // Day 1 batch only; day 2 in both layers; day 3 speed only, reorged.
-    let gen = p.ok(&[
-        &[
-            "generate",
-            "--from",
-            "2026-11-01",
-            "--to",
-            "2026-11-02",
-            "--scale",
-            "0.01",
-        ][..],
-        &["--speed-days", "2026-11-02", "--also-batch"],
-        &reorgs,
-    ]
-    .concat());
-    seen.push(output(&gen));
-    seen.push(output(
-        &p.ok(&[
-            &[
-                "generate",
-                "--from",
-                "2026-11-03",
-                "--to",
-                "2026-11-03",
-                "--scale",
-                "0.01",
-            ][..],
-            &["--speed-days", "2026-11-03"],
-            &reorgs,
-        ]
-        .concat()),
-    ));
+    let mut seen: Vec<String> = crate::models::load_three_days(&p, &["-vv"])
+        .iter()
+        .map(output)
+        .collect();
     assert!(
         !p.path().join("data/batch").exists() && !p.path().join("data/landing").exists(),
         "nothing may be written to local disk"
     );
-    let out = p.ok(&[
-        "backfill",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-03",
-        "-vv",
-    ]);
-    let text = stdout(&out);
-    assert!(
-        text.contains("2026-11-02 block_daily_metrics      batch"),
-        "{text}"
-    );
-    assert!(
-        text.contains("2026-11-03 block_daily_metrics      speed"),
-        "{text}"
-    );
-    seen.push(output(&out));
-
-    let params = GenParams {
-        seed: 42,
-        scale: 0.01,
-        reorg_rate: 0.15,
-        ..Default::default()
-    };
-    let days = [d("2026-11-01"), d("2026-11-02"), d("2026-11-03")];
-    let check = |daily: Vec<_>, users: Vec<Vec<_>>, minutes: Vec<_>, params: &GenParams| {
-        let mut want_minutes = Vec::new();
-        for (i, day) in days.iter().enumerate() {
-            let (blocks, txs) = generated_day(params, *day, i > 0);
-            assert_daily_eq(
-                &daily[i],
-                &reference::block_daily_metrics(*day, &blocks, &txs).unwrap(),
-            );
-            assert_eq!(
-                users[i],
-                reference::user_activity(*day, &blocks, &txs),
-                "{day}"
-            );
-            want_minutes.extend(reference::realtime_minutes(*day, &blocks, &txs));
-        }
-        assert_minutes_eq(&minutes, &want_minutes);
-    };
-    let mut users = Vec::new();
-    for day in days {
-        users.push(p.db.user_activity(day).await);
-    }
-    check(
-        p.db.block_daily_metrics().await,
-        users,
-        p.db.realtime_minutes().await,
-        &params,
-    );
+    crate::models::assert_three_days_equal_the_reference(&p).await;
     let before = p.db.dump_metrics().await;
 
     // The reorged speed day compacted onto S3: same numbers from the batch
@@ -181,11 +99,15 @@ async fn models_on_s3_equal_the_reference_through_compaction_and_rewrites() {
         "block_daily_metrics",
     ]);
     assert!(!stdout(&out).contains("unchanged"), "{}", stdout(&out));
-    let reseeded = GenParams { seed: 7, ..params };
-    let (blocks, txs) = generated_day(&reseeded, days[0], false);
+    let reseeded = GenParams {
+        seed: 7,
+        ..crate::models::three_days_params()
+    };
+    let day1 = d("2026-11-01");
+    let (blocks, txs) = generated_day(&reseeded, day1, false);
     assert_daily_eq(
         &p.db.block_daily_metrics().await[0],
-        &reference::block_daily_metrics(days[0], &blocks, &txs).unwrap(),
+        &reference::block_daily_metrics(day1, &blocks, &txs).unwrap(),
     );
 
     for args in [
@@ -229,23 +151,15 @@ async fn realtime_follows_an_s3_landing_prefix() {
     let server = S3Server::start(&["ledger"]);
     let p = on_s3(&server, Serving::Sqlite).await;
     let day = d("2026-11-06");
-    let n1 = crate::realtime::live(&p, day, 30, "100000");
-    let rt = Background::start(&p, &["realtime"], &[]);
-    crate::realtime::wait_for(
-        &p,
-        &crate::realtime::expected(&[(day, n1)]),
-        &rt,
-        Duration::from_secs(90),
-    )
-    .await;
-    let n2 = crate::realtime::live(&p, day, 80, "100000");
-    crate::realtime::wait_for(
-        &p,
-        &crate::realtime::expected(&[(day, n2)]),
-        &rt,
-        Duration::from_secs(90),
-    )
-    .await;
+    // Blocks land before the loop starts and while it follows.
+    let mut rt = None;
+    for blocks in [30, 80] {
+        let n = crate::realtime::live(&p, day, blocks, "100000");
+        let rt = rt.get_or_insert_with(|| Background::start(&p, &["realtime"], &[]));
+        let want = crate::realtime::expected(&[(day, n)]);
+        crate::realtime::wait_for(&p, &want, rt, Duration::from_secs(90)).await;
+    }
+    let rt = rt.expect("started");
     assert!(!rt.log().contains(server.secret()));
     rt.stop();
 }

@@ -9,7 +9,7 @@
 //! it has expired, so of two takers exactly one wins.
 
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -84,8 +84,14 @@ struct LeaseGuard {
     bridge: Arc<Bridge>,
     path: Path,
     owner: String,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the renewer at once.
+    stop: Option<mpsc::Sender<()>>,
     renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Whether a lease document names `owner`.
+fn held_by(bytes: &[u8], owner: &str) -> bool {
+    serde_json::from_slice::<LeaseDoc>(bytes).is_ok_and(|d| d.owner == owner)
 }
 
 impl LeaseGuard {
@@ -138,31 +144,15 @@ impl LeaseGuard {
                 store.describe(&path)
             )));
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
-            let (store, bridge, path, owner, stop) = (
-                store.clone(),
-                bridge.clone(),
-                path.clone(),
-                owner.clone(),
-                stop.clone(),
-            );
+            let (store, bridge, path, owner) =
+                (store.clone(), bridge.clone(), path.clone(), owner.clone());
             std::thread::spawn(move || {
-                let every = lease / 3;
-                let mut slept = Duration::ZERO;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    slept += Duration::from_millis(50);
-                    if slept < every {
-                        continue;
-                    }
-                    slept = Duration::ZERO;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease / 3) {
                     let renewed = bridge.run(async {
                         match store.get_versioned(&path).await? {
-                            Some((bytes, version))
-                                if serde_json::from_slice::<LeaseDoc>(&bytes)
-                                    .is_ok_and(|d| d.owner == owner) =>
-                            {
+                            Some((bytes, version)) if held_by(&bytes, &owner) => {
                                 store.put_if(&path, doc(&owner), version).await
                             }
                             _ => Ok(false),
@@ -184,7 +174,7 @@ impl LeaseGuard {
             bridge,
             path,
             owner,
-            stop,
+            stop: Some(stop),
             renewer: Some(renewer),
         })
     }
@@ -192,19 +182,14 @@ impl LeaseGuard {
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(renewer) = self.renewer.take() {
             let _ = renewer.join();
         }
         let (store, path, owner) = (&self.store, &self.path, &self.owner);
         let released = self.bridge.run(async {
             match store.get_versioned(path).await? {
-                Some((bytes, _))
-                    if serde_json::from_slice::<LeaseDoc>(&bytes)
-                        .is_ok_and(|d| &d.owner == owner) =>
-                {
-                    store.delete(path).await
-                }
+                Some((bytes, _)) if held_by(&bytes, owner) => store.delete(path).await,
                 _ => Ok(()),
             }
         });

@@ -119,17 +119,6 @@ impl PartitionStore {
         }
     }
 
-    /// The local directory, or an error naming the location for the parts
-    /// that still need one.
-    pub fn root(&self) -> Result<&FsPath> {
-        self.local_root().ok_or_else(|| {
-            Error::Usage(format!(
-                "{} is not a local directory; this command needs one",
-                self.location
-            ))
-        })
-    }
-
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }
@@ -182,12 +171,10 @@ impl PartitionStore {
     }
 
     pub async fn list_day_prefix(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        let listed = match self.store.list_with_delimiter(Some(prefix)).await {
-            Ok(listed) => listed.objects,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(self.os_err(prefix, e)),
-        };
-        let mut files: Vec<ObjectMeta> = listed
+        let mut files: Vec<ObjectMeta> = self
+            .list_level(prefix)
+            .await?
+            .objects
             .into_iter()
             .filter(|m| {
                 let name = m.location.filename().unwrap_or_default();
@@ -200,13 +187,10 @@ impl PartitionStore {
 
     /// Days that have a partition directory for `table`, sorted.
     pub async fn list_days(&self, table: &str) -> Result<Vec<NaiveDate>> {
-        let prefix = Path::from(table);
-        let listed = match self.store.list_with_delimiter(Some(&prefix)).await {
-            Ok(listed) => listed.common_prefixes,
-            Err(object_store::Error::NotFound { .. }) => Vec::new(),
-            Err(e) => return Err(self.os_err(&prefix, e)),
-        };
-        let mut days: Vec<NaiveDate> = listed
+        let mut days: Vec<NaiveDate> = self
+            .list_level(&Path::from(table))
+            .await?
+            .common_prefixes
             .iter()
             .filter_map(|p| {
                 let name = p.filename()?;
@@ -215,6 +199,19 @@ impl PartitionStore {
             .collect();
         days.sort();
         Ok(days)
+    }
+
+    /// One level under `prefix`: its objects and its sub-prefixes (empty
+    /// when nothing is there).
+    async fn list_level(&self, prefix: &Path) -> Result<object_store::ListResult> {
+        match self.store.list_with_delimiter(Some(prefix)).await {
+            Ok(listed) => Ok(listed),
+            Err(object_store::Error::NotFound { .. }) => Ok(object_store::ListResult {
+                common_prefixes: Vec::new(),
+                objects: Vec::new(),
+            }),
+            Err(e) => Err(self.os_err(prefix, e)),
+        }
     }
 
     pub async fn exists(&self, path: &Path) -> Result<bool> {
@@ -266,34 +263,32 @@ impl PartitionStore {
     /// `false` when one does. One request, so a reader sees all of it or
     /// nothing.
     pub async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
-        let opts = PutOptions::from(PutMode::Create);
-        match self
-            .store
-            .put_opts(path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(self.os_err(path, e)),
-        }
+        self.put_conditional(path, bytes, PutMode::Create).await
     }
 
     /// Replaces an object only if it is still at `version` (`If-Match` on
-    /// S3): `false` when someone else changed it first.
+    /// S3): `false` when someone else changed or removed it first.
     pub async fn put_if(
         &self,
         path: &Path,
         bytes: Vec<u8>,
         version: UpdateVersion,
     ) -> Result<bool> {
-        let opts = PutOptions::from(PutMode::Update(version));
+        self.put_conditional(path, bytes, PutMode::Update(version))
+            .await
+    }
+
+    /// A PUT under `mode`: `false` when its condition does not hold.
+    async fn put_conditional(&self, path: &Path, bytes: Vec<u8>, mode: PutMode) -> Result<bool> {
+        let opts = PutOptions::from(mode);
         match self
             .store
             .put_opts(path, PutPayload::from(bytes), opts)
             .await
         {
             Ok(_) => Ok(true),
-            Err(object_store::Error::Precondition { .. })
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. })
             | Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.os_err(path, e)),
         }

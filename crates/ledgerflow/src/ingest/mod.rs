@@ -343,24 +343,15 @@ pub async fn ingest(
         });
     }
 
-    // Quarantine files are staged where the commit can move them from.
-    let staging = match batch.files.local_root() {
-        Some(_) => None,
+    // Quarantine files are staged where the commit can move them from:
+    // in place on a local disk, else in a scratch dir it uploads from.
+    let (_staging, quarantine_root) = match batch.files.local_root() {
+        Some(root) => (None, root.to_path_buf()),
         None => {
-            let spill = config.spill_dir();
-            std::fs::create_dir_all(&spill).map_err(|e| Error::io(&spill, e))?;
-            Some(
-                tempfile::Builder::new()
-                    .prefix("ingest-quarantine-")
-                    .tempdir_in(&spill)
-                    .map_err(|e| Error::io(&spill, e))?,
-            )
+            let dir = crate::engine::scratch_dir(&config.spill_dir(), "ingest-quarantine-")?;
+            let path = dir.path().to_path_buf();
+            (Some(dir), path)
         }
-    };
-    let quarantine_root = match (&staging, batch.files.local_root()) {
-        (Some(dir), _) => dir.path().to_path_buf(),
-        (None, Some(root)) => root.to_path_buf(),
-        (None, None) => unreachable!("staged above when not local"),
     };
     let settings = MergeSettings {
         store: batch.files.clone(),

@@ -30,8 +30,9 @@ pub fn prefix(table: &str, day: NaiveDate) -> object_store::path::Path {
     object_store::path::Path::from(format!("{DIR}/{table}/{}", partition_dir(day)))
 }
 
+/// The quarantine of a partition under a local root.
 pub fn partition(root: &Path, table: &str, day: NaiveDate) -> PathBuf {
-    root.join(DIR).join(table).join(partition_dir(day))
+    root.join(prefix(table, day).as_ref())
 }
 
 /// Opened on the first bad row only.

@@ -9,7 +9,7 @@ pub mod landing;
 pub mod mongo;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
@@ -83,12 +83,7 @@ impl SpeedLayer {
 
     /// Reads `day` from the speed layer. `batch` describes the batch
     /// partition, for the TTL error.
-    pub async fn day(
-        &self,
-        day: NaiveDate,
-        spill_dir: &PathBuf,
-        batch: String,
-    ) -> Result<SpeedDay> {
+    pub async fn day(&self, day: NaiveDate, spill_dir: &Path, batch: String) -> Result<SpeedDay> {
         match self {
             SpeedLayer::Landing(l) => {
                 let mut files = BTreeMap::new();
@@ -165,12 +160,8 @@ pub async fn read_headers(store: &PartitionStore, files: &[ObjectMeta]) -> Resul
 
 /// Copies a MongoDB day into Parquet files in a fresh directory under the
 /// spill dir, streaming (bounded memory), and collects the block headers.
-async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &PathBuf) -> Result<SpeedDay> {
-    std::fs::create_dir_all(spill_dir).map_err(|e| Error::io(spill_dir, e))?;
-    let dir = tempfile::Builder::new()
-        .prefix("speed-day-")
-        .tempdir_in(spill_dir)
-        .map_err(|e| Error::io(spill_dir, e))?;
+async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &Path) -> Result<SpeedDay> {
+    let dir = crate::engine::scratch_dir(spill_dir, "speed-day-")?;
     let store = PartitionStore::local(dir.path())?;
     let (start, end) = crate::day::bounds(day);
     let mut content = Sha256::new();
