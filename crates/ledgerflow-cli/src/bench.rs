@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use chrono::{Days, NaiveDate};
 use ledgerflow::config::{ENV_BATCH_URL, ENV_SERVING_URL, ENV_SPEED_URL};
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchEngine};
 
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const CLEARED_ENV: [&str; 4] = [
@@ -43,6 +43,8 @@ struct Phase {
     m: Measure,
     models: Vec<(String, Totals)>,
     total: Totals,
+    /// Each day's models' seconds, oldest day first.
+    days: Vec<f64>,
 }
 
 /// A fresh schema on the PostgreSQL server, so the bench never touches the
@@ -54,6 +56,19 @@ struct Pg {
     config: PathBuf,
 }
 
+/// A bench's working directory: `dir` as given, else a temporary one that
+/// lives as long as the returned guard.
+pub(crate) fn work_dir(dir: Option<&Path>) -> anyhow::Result<(Option<tempfile::TempDir>, PathBuf)> {
+    match dir {
+        Some(d) => Ok((None, d.to_path_buf())),
+        None => {
+            let tmp = tempfile::tempdir().context("creating a temporary bench directory")?;
+            let path = tmp.path().to_path_buf();
+            Ok((Some(tmp), path))
+        }
+    }
+}
+
 /// `--config CONFIG` then the whitespace-separated `rest`.
 pub(crate) fn argv(config: &Path, rest: &str) -> Vec<String> {
     let head = ["--config".to_string(), config.display().to_string()];
@@ -63,14 +78,7 @@ pub(crate) fn argv(config: &Path, rest: &str) -> Vec<String> {
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
-    let tmp;
-    let work = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().context("creating a temporary bench directory")?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (_tmp, work) = crate::bench::work_dir(args.dir.as_deref())?;
     let project = work.join("project");
     ledgerflow::project::init(&project)
         .with_context(|| format!("creating the bench project in {}", project.display()))?;
@@ -86,6 +94,10 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     );
     let gen = child(&exe, &work, "generate", &[], &argv(&config, &gen)).await?;
     let batch_bytes = dir_size(&project.join("data/batch")).context("measuring the batch layer")?;
+    let remote = match &args.batch {
+        Some(url) => Some(upload(&args, url, &config, &project.join("data/batch")).await?),
+        None => None,
+    };
 
     let pg = postgres(&args, &config).await?;
     let mut targets = vec![("SQLite", config.clone(), vec![])];
@@ -102,6 +114,24 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
             let run = argv(config, &format!("run --date {first} --force --json"));
             let m = child(&exe, &work, "run", env, &run).await?;
             phases.push(phase(format!("1 day ({first})"), target, m)?);
+            if let Some((url, _)) = &remote {
+                let mut s3_env = env.clone();
+                s3_env.push((ENV_BATCH_URL, url.clone()));
+                let m = child(&exe, &work, "run-s3", &s3_env, &run).await?;
+                phases.push(phase(format!("1 day ({first}) from S3"), target, m)?);
+            }
+            if remote.is_some() || args.checks || args.engine == BenchEngine::Ballista {
+                // The runs below replace a loaded day: compared with a
+                // local run that does the same.
+                let m = child(&exe, &work, "run", env, &run).await?;
+                phases.push(phase(format!("1 day ({first}) again"), target, m)?);
+            }
+            if args.checks {
+                let off = without_checks(config)?;
+                let run = argv(&off, &format!("run --date {first} --force --json"));
+                let m = child(&exe, &work, "run-no-checks", env, &run).await?;
+                phases.push(phase(format!("1 day ({first}) checks off"), target, m)?);
+            }
             if last > first {
                 let fill = format!("backfill --from {first} --to {last} --force --json");
                 let m = child(&exe, &work, "backfill", env, &argv(config, &fill)).await?;
@@ -110,6 +140,32 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
                     target,
                     m,
                 )?);
+                // What overlapping days gains: the same range two days in
+                // flight.
+                let two = variant(config, "two-days", |t| {
+                    t.replace("# parallel_days = 1", "parallel_days = 2")
+                })?;
+                let m = child(&exe, &work, "backfill-two-days", env, &argv(&two, &fill)).await?;
+                phases.push(phase(
+                    format!("{} days ({first}..{last}) two in flight", args.days),
+                    target,
+                    m,
+                )?);
+            }
+        }
+        if args.engine == BenchEngine::Ballista {
+            #[cfg(not(feature = "ballista"))]
+            bail!("--engine ballista needs a build with the `ballista` feature");
+            // Against the last target (PostgreSQL when there is one).
+            #[cfg(feature = "ballista")]
+            {
+                let (target, config, env) = targets.last().context("a serving target")?;
+                for &n in &args.executors {
+                    phases.extend(
+                        on_ballista(&exe, &work, config, env, target, n, first, last, args.days)
+                            .await?,
+                    );
+                }
             }
         }
         anyhow::Ok(phases)
@@ -124,7 +180,213 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
         }
     }
     report(&args, &work, &gen, batch_bytes, &result?);
+    if let Some((url, secs)) = remote {
+        println!("(the batch layer was uploaded to {url} in {secs:.1} s)");
+    }
     Ok(0)
+}
+
+/// The first day and the range on a Ballista cluster of `executors`
+/// executors (2 slots each) started on this host for the purpose; prints
+/// what the cluster's processes cost.
+#[cfg(feature = "ballista")]
+#[allow(clippy::too_many_arguments)]
+async fn on_ballista(
+    exe: &Path,
+    work: &Path,
+    config: &Path,
+    env: &[(&str, String)],
+    target: &'static str,
+    executors: usize,
+    first: NaiveDate,
+    last: NaiveDate,
+    days: u32,
+) -> anyhow::Result<Vec<Phase>> {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("a free port")?;
+        l.local_addr()?.port()
+    };
+    let bind: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let cluster = crate::cluster_cmd::LocalCluster::start(config, executors, bind, 2, Some(work))?;
+    let ports: Vec<u16> = std::iter::once(port)
+        .chain((0..executors).map(|i| port + 1 + 2 * i as u16))
+        .collect();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !ports
+        .iter()
+        .all(|p| std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok())
+    {
+        if Instant::now() > deadline {
+            cluster.stop().await;
+            bail!("the bench cluster did not come up within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Registration follows the listening ports by a heartbeat.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let url = cluster.url.clone();
+    let on = variant(config, &format!("ballista-{executors}"), |t| {
+        t.replace(
+            "[engine]\n",
+            &format!(
+                "[engine]\nmode = \"ballista\"\nurl = \"{url}\"\ntarget_partitions = {}\n",
+                2 * executors
+            ),
+        )
+    })?;
+    let label = format!("on Ballista, {executors} executor(s)");
+    let mut env = env.to_vec();
+    env.push((
+        "LEDGERFLOW_LOG",
+        "warn,ledgerflow::engine::ballista=info".into(),
+    ));
+    let result = async {
+        let mut phases = Vec::new();
+        // JSON logs: the `ballista query` lines are read back below.
+        let run = argv(
+            &on,
+            &format!("--log-format json run --date {first} --force --json"),
+        );
+        let name = format!("run-ballista-{executors}");
+        let m = child(exe, work, &name, &env, &run).await?;
+        phases.push(phase(format!("1 day ({first}) {label}"), target, m)?);
+        print_stages(
+            &format!("1 day {label}"),
+            &work.join(format!("{name}.stderr")),
+        );
+        if last > first {
+            let fill =
+                format!("--log-format json backfill --from {first} --to {last} --force --json");
+            let name = format!("backfill-ballista-{executors}");
+            let m = child(exe, work, &name, &env, &argv(&on, &fill)).await?;
+            phases.push(phase(
+                format!("{days} days ({first}..{last}) {label}"),
+                target,
+                m,
+            )?);
+            print_stages(
+                &format!("{days} days {label}"),
+                &work.join(format!("{name}.stderr")),
+            );
+        }
+        anyhow::Ok(phases)
+    }
+    .await;
+    for (i, pid) in cluster.pids().into_iter().enumerate() {
+        let (cpu, hwm) = proc_cost(pid);
+        let who = if i == 0 {
+            "scheduler".to_string()
+        } else {
+            format!("executor {i}")
+        };
+        println!("cluster of {executors}: {who}: {cpu:.1} s CPU, peak RSS {hwm:.0} MiB");
+    }
+    cluster.stop().await;
+    result
+}
+
+/// Sums the client's `ballista query` log lines (one per model and day):
+/// planning here, the job on the cluster (its stages and shuffles), and
+/// fetching the results.
+#[cfg(feature = "ballista")]
+fn print_stages(what: &str, stderr: &Path) {
+    let text = std::fs::read_to_string(stderr).unwrap_or_default();
+    let (mut plan, mut job, mut fetch, mut queries) = (0.0, 0.0, 0.0, 0);
+    for line in text.lines().filter(|l| l.contains("ballista query")) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let field = |name: &str| v["fields"][name].as_f64().unwrap_or(0.0);
+        plan += field("plan_s");
+        job += field("job_s");
+        fetch += field("fetch_s");
+        queries += 1;
+    }
+    println!("{what}: {queries} queries: plan {plan:.2} s (client), job {job:.2} s (cluster: stages and shuffles), fetch {fetch:.2} s (results to the client)");
+}
+
+/// CPU seconds and peak RSS (MiB) of a live process, from /proc.
+#[cfg(feature = "ballista")]
+fn proc_cost(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are
+    // the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    ((ticks(11) + ticks(12)) / hz, status_mib(&status, "VmHWM:"))
+}
+
+/// A memory field of a `/proc/<pid>/status` text (`VmRSS:`, `VmHWM:`), in
+/// MiB; 0 when absent.
+pub(crate) fn status_mib(status: &str, key: &str) -> f64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// A copy of `config` with `run.checks = false`.
+fn without_checks(config: &Path) -> anyhow::Result<PathBuf> {
+    variant(config, "no-checks", |t| {
+        format!("{t}\n[run]\nchecks = false\n")
+    })
+}
+
+/// A copy of `config` named `<name>.toml` beside it, its text changed by
+/// `edit`.
+fn variant(config: &Path, name: &str, edit: impl Fn(&str) -> String) -> anyhow::Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let copy = config.with_extension(format!("{name}.toml"));
+    std::fs::write(&copy, edit(&text)).with_context(|| format!("writing {}", copy.display()))?;
+    Ok(copy)
+}
+
+/// Points the bench project's S3 settings at the endpoint and uploads the
+/// generated batch layer to `url`: (url, upload seconds).
+async fn upload(
+    args: &BenchArgs,
+    url: &str,
+    config: &Path,
+    batch: &Path,
+) -> anyhow::Result<(String, f64)> {
+    use ledgerflow::location::Location;
+    let location =
+        Location::parse(url, Path::new("")).map_err(|m| anyhow::anyhow!("--batch: {m}"))?;
+    if location.is_local() {
+        bail!("--batch wants an object store URL (s3://bucket/prefix)");
+    }
+    if let Some(endpoint) = &args.s3_endpoint {
+        let section = format!(
+            "\n[batch.s3]\nendpoint = \"{endpoint}\"\nallow_http = {}\n",
+            endpoint.starts_with("http://")
+        );
+        let mut text = std::fs::read_to_string(config)
+            .with_context(|| format!("reading {}", config.display()))?;
+        text.push_str(&section);
+        std::fs::write(config, text).with_context(|| format!("writing {}", config.display()))?;
+    }
+    let settings = ledgerflow::config::Config::load(config)?.batch.s3;
+    let store = ledgerflow::catalog::store::PartitionStore::open(&location, &settings)?;
+    let started = Instant::now();
+    let files = store.upload_tree(batch).await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("uploaded the batch layer ({files} files) to {location} in {secs:.1} s");
+    Ok((location.to_string(), secs))
 }
 
 async fn postgres(args: &BenchArgs, config: &Path) -> anyhow::Result<Option<Pg>> {
@@ -246,9 +508,13 @@ fn wait4(pid: libc::pid_t) -> std::io::Result<(libc::c_int, libc::rusage)> {
 /// Sums the child's `--json` reports per model, in the order models ran.
 fn phase(name: String, target: &'static str, m: Measure) -> anyhow::Result<Phase> {
     let (mut models, mut total) = (Vec::<(String, Totals)>::new(), Totals::default());
+    let mut days = std::collections::BTreeMap::<String, f64>::new();
     for line in m.stdout.lines().filter(|l| l.starts_with('{')) {
         let v: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("parsing report {line}"))?;
+        if let Some(day) = v["day"].as_str() {
+            *days.entry(day.to_owned()).or_default() += v["seconds"].as_f64().unwrap_or(0.0);
+        }
         let model = v["model"].as_str().context("report without a model")?;
         let i = models
             .iter()
@@ -275,6 +541,7 @@ fn phase(name: String, target: &'static str, m: Measure) -> anyhow::Result<Phase
         m,
         models,
         total,
+        days: days.into_values().collect(),
     })
 }
 
@@ -290,6 +557,24 @@ fn dir_size(dir: &Path) -> std::io::Result<u64> {
         };
     }
     Ok(total)
+}
+
+/// Each phase named `... {suffix}` with the local `... again` run of the
+/// same target it is compared with (both replace a loaded day).
+fn against_again<'a>(
+    phases: &'a [Phase],
+    suffix: &'a str,
+) -> impl Iterator<Item = (&'a Phase, &'a Phase)> {
+    phases
+        .iter()
+        .filter(move |p| p.name.ends_with(suffix))
+        .filter_map(move |variant| {
+            let again = variant.name.replace(suffix, " again");
+            phases
+                .iter()
+                .find(|p| p.target == variant.target && p.name == again)
+                .map(|local| (variant, local))
+        })
 }
 
 fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases: &[Phase]) {
@@ -332,10 +617,20 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         let (c, w) = (p.total.compute_s, p.total.write_s);
         let other = pct((wall - c - w).max(0.0));
         println!(
-            "  time: compute incl. reads {:.0}%, write {:.0}%, other (start-up, catalog, ledger) {other:.0}%\n",
+            "  time: compute incl. reads {:.0}%, write {:.0}%, other (start-up, catalog, ledger) {other:.0}%",
             pct(c),
             pct(w)
         );
+        if p.days.len() >= 10 {
+            // A flat per-day cost: the last days cost what the first did.
+            let mean = |d: &[f64]| d.iter().sum::<f64>() / d.len() as f64;
+            let (first, last) = (mean(&p.days[..5]), mean(&p.days[p.days.len() - 5..]));
+            println!(
+                "  per day (models' seconds): first 5 {first:.2} s, last 5 {last:.2} s ({:+.0}%)",
+                100.0 * (last / first - 1.0)
+            );
+        }
+        println!();
     }
     let one_day_pg = phases
         .iter()
@@ -353,6 +648,31 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         };
         let (wall, rss) = (m.wall_s, m.rss_mib);
         println!("target, one day into PostgreSQL in <= 3 s and <= 1.5 GiB: {verdict} ({wall:.2} s, {rss:.0} MiB){note}\n");
+    }
+    for (off, on) in against_again(phases, " checks off") {
+        let cost = on.m.wall_s - off.m.wall_s;
+        let share = 100.0 * cost / on.m.wall_s;
+        let verdict = if share <= 10.0 { "met" } else { "MISSED" };
+        println!(
+            "target, checks cost <= 10% of the day ({}): {verdict} ({:.2} s on, {:.2} s off: {cost:.2} s, {share:.1}%)\n",
+            off.target, on.m.wall_s, off.m.wall_s
+        );
+    }
+    for (suffix, what) in [
+        (
+            " on Ballista, 1 executor(s)",
+            "on Ballista with one executor within 1.5x of local mode",
+        ),
+        (" from S3", "from S3 within 1.5x of local disk"),
+    ] {
+        for (variant, local) in against_again(phases, suffix) {
+            let ratio = variant.m.wall_s / local.m.wall_s;
+            let verdict = if ratio <= 1.5 { "met" } else { "MISSED" };
+            println!(
+                "target, one day {what} ({}, both replacing a loaded day): {verdict} ({ratio:.2}x: {:.2} s vs {:.2} s; peak RSS {:.0} vs {:.0} MiB)\n",
+                local.target, variant.m.wall_s, local.m.wall_s, variant.m.rss_mib, local.m.rss_mib
+            );
+        }
     }
     println!("| phase | target | wall s | peak RSS MiB | rows per table | compute s | write s |");
     println!("|---|---|---:|---:|---|---:|---:|");

@@ -54,6 +54,12 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// List the run ledger, newest first.
     Runs(RunsArgs),
+    /// Recompute days and evaluate their checks (--deep: against the serving tables too).
+    Check(crate::checks_cmd::CheckArgs),
+    /// List check results (passes too), newest first.
+    Checks(crate::checks_cmd::ChecksArgs),
+    /// A read-only web page (partition grid, runs, checks, schedule, realtime, ingest) and /metrics.
+    Serve(crate::serve::ServeArgs),
     /// Close a day: move its canonical rows from the speed layer into batch partitions.
     Compact(CompactArgs),
     /// Keep the realtime models (realtime_dashboard) fresh from the speed layer; resumes from its checkpoint.
@@ -72,6 +78,11 @@ pub enum Command {
     Schemas(crate::ingest_cmd::SchemasArgs),
     /// Measure ingest throughput (MB/s of CSV) and peak RSS on a generated archive.
     BenchIngest(crate::ingest_cmd::BenchIngestArgs),
+    /// Measure the web page's server time over a large ledger and `serve`'s idle memory.
+    BenchServe(crate::serve::bench::BenchServeArgs),
+    /// A Ballista cluster for engine.mode = "ballista": a scheduler, an executor, or both on this host (`up`).
+    #[cfg(feature = "ballista")]
+    Cluster(crate::cluster_cmd::ClusterArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +109,9 @@ pub struct ScheduleArgs {
     /// Run what is due now (with retries), then exit: 1 if a tick failed.
     #[arg(long)]
     pub once: bool,
+    /// Also serve Prometheus `/metrics` on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -190,6 +204,9 @@ pub struct RealtimeArgs {
     /// Print the summary as JSON on exit.
     #[arg(long)]
     pub json: bool,
+    /// Also serve Prometheus `/metrics` on this address (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -281,4 +298,31 @@ pub struct BenchArgs {
     /// Working directory (default: a temporary one, removed after).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also run the first day with the batch layer on object storage: the
+    /// generated layer is uploaded to this `s3://bucket/prefix` (credentials
+    /// from the AWS environment), then read from there.
+    #[arg(long, value_name = "URL")]
+    pub batch: Option<String>,
+    /// Also run the first day again with the checks off (`run.checks =
+    /// false`) beside a run with them on: what the checks cost.
+    #[arg(long)]
+    pub checks: bool,
+    /// With --batch: the S3 endpoint (e.g. `http://127.0.0.1:8333` for a
+    /// local server; plain http is allowed for it). Default: AWS's.
+    #[arg(long, requires = "batch")]
+    pub s3_endpoint: Option<String>,
+    /// `ballista`: also run the first day and the range on a Ballista
+    /// cluster started on this host (see --executors), beside local mode.
+    #[arg(long, value_enum, default_value_t = BenchEngine::Local)]
+    pub engine: BenchEngine,
+    /// With --engine ballista: a cluster of each of these many executors
+    /// (2 task slots each), one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub executors: Vec<usize>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchEngine {
+    Local,
+    Ballista,
 }

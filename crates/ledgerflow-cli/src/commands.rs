@@ -24,17 +24,19 @@ pub fn init(dir: &Path) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn load(config: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(config)?)
+pub(crate) fn load(config: &Path) -> anyhow::Result<Config> {
+    let config = Config::load(config)?;
+    crate::allocator::apply(&config);
+    Ok(config)
 }
 
 pub async fn generate(config: &Path, args: GenerateArgs) -> anyhow::Result<u8> {
     if let Some(dir) = &args.partner_dumps {
-        return crate::ingest_cmd::partner_dumps(dir, &args);
+        return crate::ingest_cmd::partner_dumps(config, dir, &args).await;
     }
     let mut config = load(config)?;
     if let Some(url) = &args.speed {
-        config.speed.url = url.clone();
+        config.speed.url = url.clone().into();
         config.validate()?;
     }
     if args.live {
@@ -103,6 +105,7 @@ fn options(select: &RunSelection, trigger: &str) -> RunOptions {
         allow_empty: select.allow_empty,
         trigger: trigger.into(),
         attempt: 1,
+        turns: None,
     }
 }
 
@@ -190,20 +193,26 @@ pub async fn backfill(config: &Path, args: BackfillArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let bar = progress::bar(days.len() as u64, "backfill days");
-    let mut all = Vec::new();
-    for d in days {
-        let reports = runner
-            .run_day(d, &models, &opts)
-            .await
-            .with_context(|| format!("backfill at {d}"))?;
-        bar.suspend(|| {
-            reports
-                .iter()
-                .for_each(|r| print_report(r, args.select.json))
-        });
-        all.extend(reports);
-        bar.inc(1);
-    }
+    let mut last = std::time::Instant::now();
+    let all = runner
+        .backfill(&days, &models, &opts, |_, reports| {
+            bar.suspend(|| {
+                reports
+                    .iter()
+                    .for_each(|r| print_report(r, args.select.json))
+            });
+            // Days overlap: a day's time is the time since the one before
+            // it was over (what it added to the whole).
+            let now = std::time::Instant::now();
+            bar.set_message(format!(
+                "backfill: last day {:.1}s",
+                (now - last).as_secs_f64()
+            ));
+            last = now;
+            bar.inc(1);
+        })
+        .await
+        .map_err(|(d, e)| anyhow::Error::new(e).context(format!("backfill at {d}")))?;
     bar.finish_and_clear();
     Ok(exit_code(&all))
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::NaiveDate;
 use ledgerflow::catalog::meta::MetaDir;
-use ledgerflow::config::Config;
 use ledgerflow::generate::partner;
 use ledgerflow::ingest::registry::Registry;
 use ledgerflow::ingest::summary::IngestReport;
@@ -76,7 +75,7 @@ fn usage(message: String) -> anyhow::Error {
 }
 
 pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
-    let config = Config::load(config)?;
+    let config = crate::commands::load(config)?;
     if args.inputs.is_empty() && !args.retry_failed {
         return Err(usage(
             "give archives, files or directories to ingest (or --retry-failed)".into(),
@@ -196,7 +195,7 @@ fn print(r: &IngestReport, json: bool) {
 }
 
 pub fn schemas(config: &Path, args: SchemasArgs) -> anyhow::Result<u8> {
-    let config = Config::load(config)?;
+    let config = crate::commands::load(config)?;
     let registry = Registry::new(MetaDir::open(&config.batch_location()?, &config.batch.s3)?);
     let docs = match &args.table {
         Some(t) => {
@@ -241,12 +240,31 @@ pub fn schemas(config: &Path, args: SchemasArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-pub fn partner_dumps(dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
+/// `generate --partner-dumps DIR`; DIR may be `s3://bucket/prefix`: the
+/// archives are written to a scratch dir, then uploaded (with the project's
+/// `[batch.s3]` settings).
+pub async fn partner_dumps(config: &Path, dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
     if args.archives_per_day == 0 || args.rows_per_batch == 0 {
         return Err(usage(
             "--archives-per-day and --rows-per-batch must be at least 1".into(),
         ));
     }
+    if !ingest::remote::is_remote(dir) {
+        return write_partner_dumps(dir, dir, args);
+    }
+    let config = crate::commands::load(config)?;
+    let location = ledgerflow::location::Location::parse(&dir.to_string_lossy(), Path::new(""))
+        .map_err(|m| usage(format!("--partner-dumps: {m}")))?;
+    let store = ledgerflow::catalog::store::PartitionStore::open(&location, &config.batch.s3)?;
+    let scratch = ledgerflow::engine::scratch_dir(&config.spill_dir(), "partner-dumps-")?;
+    write_partner_dumps(scratch.path(), Path::new(&location.to_string()), args)?;
+    let uploaded = store.upload_tree(scratch.path()).await?;
+    println!("uploaded {uploaded} files to {location}");
+    Ok(0)
+}
+
+/// Writes the dumps into `dir`; `shown` is how the summary names it.
+fn write_partner_dumps(dir: &Path, shown: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
     let (from, to) = args.range()?;
     let params = partner::DumpParams {
         seed: args.seed,
@@ -267,9 +285,9 @@ pub fn partner_dumps(dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
         "generated {} partner archives ({:.1} MB of CSV/NDJSON) in {} and {} hostile ones in {}",
         summary.archives.len(),
         summary.uncompressed_bytes as f64 / 1e6,
-        dir.display(),
+        shown.display(),
         hostile.len(),
-        dir.join("hostile").display()
+        shown.join("hostile").display()
     );
     Ok(0)
 }
@@ -277,14 +295,7 @@ pub fn partner_dumps(dir: &Path, args: &GenerateArgs) -> anyhow::Result<u8> {
 /// Generates one archive of about `--mb` MB of CSV/NDJSON, then runs
 /// `ingest` on it as a child process (wall time, CPU time, peak RSS).
 pub async fn bench_ingest(args: BenchIngestArgs) -> anyhow::Result<u8> {
-    let tmp;
-    let work = match &args.dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().context("creating a temporary bench directory")?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (_tmp, work) = crate::bench::work_dir(args.dir.as_deref())?;
     // One row of each of the three tables is ~245 bytes.
     let rows = ((args.mb * 1_000_000) / 245 / args.archives).max(1) as usize;
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).context("bench day")?;

@@ -2,13 +2,18 @@
 //! maps outcomes to exit codes (0 ok, 1 run failed, 2 usage/config, 99
 //! skipped). Everything else lives in the library.
 
+mod allocator;
 mod bench;
+mod checks_cmd;
 mod cli;
+#[cfg(feature = "ballista")]
+mod cluster_cmd;
 mod commands;
 mod ingest_cmd;
 mod progress;
 mod realtime_cmd;
 mod schedule;
+mod serve;
 mod signals;
 
 use std::process::ExitCode;
@@ -17,38 +22,10 @@ use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
 
-// glibc malloc returns large freed blocks to the kernel, so every query
-// batch faulted fresh zeroed pages in again (~20% of a run's CPU was page
-// faults); mimalloc keeps them for reuse.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` in mimalloc v3's option enum (the sys crate has
-/// no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// When freed memory goes back to the kernel. A query frees and reallocates
-/// hundreds of MiB between batches, and each early purge (mimalloc's
-/// default is 10 ms) made the kernel zero those pages again: a day's run
-/// spent 1.1-1.4 s of system time so, 0.8-0.9 s never purging. One-shot
-/// commands never purge (the process ends soon); the daemons purge after
-/// 1 s idle so a quiet scheduler does not sit on a run's peak.
-fn tune_allocator(daemon: bool) {
-    let delay = if daemon { 1000 } else { -1 };
-    // SAFETY: sets a plain integer option; the guard checks the index names
-    // the purge delay (default 10) and leaves a MIMALLOC_PURGE_DELAY set in
-    // the environment alone.
-    unsafe {
-        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, delay);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Schedule(_) | Command::Realtime(_));
-    tune_allocator(daemon);
+    allocator::tune(&cli.command);
     init_logging(cli.log_format, log_level(daemon, cli.quiet, cli.verbose));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -76,6 +53,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => commands::run(&cli.config, args).await,
         Command::Backfill(args) => commands::backfill(&cli.config, args).await,
         Command::Runs(args) => commands::runs(&cli.config, args).await,
+        Command::Check(args) => checks_cmd::check(&cli.config, args).await,
+        Command::Checks(args) => checks_cmd::checks(&cli.config, args).await,
+        Command::Serve(args) => serve::serve(&cli.config, args).await,
         Command::Compact(args) => commands::compact(&cli.config, args).await,
         Command::Realtime(args) => realtime_cmd::realtime(&cli.config, args).await,
         Command::BenchRealtime(args) => realtime_cmd::bench(args).await,
@@ -85,6 +65,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Ingest(args) => ingest_cmd::ingest(&cli.config, args).await,
         Command::Schemas(args) => ingest_cmd::schemas(&cli.config, args),
         Command::BenchIngest(args) => ingest_cmd::bench_ingest(args).await,
+        Command::BenchServe(args) => serve::bench::bench_serve(args).await,
+        #[cfg(feature = "ballista")]
+        Command::Cluster(args) => cluster_cmd::cluster(&cli.config, args).await,
     }
 }
 

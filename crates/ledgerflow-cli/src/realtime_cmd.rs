@@ -26,7 +26,8 @@ fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub async fn realtime(config: &Path, args: RealtimeArgs) -> anyhow::Result<u8> {
-    let config = Config::load(config)?;
+    let config = crate::commands::load(config)?;
+    crate::serve::spawn_metrics(args.metrics_listen, &config).await?;
     let opts = RealtimeOptions {
         exit_when_idle: args.exit_when_idle,
         stop: stop_on_signals()?,
@@ -99,11 +100,14 @@ fn bench_project(dir: &Path, args: &BenchRealtimeArgs, label: &str) -> anyhow::R
     ledgerflow::project::init(dir)?;
     let mut config = Config::load(&dir.join(ledgerflow::project::CONFIG_FILE))?;
     if args.speed != "landing" {
-        config.speed.url = args.speed.clone();
-        config.speed.database = format!("ledgerflow_bench_{}_{label}", std::process::id());
+        config.speed.url = args.speed.clone().into();
+        config.speed.mongodb = Some(ledgerflow::config::MongoSettings {
+            database: format!("ledgerflow_bench_{}_{label}", std::process::id()),
+            ..Default::default()
+        });
     }
     if let Some(s) = &args.serving {
-        config.serving.url = s.clone();
+        config.serving.url = s.clone().into();
         if s.starts_with("postgres") {
             config.serving.schema = format!("ledgerflow_bench_{}_{label}", std::process::id());
         }

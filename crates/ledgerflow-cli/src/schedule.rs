@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use ledgerflow::config::Config;
 use ledgerflow::schedule::{self, status, ScheduleOptions};
 use tokio::sync::watch;
 
@@ -19,7 +18,8 @@ fn shutdown_on_signals() -> anyhow::Result<watch::Receiver<bool>> {
 }
 
 pub async fn schedule(config: &Path, args: ScheduleArgs) -> anyhow::Result<u8> {
-    let config = Config::load(config)?;
+    let config = crate::commands::load(config)?;
+    crate::serve::spawn_metrics(args.metrics_listen, &config).await?;
     let shutdown = shutdown_on_signals()?;
     let summary = schedule::serve(
         config,
@@ -43,7 +43,7 @@ pub async fn schedule(config: &Path, args: ScheduleArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn status(config: &Path, args: StatusArgs) -> anyhow::Result<u8> {
-    let config = Config::load(config)?;
+    let config = crate::commands::load(config)?;
     let s = status::status(&config).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -131,6 +131,16 @@ pub async fn status(config: &Path, args: StatusArgs) -> anyhow::Result<u8> {
                 g.gap.first_day,
                 g.gap.last_day
             );
+        }
+    }
+    if !s.failed_checks.is_empty() {
+        println!();
+        println!(
+            "checks that did not pass (latest {}):",
+            s.failed_checks.len()
+        );
+        for c in &s.failed_checks {
+            println!("  {} {:<24} {}", c.day, c.model, c.summary());
         }
     }
     Ok(0)

@@ -54,6 +54,8 @@ pub struct S3Server {
     secret: String,
     buckets: Vec<String>,
     attempts: u32,
+    /// Starts on the same ports left after a restart.
+    same_port_retries: u32,
 }
 
 impl S3Server {
@@ -72,6 +74,7 @@ impl S3Server {
             ),
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
             attempts: 0,
+            same_port_retries: 0,
         };
         server.spawn();
         server
@@ -159,7 +162,8 @@ impl S3Server {
     }
 
     /// Ready when every bucket can be listed with the credentials (the
-    /// buckets are created a moment after the S3 port opens).
+    /// buckets are created a moment after the S3 port opens) and an object
+    /// stored before a restart can be read.
     fn wait_ready(&mut self) {
         use object_store::ObjectStore;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -173,9 +177,28 @@ impl S3Server {
                             .build()
                             .expect("a runtime");
                         runtime.block_on(async {
+                            use futures::TryStreamExt;
+                            use object_store::ObjectStoreExt;
                             for bucket in &self.buckets {
-                                if self.client(bucket).list_with_delimiter(None).await.is_err() {
+                                let client = self.client(bucket);
+                                if client.list_with_delimiter(None).await.is_err() {
                                     return false;
+                                }
+                                // After a restart the volumes load a moment
+                                // after listing works (a GET answers 500
+                                // meanwhile): ready once a stored object reads.
+                                let first = client.list(None).try_next().await;
+                                match first {
+                                    Ok(Some(meta)) => {
+                                        let Ok(got) = client.get(&meta.location).await else {
+                                            return false;
+                                        };
+                                        if got.bytes().await.is_err() {
+                                            return false;
+                                        }
+                                    }
+                                    Ok(None) => {}
+                                    Err(_) => return false,
                                 }
                             }
                             std::net::TcpStream::connect(("127.0.0.1", self.s3_port())).is_ok()
@@ -186,6 +209,14 @@ impl S3Server {
             });
             if ready {
                 return;
+            }
+            if self.exited() && self.same_port_retries > 0 {
+                // The stopped server's ports can take a moment to be free
+                // again ("port ... is not available").
+                self.same_port_retries -= 1;
+                self.child = None;
+                std::thread::sleep(Duration::from_millis(500));
+                return self.spawn();
             }
             if self.exited() && self.attempts < 3 {
                 // Another test's server took one of the ports: new ones.
@@ -216,8 +247,10 @@ impl S3Server {
     /// Starts the stopped server again, same ports, same data.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "the server is running");
-        // Same ports (the project's config names them): no retry elsewhere.
+        // Same ports (the project's config names them): no retry elsewhere,
+        // but up to ~10 s for them to be free.
         self.attempts = 3;
+        self.same_port_retries = 20;
         self.spawn();
     }
 
@@ -236,7 +269,7 @@ impl Drop for S3Server {
 /// Distinct free ports below the kernel's ephemeral range (32768 and up),
 /// so no outgoing connection takes one between this check and the server's
 /// bind.
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos())

@@ -11,6 +11,8 @@ use chrono::NaiveDate;
 use futures::StreamExt;
 use serde::Serialize;
 
+use crate::catalog::lock::StoreLock;
+use crate::catalog::meta::MetaDir;
 use crate::catalog::schema::Entity;
 use crate::catalog::unified::{Catalog, Layer};
 use crate::config::Config;
@@ -66,6 +68,15 @@ pub async fn compact_day(
             catalog.speed.kind()
         )));
     }
+    // Two compactions of one day would interleave their deletes, uploads
+    // and markers (on S3 the final names are overwritten, not created).
+    let docs = MetaDir::open(&config.batch_location()?, &config.batch.s3)?;
+    let lock = StoreLock::acquire(
+        &docs,
+        &format!("_compact/{day}.lock"),
+        config.ledger.lease,
+        &format!("compaction of {day}"),
+    )?;
     let plan = catalog.plan_day(day).await?;
     let mut report = CompactReport {
         day,
@@ -99,7 +110,7 @@ pub async fn compact_day(
             // Blocks first: the day is batch only once every table's marker
             // exists, so a crash before the last marker leaves it speed.
             for entity in Entity::ALL {
-                let rows = write_entity(catalog, &session, entity, day).await?;
+                let rows = write_entity(catalog, &session, entity, day, &lock).await?;
                 match entity {
                     Entity::Blocks => report.blocks = rows,
                     Entity::Transactions => report.transactions = rows,
@@ -134,6 +145,7 @@ async fn write_entity(
     session: &datafusion::prelude::SessionContext,
     entity: Entity,
     day: NaiveDate,
+    lock: &StoreLock,
 ) -> Result<u64> {
     let name = entity.name();
     let engine = |e| Error::Engine {
@@ -170,6 +182,7 @@ async fn write_entity(
             format!("wrote {rows} rows but the speed layer has {expected}: not committed"),
         ));
     }
+    lock.ensure_held()?;
     writer.commit().await
 }
 

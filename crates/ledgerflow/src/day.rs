@@ -1,10 +1,20 @@
 //! UTC days: the grain of partitions, runs and the ledger.
 
-use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 
 /// 1970-01-01 as days from 0001-01-01 (chrono's day count): Arrow's Date32
 /// counts from the former.
-pub const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// A day as Arrow's Date32: days since 1970-01-01.
+pub fn epoch_days(day: NaiveDate) -> i32 {
+    day.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE
+}
+
+/// The day of a Date32 value (`None` out of chrono's range).
+pub fn from_epoch_days(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days.checked_add(UNIX_EPOCH_DAYS_FROM_CE)?)
+}
 
 /// Partition directory name of a day: `date=YYYY-MM-DD`.
 pub fn partition_dir(day: NaiveDate) -> String {
@@ -39,4 +49,10 @@ pub fn of_micros(micros: i64) -> NaiveDate {
 
 pub fn today() -> NaiveDate {
     Utc::now().date_naive()
+}
+
+/// A day of November 2026, the month the tests use.
+#[cfg(test)]
+pub(crate) fn nov(n: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, n).expect("a day of November")
 }

@@ -71,6 +71,18 @@ pub enum Error {
     },
 
     /// A model's query could not read its inputs from their store.
+    /// A query the Ballista cluster ran or could not run: the scheduler
+    /// unreachable, a job that failed (an executor lost beyond the
+    /// cluster's retries), a plan that cannot run remotely.
+    #[error("model `{model}` for {day} on the Ballista cluster {url}: {message}")]
+    Cluster {
+        model: String,
+        day: NaiveDate,
+        url: String,
+        message: String,
+        transient: bool,
+    },
+
     #[error("model `{model}` for {day}: reading {location}: {message}")]
     InputStore {
         model: String,
@@ -168,6 +180,16 @@ pub enum Error {
     /// Anything else from Arrow or Parquet while writing files.
     #[error("{context}: {message}")]
     Data { context: String, message: String },
+
+    /// A check of severity `error` failed on a model's output: nothing of
+    /// the day was written.
+    #[error("{model} for {day}: {failures}; nothing written")]
+    CheckFailed {
+        model: String,
+        day: NaiveDate,
+        /// The failing checks' summaries, `; `-separated.
+        failures: String,
+    },
 }
 
 impl Error {
@@ -187,7 +209,9 @@ impl Error {
     pub fn retry(&self) -> Retry {
         use std::io::ErrorKind;
         let transient = match self {
-            Error::Serving { transient, .. } | Error::InputStore { transient, .. } => *transient,
+            Error::Serving { transient, .. }
+            | Error::InputStore { transient, .. }
+            | Error::Cluster { transient, .. } => *transient,
             Error::ObjectStore { cause, .. } => store_transient(cause),
             Error::SourceUnavailable { .. }
             | Error::Scheduler(_)
@@ -209,6 +233,7 @@ impl Error {
             | Error::Speed { .. }
             | Error::BeyondTtl { .. }
             | Error::Superseded { .. }
+            | Error::CheckFailed { .. }
             | Error::Data { .. } => false,
         };
         if transient {

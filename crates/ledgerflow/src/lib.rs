@@ -6,8 +6,10 @@
 //! per-day boundary rule). ARCHITECTURE.md has the map.
 
 pub mod catalog;
+pub mod checks;
 pub mod compact;
 pub mod config;
+pub mod dashboard;
 pub mod day;
 pub mod engine;
 pub mod error;
@@ -22,7 +24,10 @@ pub mod project;
 pub mod realtime;
 pub mod runner;
 pub mod schedule;
+pub mod secret;
 pub mod sinks;
+pub mod sql_file;
+pub mod webhook;
 
 pub use error::{Error, Result};
 /// The MongoDB driver ledgerflow speaks to its speed layer with.

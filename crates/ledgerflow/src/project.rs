@@ -9,11 +9,13 @@ use crate::models::builtin;
 pub const CONFIG_FILE: &str = "ledgerflow.toml";
 
 pub const DEFAULT_CONFIG: &str = r#"# ledgerflow project. Paths are relative to this file.
-# Every key is documented in the README ("Configuration").
+# Every key is documented in docs/configuration.md.
 
 [project]
 # Directory of model SQL files (one table per file).
 models_dir = "models"
+# Directory of SQL checks (each returns the rows that violate it).
+checks_dir = "checks"
 
 [batch]
 # Batch layer root: <url>/<table>/date=YYYY-MM-DD/*.parquet (env: LEDGERFLOW_BATCH_URL).
@@ -41,22 +43,27 @@ rows_per_file = 500000
 # Speed layer: landing dir of micro-batch Parquet files, or MongoDB
 # ("mongodb://host:27017/?directConnection=true") (env: LEDGERFLOW_SPEED_URL).
 url = "data/landing"
-# MongoDB only: database and collections (time fields `timestamp` and
-# `block_timestamp` as BSON dates; wei as Decimal128 or decimal strings).
-# database = "ledger"
-# blocks_collection = "blocks"
-# transactions_collection = "transactions"
 # Retention: a day older than this and not committed in the batch layer is
 # an error. Default: the TTL index on blocks.timestamp (MongoDB).
 # ttl = "48h"
 # When the speed layer is down: "fail" (exit 1) or "skip" (exit 99).
 # on_unavailable = "fail"
-# connect_timeout = "5s"
-# realtime: "auto" | "change_stream" | "poll", and how often to look.
-# follow = "auto"
+# How often `realtime` looks for new data.
 # poll_interval = "100ms"
 # Confirmations a day's last block needs before `compact` closes the day.
 # finality_blocks = 64
+
+# With a mongodb:// speed.url only (refused beside a landing dir).
+# [speed.mongodb]
+# database = "ledger"
+# Collections; time fields `timestamp` and `block_timestamp` as BSON dates,
+# wei as Decimal128 or decimal strings.
+# blocks_collection = "blocks"
+# transactions_collection = "transactions"
+# connect_timeout = "5s"
+# create_indexes = true
+# realtime follows by "auto" | "change_stream" | "poll".
+# follow = "auto"
 
 [serving]
 # sqlite://PATH or postgres://user@host:port/db (env: LEDGERFLOW_SERVING_URL).
@@ -71,12 +78,15 @@ spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
 # parallel_models = 1       # independent models run at once
+# parallel_days = 1         # backfill days in flight (queries overlap writes)
+# release_memory = "lazy"   # "eager": about half the peak memory, ~30% slower
 
 # [ledger]
 # lease = "1m"              # an open run without a heartbeat this long is abandoned
 
 # [run]
 # commit = "model"          # or "day": a day's models in one transaction
+# checks = true             # false skips every check (declared and checks/*.sql)
 
 # `ledgerflow schedule` (one leader per serving database; see README).
 # [scheduler]
@@ -100,7 +110,7 @@ spill_dir = ".ledgerflow/spill"
 # max_active_runs = 1
 "#;
 
-/// Writes ledgerflow.toml and the default models into `dir`. Refuses to
+/// Writes ledgerflow.toml, the default models and their checks into `dir`. Refuses to
 /// touch an existing project.
 pub fn init(dir: &Path) -> Result<()> {
     let config = dir.join(CONFIG_FILE);
@@ -117,6 +127,12 @@ pub fn init(dir: &Path) -> Result<()> {
         let path = models.join(name);
         std::fs::write(&path, sql).map_err(|e| Error::io(&path, e))?;
     }
+    let checks = dir.join("checks");
+    std::fs::create_dir_all(&checks).map_err(|e| Error::io(&checks, e))?;
+    for (name, sql) in crate::checks::builtin::CHECKS {
+        let path = checks.join(name);
+        std::fs::write(&path, sql).map_err(|e| Error::io(&path, e))?;
+    }
     Ok(())
 }
 
@@ -125,7 +141,7 @@ pub fn init(dir: &Path) -> Result<()> {
 pub(crate) fn test_config(dir: &Path, serving_url: &str) -> crate::config::Config {
     let mut c = crate::config::Config::parse(DEFAULT_CONFIG, &dir.join(CONFIG_FILE))
         .expect("default config parses");
-    c.serving.url = serving_url.to_owned();
+    c.serving.url = serving_url.to_owned().into();
     c.validate().expect("default config is valid");
     c
 }
@@ -140,7 +156,11 @@ mod tests {
         let dir = tmp.path().join("demo");
         init(&dir).unwrap();
         let c = crate::config::Config::load(&dir.join(CONFIG_FILE)).unwrap();
-        assert_eq!(crate::models::load_dir(&c.models_dir()).unwrap().len(), 3);
+        let models = crate::models::load_dir(&c.models_dir()).unwrap();
+        assert_eq!(models.len(), 3);
+        let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+        let checks = crate::checks::sql::load_dir(&c.checks_dir(), &names).unwrap();
+        assert_eq!(checks.len(), 2);
         assert!(init(&dir).unwrap_err().to_string().contains("refusing"));
     }
 }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use ledgerflow_testkit::project::{parquet_files, stdout, TestProject};
+use ledgerflow_testkit::project::{parquet_files, stderr, stdout, TestProject};
 use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
 use serde_json::Value;
 
@@ -59,6 +59,13 @@ async fn compaction_keeps_every_metric_and_survives_a_kill_before_the_marker() {
         .map_while(Result::ok)
         .any(|l| l.contains("failpoint before_marker reached"));
     assert!(reached);
+    // Two compactions of a day never interleave: the second is refused.
+    let second = p.expect(&["compact", "--date", DAY, "--force"], 1);
+    assert!(
+        stderr(&second).contains(&format!("holds the compaction of {DAY} lock")),
+        "{}",
+        stderr(&second)
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(p

@@ -1,7 +1,7 @@
 //! Re-running never appends: the same day twice, and a backfill twice, give
 //! identical tables; unchanged inputs are skipped; the ledger shows it all.
 
-use ledgerflow_testkit::project::stdout;
+use ledgerflow_testkit::project::{stdout, Paused};
 use ledgerflow_testkit::serving::{assert_dumps_eq, Serving};
 
 use crate::{project, SINKS};
@@ -105,4 +105,88 @@ async fn runs_and_backfills_are_idempotent() {
         assert_dumps_eq(&p.db.dump_metrics().await, &week, "after the edit");
         p.drop_db().await;
     }
+}
+
+/// `engine.parallel_days = 2`: while day 1 is held before a model's write,
+/// day 2 has started (its ledger rows are there) but commits that model
+/// only after day 1 has; every model's days commit oldest first; a SIGKILL
+/// in the middle of overlapping days leaves whole (model, day)s that a rerun
+/// completes to the same tables as a one-day-at-a-time backfill.
+#[tokio::test]
+async fn pipelined_days_commit_in_order_per_model() {
+    let p = project(Serving::Postgres).await;
+    p.set_config("# parallel_days = 1", "parallel_days = 2");
+    p.generate("2026-11-01", "2026-11-04", "0.005", &[], &[]);
+    let backfill = ["backfill", "--from", "2026-11-01", "--to", "2026-11-04"];
+    let runs = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&stdout(&p.ok(&["runs", "--json", "--limit", "100"]))).unwrap()
+    };
+    let state = |rows: &[serde_json::Value], model: &str, day: &str| -> String {
+        rows.iter()
+            .find(|r| r["model"] == model && r["day"] == day)
+            .map(|r| r["state"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+
+    let held = Paused::start(&p, &backfill, "before_write:block_daily_metrics", &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rows = runs();
+        for model in [
+            "block_daily_metrics",
+            "user_activity_agg",
+            "realtime_dashboard",
+        ] {
+            if state(&rows, model, "2026-11-02") == "success" {
+                assert_eq!(
+                    state(&rows, model, "2026-11-01"),
+                    "success",
+                    "{model}: day 2 committed before day 1: {rows:?}"
+                );
+            }
+        }
+        assert_ne!(state(&rows, "block_daily_metrics", "2026-11-02"), "success");
+        if rows.iter().any(|r| r["day"] == "2026-11-02") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "day 2 never started while day 1 was held: {rows:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    held.kill();
+    p.ok(&backfill);
+    let pipelined = p.db.dump_metrics().await;
+
+    let mut by_model: std::collections::BTreeMap<
+        String,
+        Vec<(chrono::DateTime<chrono::FixedOffset>, String)>,
+    > = Default::default();
+    for r in runs().iter().filter(|r| r["state"] == "success") {
+        by_model
+            .entry(r["model"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((
+                chrono::DateTime::parse_from_rfc3339(r["finished_at"].as_str().unwrap()).unwrap(),
+                r["day"].as_str().unwrap().to_owned(),
+            ));
+    }
+    assert_eq!(by_model.len(), 3, "{by_model:?}");
+    for (model, mut commits) in by_model {
+        commits.sort();
+        let days: Vec<&str> = commits.iter().map(|(_, d)| d.as_str()).collect();
+        let mut sorted = days.clone();
+        sorted.sort();
+        assert_eq!(days, sorted, "{model} committed out of day order");
+    }
+
+    p.set_config("parallel_days = 2", "parallel_days = 1");
+    p.ok(&[&backfill[..], &["--force"]].concat());
+    assert_dumps_eq(
+        &p.db.dump_metrics().await,
+        &pipelined,
+        "one day at a time vs pipelined",
+    );
+    p.drop_db().await;
 }

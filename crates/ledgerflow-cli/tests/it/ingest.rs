@@ -9,18 +9,16 @@ use std::process::Stdio;
 use chrono::NaiveDate;
 use ledgerflow::catalog::batch::BatchLayer;
 use ledgerflow::config::Config;
-use ledgerflow_testkit::project::{stdout, TestProject};
+use ledgerflow_testkit::project::{stderr, stdout, TestProject};
 use ledgerflow_testkit::serving::Serving;
 use serde_json::Value;
 
 use crate::project;
 
-fn day(n: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
-}
+use crate::nov as day;
 
 /// Partner dumps for 2026-11-01..=`last` in `<project>/dumps`.
-fn dumps(p: &TestProject, last: &str, rows: &str) -> PathBuf {
+pub(crate) fn dumps(p: &TestProject, last: &str, rows: &str) -> PathBuf {
     p.ok(&[
         "generate",
         "--from",
@@ -36,7 +34,7 @@ fn dumps(p: &TestProject, last: &str, rows: &str) -> PathBuf {
 }
 
 /// The path of 2026-11-01's `n`-th partner archive in `dir`.
-fn archive(dir: &Path, n: u32) -> String {
+pub(crate) fn archive(dir: &Path, n: u32) -> String {
     dir.join(format!("partner_2026-11-01_{n:04}.tar.gz"))
         .display()
         .to_string()
@@ -546,4 +544,112 @@ fn bench_ingest_splits_its_data_over_archives_and_loads_them_all() {
         .unwrap()
         .count();
     assert_eq!(manifest, 3);
+}
+
+/// `[ingest.checks]` on a partner column with out-of-range values: as an
+/// `error` the table fails and nothing of it is committed (the other
+/// tables are); as a `warn`, retried, each out-of-range row is quarantined
+/// naming the check, and every committed amount is in range.
+#[tokio::test]
+async fn partner_row_checks_quarantine_or_fail_the_table() {
+    let p = project(Serving::Sqlite).await;
+    let dir = dumps(&p, "2026-11-01", "400");
+    // A check partner rows cannot take is a configuration error naming the
+    // key, the table and the check; nothing is read.
+    p.set_config(
+        "[engine]",
+        "[ingest]\nmax_bad_rows_ratio = 1.0\n\n[ingest.checks]\ntransfers = [\"unique(tx_hash)\"]\n\n[engine]",
+    );
+    let err = stderr(&p.expect(&["ingest", &archive(&dir, 0)], 2));
+    assert!(
+        err.contains("`ingest.checks`: transfers: `unique(tx_hash)`")
+            && err.contains("ledgerflow.toml"),
+        "{err}"
+    );
+    assert!(!batch(&p).is_committed("transfers", day(1)).await.unwrap());
+    let check = "range(amount, 0, 500000)";
+    p.set_config("[\"unique(tx_hash)\"]", &format!("[\"{check}\"]"));
+    let r = ingest_json(&p, &[&archive(&dir, 0)], 1);
+    let t = table(&r, "transfers", "2026-11-01");
+    assert_eq!(t["state"], "failed", "{t:#}");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("fails check `{check}`")),
+        "{t:#}"
+    );
+    let b = batch(&p);
+    assert!(!b.is_committed("transfers", day(1)).await.unwrap());
+    assert!(b.is_committed("prices", day(1)).await.unwrap());
+
+    p.set_config(&format!("[\"{check}\"]"), &format!("[\"{check} warn\"]"));
+    let r = ingest_json(&p, &["--retry-failed", "--date", "2026-11-01"], 0);
+    let t = table(&r, "transfers", "2026-11-01");
+    assert_eq!(t["state"], "committed", "{t:#}");
+    let quarantine = p
+        .path()
+        .join("data/batch/_quarantine/transfers/date=2026-11-01");
+    let mut by_check = 0;
+    for f in std::fs::read_dir(&quarantine).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            if row["reason"] == format!("check `{check}`") {
+                by_check += 1;
+                assert_eq!(row["column"], "amount");
+                // Checks judge the text before it is parsed: the
+                // generator's `twelve` is out of range too.
+                let raw: Vec<String> = serde_json::from_str(row["raw"].as_str().unwrap()).unwrap();
+                let field = raw[4].clone();
+                match field.parse::<u64>() {
+                    Ok(amount) => assert!(amount > 500_000, "{row}"),
+                    Err(_) => assert_eq!(field, "twelve", "{row}"),
+                }
+            }
+        }
+    }
+    assert!(by_check > 100, "about half of 400 rows: {by_check}");
+    let ctx = datafusion::prelude::SessionContext::new();
+    let files: Vec<String> = b
+        .list_day("transfers", day(1))
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| b.files.url(&m.location))
+        .collect();
+    let stats = ctx
+        .read_parquet(files, Default::default())
+        .await
+        .unwrap()
+        .aggregate(
+            vec![],
+            vec![
+                datafusion::functions_aggregate::expr_fn::max(datafusion::prelude::col("amount")),
+                datafusion::functions_aggregate::expr_fn::count(datafusion::prelude::lit(1)),
+            ],
+        )
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&stats)
+        .unwrap()
+        .to_string();
+    let max: u64 = text
+        .lines()
+        .nth(3)
+        .unwrap()
+        .split('|')
+        .nth(1)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(max <= 500_000, "{text}");
+    assert_eq!(
+        t["rows_written"].as_u64().unwrap() + t["rows_quarantined"].as_u64().unwrap(),
+        t["rows_read"].as_u64().unwrap(),
+        "{t:#}"
+    );
 }

@@ -2,9 +2,13 @@
 //! (a schema per test) and SQLite. One test binary, so DataFusion is linked
 //! once.
 
+mod airflow;
 mod atomicity;
 mod bad_input;
+#[cfg(feature = "ballista")]
+mod ballista;
 mod chain;
+mod checks;
 mod compact;
 mod faults;
 mod idempotency;
@@ -16,6 +20,7 @@ mod races;
 mod realtime;
 mod s3;
 mod schedule;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -34,6 +39,11 @@ pub fn bin() -> PathBuf {
 /// `2026-11-05` as a date.
 pub fn d(s: &str) -> chrono::NaiveDate {
     s.parse().unwrap()
+}
+
+/// A day of November 2026, the month the tests use.
+pub fn nov(n: u32) -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
 }
 
 /// Both sinks pass the same suite.

@@ -13,7 +13,7 @@ use crate::{d, project, SINKS};
 
 /// The three days both suites load: day 1 batch only, day 2 in both
 /// layers, day 3 speed only with reorgs (seed 42, scale 0.01).
-const THREE_DAYS: [&str; 3] = ["2026-11-01", "2026-11-02", "2026-11-03"];
+pub(crate) const THREE_DAYS: [&str; 3] = ["2026-11-01", "2026-11-02", "2026-11-03"];
 
 pub(crate) fn three_days_params() -> GenParams {
     GenParams {
@@ -24,10 +24,9 @@ pub(crate) fn three_days_params() -> GenParams {
     }
 }
 
-/// Generates [`THREE_DAYS`] into `p`'s layers and backfills them with
-/// `backfill_flags`; checks each day read from its layer. Returns every
-/// command's output.
-pub(crate) fn load_three_days(p: &TestProject, backfill_flags: &[&str]) -> Vec<Output> {
+/// Generates [`THREE_DAYS`]: a batch day, a day in both layers, a reorged
+/// speed day.
+pub(crate) fn generate_three_days(p: &TestProject) -> Vec<Output> {
     let [d1, d2, d3] = THREE_DAYS;
     let generate = |from: &str, to: &str, extra: &[&str]| {
         p.ok(&[
@@ -37,10 +36,18 @@ pub(crate) fn load_three_days(p: &TestProject, backfill_flags: &[&str]) -> Vec<O
         ]
         .concat())
     };
-    let mut outputs = vec![
+    vec![
         generate(d1, d2, &["--speed-days", d2, "--also-batch"]),
         generate(d3, d3, &["--speed-days", d3]),
-    ];
+    ]
+}
+
+/// Generates [`THREE_DAYS`] into `p`'s layers and backfills them with
+/// `backfill_flags`; checks each day read from its layer. Returns every
+/// command's output.
+pub(crate) fn load_three_days(p: &TestProject, backfill_flags: &[&str]) -> Vec<Output> {
+    let [d1, _, d3] = THREE_DAYS;
+    let mut outputs = generate_three_days(p);
     let out = p.ok(&[&["backfill", "--from", d1, "--to", d3][..], backfill_flags].concat());
     let text = stdout(&out);
     assert!(

@@ -10,10 +10,27 @@ use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq, Serving};
 
 use crate::{d, project};
 
+/// Points the project's speed layer at MongoDB. `extra` holds `key = value`
+/// lines: those of `[speed.mongodb]` go into its inline table, the others
+/// stay in `[speed]`.
 pub fn use_mongo(p: &TestProject, uri: &str, database: &str, extra: &str) {
+    let mut mongo = vec![format!("database = \"{database}\"")];
+    let mut speed = Vec::new();
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        let key = line.split('=').next().unwrap().trim();
+        if ["connect_timeout", "follow", "create_indexes"].contains(&key) {
+            mongo.push(line.to_string());
+        } else {
+            speed.push(line.to_string());
+        }
+    }
     p.set_config(
         "url = \"data/landing\"",
-        &format!("url = \"{uri}\"\ndatabase = \"{database}\"\n{extra}"),
+        &format!(
+            "url = \"{uri}\"\nmongodb = {{ {} }}\n{}",
+            mongo.join(", "),
+            speed.join("\n")
+        ),
     );
 }
 
@@ -132,8 +149,10 @@ async fn a_day_beyond_the_ttl_is_an_error_not_an_empty_result() {
     // Without `speed.ttl`, the TTL index on blocks.timestamp says it.
     p.set_config("ttl = \"48h\"", "");
     let config = ledgerflow::config::Config::load(&p.config_path()).unwrap();
+    let settings = config.speed.mongodb.clone().unwrap_or_default();
     let mongo =
-        ledgerflow::catalog::speed::mongo::MongoLayer::open(&config, &server.uri()).unwrap();
+        ledgerflow::catalog::speed::mongo::MongoLayer::open(&config, &server.uri(), &settings)
+            .unwrap();
     let blocks = mongo
         .collection(ledgerflow::catalog::schema::Entity::Blocks)
         .await

@@ -178,6 +178,73 @@ async fn reorgs_100_deep_while_following_and_while_down_are_repaired() {
     p.drop_db().await;
 }
 
+/// Forks that arrive before the blocks that replace them, seen while the
+/// loop follows at a fast pace (one block every 400 ms here: at 120 ms a
+/// debug build's pass under CI load saw a fork and its replacement in one
+/// pass, so no reorg while following), are
+/// listed on the realtime page at heights where the generator made an
+/// orphan; the page draws the last hour's freshness, `/metrics` the lag.
+#[tokio::test]
+async fn reorgs_seen_while_following_are_on_the_realtime_page() {
+    let p = project(Serving::Postgres).await;
+    p.set_config(
+        "url = \"data/landing\"",
+        "url = \"data/landing\"\npoll_interval = \"20ms\"",
+    );
+    let day = d("2026-11-15");
+    live(&p, day, 3, "100000");
+    let rt = Background::start(&p, &["realtime"], &[]);
+    let n = live(&p, day, 40, "30");
+    let orphan_heights: std::collections::BTreeSet<i64> = day_blocks(&params(), day, true)
+        .take(n as usize)
+        .filter(|g| !g.block.canonical)
+        .map(|g| g.block.number)
+        .collect();
+    assert!(!orphan_heights.is_empty(), "the sequence has forks");
+    wait_for(&p, &expected(&[(day, n)]), &rt, Duration::from_secs(60)).await;
+
+    let (serve, base) = crate::serve::start(&p, &[], &[]);
+    // The checkpoint (and the journal in it) rides on a pass's last write.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let html = loop {
+        let (status, html) = crate::serve::get(&format!("{base}/realtime"), &[]);
+        assert_eq!(status, 200, "{html}");
+        if html.contains("<table id=\"reorgs\">") {
+            break html;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reorg listed: {html}\n{}",
+            rt.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rows = html
+        .split("<table id=\"reorgs\">")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap();
+    for row in rows.split("<tr><td>").skip(1) {
+        let cells: Vec<&str> = row.split("</td><td>").collect();
+        let from: i64 = cells[1].parse().unwrap();
+        let depth: u64 = cells[2].split('<').next().unwrap().parse().unwrap();
+        assert!(depth >= 1, "{row}");
+        assert!(
+            orphan_heights.contains(&from),
+            "a reorg at {from}, where no orphan was made ({orphan_heights:?})"
+        );
+    }
+    assert!(html.contains("<div id=\"history\"><svg"), "{html}");
+    let (_, metrics) = crate::serve::get(&format!("{base}/metrics"), &[]);
+    assert!(
+        metrics.contains("ledgerflow_realtime_lag_seconds "),
+        "{metrics}"
+    );
+    serve.stop();
+    rt.stop();
+    p.drop_db().await;
+}
+
 /// A failure no wait can fix (here a constraint the table gained that the
 /// model's rows break) ends the loop with exit 1 naming it; it is not
 /// waited out like a database that is down.

@@ -15,7 +15,7 @@ use crate::{d, project};
 
 /// A project whose batch layer and landing dir are prefixes of bucket
 /// `ledger` on `server`, with its credentials in the environment only.
-async fn on_s3(server: &S3Server, serving: Serving) -> TestProject {
+pub(crate) async fn on_s3(server: &S3Server, serving: Serving) -> TestProject {
     let mut p = project(serving).await;
     p.set_config("url = \"data/batch\"", "url = \"s3://ledger/lake/batch\"");
     p.set_config(
@@ -213,7 +213,7 @@ async fn store_unreachable_or_refusing_is_named_and_writes_nothing() {
 async fn server_stopped_mid_run_and_mid_compact_then_reruns_complete() {
     let mut server = S3Server::start(&["ledger"]);
     let p = on_s3(&server, Serving::Postgres).await;
-    p.append_config("[run]\ncommit = \"day\"");
+    p.append_config("[run]\ncommit = \"day\"\n[ledger]\nlease = \"2s\"");
     p.set_config("# parallel_models = 1", "parallel_models = 1");
     let day = "2026-11-05";
     p.generate(day, day, "0.005", &[day], &["--reorg-rate", "0.1"]);
@@ -250,22 +250,10 @@ async fn server_stopped_mid_run_and_mid_compact_then_reruns_complete() {
     let out = compact.release();
     assert_eq!(out.status.code(), Some(1), "{}", output(&out));
     server.start_again();
-    let plan = p.ok(&[
-        "backfill",
-        "--from",
-        day,
-        "--to",
-        day,
-        "--dry-run",
-        "--json",
-        "--model",
-        "block_daily_metrics",
-    ]);
-    assert!(
-        stdout(&plan).contains("\"speed\""),
-        "half a compaction must not commit: {}",
-        stdout(&plan)
-    );
+    assert_still_read_from_speed(&p, day);
+    // The failed compaction could not release its lock (the server was
+    // down): the rerun takes it over once its lease has run out.
+    std::thread::sleep(Duration::from_secs(3));
     let out = p.ok(&["compact", "--date", day, "--force", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["action"], "compacted");
@@ -287,6 +275,26 @@ async fn server_stopped_mid_run_and_mid_compact_then_reruns_complete() {
         &reference::block_daily_metrics(d(day), &blocks, &txs).unwrap(),
     );
     p.drop_db().await;
+}
+
+/// Half a compaction must not commit: the day still plans from the speed
+/// layer.
+fn assert_still_read_from_speed(p: &TestProject, day: &str) {
+    let plan = stdout(&p.ok(&[
+        "backfill",
+        "--from",
+        day,
+        "--to",
+        day,
+        "--dry-run",
+        "--json",
+        "--model",
+        "block_daily_metrics",
+    ]));
+    assert!(
+        plan.contains("\"speed\""),
+        "half a compaction must not commit: {plan}"
+    );
 }
 
 /// Object names under `prefix` in the server's bucket `ledger`.
@@ -318,29 +326,15 @@ async fn exists(server: &S3Server, path: &str) -> bool {
 /// manifest live in the bucket, the same archives load once; a second
 /// ingest is refused while the lock is held; an ingest SIGKILLed mid-merge
 /// leaves nothing committed and its lock is taken over once its lease
-/// expired, and the rerun completes.
+/// expired, and the rerun completes; so does the server stopped
+/// mid-ingest.
 #[tokio::test]
 async fn ingest_onto_s3_reconciles_locks_and_survives_a_kill() {
-    let server = S3Server::start(&["ledger"]);
+    let mut server = S3Server::start(&["ledger"]);
     let p = on_s3(&server, Serving::Sqlite).await;
     p.append_config("[ledger]\nlease = \"2s\"");
-    p.ok(&[
-        "generate",
-        "--from",
-        "2026-11-01",
-        "--to",
-        "2026-11-01",
-        "--partner-dumps",
-        "dumps",
-        "--rows-per-batch",
-        "1300",
-    ]);
-    let archive = |n: u32| {
-        p.path()
-            .join(format!("dumps/partner_2026-11-01_{n:04}.tar.gz"))
-            .display()
-            .to_string()
-    };
+    let dir = crate::ingest::dumps(&p, "2026-11-01", "1300");
+    let archive = |n: u32| crate::ingest::archive(&dir, n);
     let ingest = |args: &[&str], code: i32| -> serde_json::Value {
         let out = p.expect(&[&["ingest", "--json"][..], args].concat(), code);
         serde_json::from_str(&stdout(&out)).unwrap()
@@ -435,4 +429,238 @@ async fn ingest_onto_s3_reconciles_locks_and_survives_a_kill() {
         !exists(&server, "lake/batch/_ingest/lock").await,
         "released"
     );
+
+    // The server stopped in the middle of an ingest: it fails naming the
+    // store and commits nothing of the archive; once the server is back
+    // (and the lock it could not release has run out its lease) the rerun
+    // loads it whole.
+    crate::ingest::dumps(&p, "2026-11-02", "1300");
+    let next = dir
+        .join("partner_2026-11-02_0000.tar.gz")
+        .display()
+        .to_string();
+    let stopped = Paused::start(&p, &["ingest", &next], "ingest_mid_merge:transfers", &[]);
+    server.stop();
+    let out = stopped.release();
+    assert_ne!(out.status.code(), Some(0), "{}", output(&out));
+    assert!(
+        output(&out).contains("s3://ledger/lake"),
+        "{}",
+        output(&out)
+    );
+    server.start_again();
+    let day2 = objects(&server, "lake/batch/transfers/date=2026-11-02/").await;
+    assert!(!day2.iter().any(|f| f.ends_with("_SUCCESS")), "{day2:#?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = ingest(&[&next], 0);
+    assert_eq!(r["archives"][0]["action"], "loaded", "{r:#}");
+    assert_eq!(r["reconciled"], true, "{r:#}");
+    let day2 = objects(&server, "lake/batch/transfers/date=2026-11-02/").await;
+    assert!(day2.iter().any(|f| f.ends_with("_SUCCESS")), "{day2:#?}");
+}
+
+/// Partner archives kept on S3: `generate --partner-dumps s3://...`
+/// uploads what it writes locally byte for byte, `ingest s3://.../` loads
+/// the archives one level under the prefix (not `hostile/`), the report and
+/// manifest name the objects, a single object is then unchanged, and a
+/// missing one is named.
+#[tokio::test]
+async fn ingest_reads_archives_from_s3() {
+    let server = S3Server::start(&["ledger"]);
+    let p = on_s3(&server, Serving::Sqlite).await;
+    let generate = |dir: &str| {
+        p.ok(&[
+            "generate",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-01",
+            "--partner-dumps",
+            dir,
+            "--rows-per-batch",
+            "700",
+        ])
+    };
+    generate("local-dumps");
+    let out = stdout(&generate("s3://ledger/dumps"));
+    assert!(out.contains("s3://ledger/dumps"), "{out}");
+    let uploaded = objects(&server, "dumps/").await;
+    let mut local = Vec::new();
+    for dir in ["local-dumps", "local-dumps/hostile"] {
+        for e in std::fs::read_dir(p.path().join(dir)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(p.path().join("local-dumps"))
+                    .unwrap()
+                    .display()
+                    .to_string();
+                local.push((format!("dumps/{rel}"), std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    local.sort();
+    assert_eq!(
+        uploaded,
+        local.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+    );
+    let client = server.client("ledger");
+    for (name, bytes) in &local {
+        use object_store::ObjectStoreExt;
+        let got = client
+            .get(&object_store::path::Path::from(name.as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), &bytes[..], "{name} differs");
+    }
+
+    let out = p.ok(&["ingest", "--json", "s3://ledger/dumps/"]);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let archives = r["archives"].as_array().unwrap();
+    let names: Vec<&str> = archives
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "s3://ledger/dumps/partner_2026-11-01_0000.tar.gz",
+            "s3://ledger/dumps/partner_2026-11-01_0001.tar.gz"
+        ],
+        "{r:#}"
+    );
+    assert!(archives.iter().all(|a| a["action"] == "loaded"), "{r:#}");
+    assert_eq!(r["reconciled"], true, "{r:#}");
+    let manifest = objects(&server, "lake/batch/_ingest/archives/").await;
+    assert_eq!(manifest.len(), 2, "{manifest:#?}");
+    use object_store::ObjectStoreExt;
+    let record = client
+        .get(&object_store::path::Path::from(manifest[0].as_str()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    assert_eq!(
+        record["path"], "s3://ledger/dumps/partner_2026-11-01_0000.tar.gz",
+        "{record:#}"
+    );
+
+    let out = p.ok(&[
+        "ingest",
+        "--json",
+        "s3://ledger/dumps/partner_2026-11-01_0001.tar.gz",
+    ]);
+    let again: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(again["archives"][0]["action"], "unchanged", "{again:#}");
+
+    let out = output(&p.expect(
+        &["ingest", "s3://ledger/dumps/partner_2026-11-09_0000.tar.gz"],
+        1,
+    ));
+    assert!(
+        out.contains("s3://ledger/dumps/partner_2026-11-09_0000.tar.gz")
+            && out.contains("no such object"),
+        "{out}"
+    );
+    assert_no_secret(&server, &[out]);
+}
+
+/// `compact` SIGKILLed between two uploads of a partition (a day split into
+/// many files): no marker, so the day is still read from the speed layer;
+/// the rerun compacts it whole, its stray uploads replaced, and the numbers
+/// are the same.
+#[tokio::test]
+async fn compact_killed_between_uploads_commits_nothing_and_the_rerun_completes() {
+    let server = S3Server::start(&["ledger"]);
+    let p = on_s3(&server, Serving::Sqlite).await;
+    p.set_config("rows_per_file = 500000", "rows_per_file = 400");
+    p.append_config("[ledger]\nlease = \"2s\"");
+    let day = "2026-11-05";
+    p.generate(day, day, "0.005", &[day], &["--reorg-rate", "0.1"]);
+    p.ok(&["run", "--date", day]);
+    let before = p.db.dump_metrics().await;
+
+    let compact = Paused::start(
+        &p,
+        &["compact", "--date", day, "--force"],
+        &format!("after_part:transactions/date={day}"),
+        &[],
+    );
+    // The day's compaction lock is held (and renewed past its lease): a
+    // second compaction of the day is refused, naming the lock.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let second = p.expect(&["compact", "--date", day, "--force"], 2);
+    let said = stderr(&second);
+    assert!(
+        said.contains(&format!("compaction of {day} lock")) && said.contains("_compact/"),
+        "{said}"
+    );
+    compact.kill();
+    // Killed, its lock document stays until the lease runs out; then the
+    // rerun takes it over.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let prefix = format!("lake/batch/transactions/date={day}/");
+    let left = objects(&server, &prefix).await;
+    assert!(
+        left.iter().any(|o| o.ends_with(".parquet")),
+        "killed after an upload: {left:#?}"
+    );
+    assert!(!left.iter().any(|o| o.ends_with("_SUCCESS")), "{left:#?}");
+    assert_still_read_from_speed(&p, day);
+
+    let out = p.ok(&["compact", "--date", day, "--force", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["action"], "compacted");
+    let files = objects(&server, &prefix).await;
+    let parts = files.iter().filter(|o| o.ends_with(".parquet")).count();
+    let transactions = report["transactions"].as_u64().unwrap() as usize;
+    assert_eq!(parts, transactions.div_ceil(400), "{files:#?}");
+    assert!(files.iter().any(|o| o.ends_with("_SUCCESS")));
+    p.ok(&["run", "--date", day, "--force"]);
+    assert_dumps_eq(&p.db.dump_metrics().await, &before, "after the rerun");
+    p.drop_db().await;
+}
+
+/// A server that accepts connections and never answers: with short
+/// `timeout`/`max_retries`, a run fails naming the bucket within the
+/// configured budget instead of hanging, and writes nothing.
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_as_configured() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let mut p = project(Serving::Sqlite).await;
+    p.set_config("url = \"data/batch\"", "url = \"s3://ledger/lake/batch\"");
+    p.append_config(&format!(
+        "[batch.s3]\nendpoint = \"http://{addr}\"\nallow_http = true\ntimeout = \"1s\"\nconnect_timeout = \"1s\"\nmax_retries = 1\nretry_timeout = \"2s\"\n"
+    ));
+    p.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), "k".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "s".into()),
+    ];
+    let started = std::time::Instant::now();
+    let out = p.expect(&["run", "--date", "2026-11-05"], 1);
+    let waited = started.elapsed();
+    let text = output(&out);
+    assert!(text.contains("s3://ledger/lake/batch"), "{text}");
+    assert!(
+        text.to_lowercase().contains("timed out") || text.contains("timeout"),
+        "{text}"
+    );
+    assert!(waited < Duration::from_secs(60), "took {waited:?}: {text}");
+    assert!(!held.lock().unwrap().is_empty(), "the server was asked");
+    assert!(!p.db.has_table("block_daily_metrics").await);
+    p.drop_db().await;
 }

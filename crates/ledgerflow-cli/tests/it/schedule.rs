@@ -277,38 +277,51 @@ async fn the_clock_jumping_forward_and_back_loads_no_day_twice() {
     let p = scheduled("[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"").await;
     p.generate("2026-11-01", "2026-11-09", "0.002", &[], &[]);
     let file = p.path().join("clock");
-    let set = |at: &str| {
+    // `rate` 60 runs the clock; a rate near zero holds it still, so a jump's
+    // missed tick is planned before midnight comes, however slow the start.
+    let set = |at: &str, rate: &str| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
         // Written whole, then renamed: a reader never sees half a value.
         let tmp = p.path().join("clock.tmp");
-        std::fs::write(&tmp, format!("{at}@{now}x60")).unwrap();
+        std::fs::write(&tmp, format!("{at}@{now}x{rate}")).unwrap();
         std::fs::rename(&tmp, &file).unwrap();
     };
+    const HELD: &str = "0.000001";
     let succeeded = |day: &str| {
         of(&runs(&p), "block_daily_metrics", day)
             .iter()
             .filter(|r| r["state"] == "success")
             .count()
     };
-    set("2026-11-02T23:59:50Z");
+    set("2026-11-02T23:59:50Z", HELD);
     let spec = format!("@{}", file.display());
     let s = Scheduler::start(&p, &[], &spec, &[]);
+    wait_until("the missed 11-02 tick", Duration::from_secs(60), || {
+        succeeded("2026-11-01") == 1
+    });
+    set("2026-11-02T23:59:50Z", "60");
     wait_until("the 11-03 tick", Duration::from_secs(60), || {
         succeeded("2026-11-02") == 1
     });
-    set("2026-11-06T23:59:50Z");
+    set("2026-11-06T23:59:50Z", HELD);
+    wait_until(
+        "the missed 11-06 tick after the jump",
+        Duration::from_secs(60),
+        || succeeded("2026-11-05") == 1,
+    );
+    set("2026-11-06T23:59:50Z", "60");
     wait_until(
         "the 11-07 tick after the jump",
         Duration::from_secs(60),
         || succeeded("2026-11-06") == 1,
     );
     // Back across three midnights already planned: nothing is due again.
-    set("2026-11-03T23:59:50Z");
+    set("2026-11-03T23:59:50Z", "60");
     std::thread::sleep(Duration::from_secs(3));
-    set("2026-11-07T23:59:50Z");
+    set("2026-11-07T23:59:50Z", "60");
     wait_until("the 11-08 tick", Duration::from_secs(60), || {
         succeeded("2026-11-07") == 1
     });
@@ -493,7 +506,7 @@ async fn one_scheduler_leads_and_a_standby_takes_over_when_it_dies() {
 }
 
 /// A local HTTP server recording POST bodies.
-fn webhook_server() -> (String, Arc<Mutex<Vec<String>>>) {
+pub(crate) fn webhook_server() -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/alerts", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -913,5 +926,37 @@ async fn a_recheck_repairs_a_day_the_next_days_blocks_changed() {
     s.stop();
     let daily = p.db.block_daily_metrics().await;
     ledgerflow_testkit::serving::assert_daily_eq(&daily[0], &expected);
+    p.drop_db().await;
+}
+
+/// After a successful tick the scheduler reconciles the day: a day held in
+/// both layers has its layers compared, recorded in the check history.
+#[tokio::test]
+async fn a_tick_reconciles_its_day_across_layers() {
+    let p = scheduled("[[jobs]]\nname = \"daily\"\ncron = \"0 0 * * *\"").await;
+    p.generate(
+        "2026-11-01",
+        "2026-11-01",
+        "0.002",
+        &["2026-11-01"],
+        &["--also-batch"],
+    );
+    let out = p
+        .cmd(&["schedule", "--once"])
+        .env("LEDGERFLOW_CLOCK", clock("2026-11-02T00:00:30Z", 1.0))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = p.ok(&["checks", "--json", "--model", "_inputs"]);
+    let results: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(results.len(), 1, "{results:#?}");
+    assert_eq!(
+        (
+            results[0]["check"].as_str(),
+            results[0]["day"].as_str(),
+            results[0]["status"].as_str()
+        ),
+        (Some("layers_agree"), Some("2026-11-01"), Some("pass"))
+    );
     p.drop_db().await;
 }

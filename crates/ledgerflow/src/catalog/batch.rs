@@ -216,6 +216,8 @@ impl PartitionWriter {
                 .await
                 .map_err(|e| Error::data(self.files.describe(&path), e))?;
             self.written.push(path);
+            // Crash tests: a kill between two uploads of one partition.
+            crate::failpoint::hit("after_part", self.prefix.as_ref()).await;
         }
         Ok(())
     }

@@ -6,12 +6,15 @@
 //! the lock is a document created only if absent (`If-None-Match: *`)
 //! holding its owner and an expiry, renewed every lease/3 with `If-Match`
 //! on the version read, and taken over (again with `If-Match`) only once
-//! it has expired, so of two takers exactly one wins.
+//! it has expired, so of two takers exactly one wins. A holder checks
+//! [`StoreLock::ensure_held`] before it commits: once a renewal was
+//! refused, or none succeeded within the lease, it must not commit (another
+//! process may have taken the lock over).
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use object_store::path::Path;
@@ -30,7 +33,7 @@ pub struct StoreLock {
 #[allow(dead_code)]
 enum Held {
     File(std::fs::File),
-    Lease(LeaseGuard),
+    Lease(Box<LeaseGuard>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,11 +75,28 @@ impl StoreLock {
             MetaDir::Store { store, bridge } => {
                 let guard = LeaseGuard::acquire(store.clone(), bridge.clone(), key, lease, what)?;
                 Ok(StoreLock {
-                    _held: Held::Lease(guard),
+                    _held: Held::Lease(Box::new(guard)),
                 })
             }
         }
     }
+
+    /// Fails when the lock can no longer be trusted: a renewal found it
+    /// taken over, or no renewal succeeded within the lease (so it may have
+    /// expired and been taken). Called right before a commit.
+    pub fn ensure_held(&self) -> Result<()> {
+        match &self._held {
+            Held::File(_) => Ok(()),
+            Held::Lease(guard) => guard.ensure_held(),
+        }
+    }
+}
+
+/// The renewer's view of a lease: when it was last renewed, or lost.
+#[derive(Debug)]
+enum Standing {
+    Renewed(Instant),
+    Lost,
 }
 
 struct LeaseGuard {
@@ -84,6 +104,9 @@ struct LeaseGuard {
     bridge: Arc<Bridge>,
     path: Path,
     owner: String,
+    lease: Duration,
+    what: String,
+    standing: Arc<Mutex<Standing>>,
     /// Dropped to stop the renewer at once.
     stop: Option<mpsc::Sender<()>>,
     renewer: Option<std::thread::JoinHandle<()>>,
@@ -145,9 +168,15 @@ impl LeaseGuard {
             )));
         }
         let (stop, stopped) = mpsc::channel::<()>();
+        let standing = Arc::new(Mutex::new(Standing::Renewed(Instant::now())));
         let renewer = {
-            let (store, bridge, path, owner) =
-                (store.clone(), bridge.clone(), path.clone(), owner.clone());
+            let (store, bridge, path, owner, standing) = (
+                store.clone(),
+                bridge.clone(),
+                path.clone(),
+                owner.clone(),
+                standing.clone(),
+            );
             std::thread::spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(lease / 3) {
                     let renewed = bridge.run(async {
@@ -159,8 +188,12 @@ impl LeaseGuard {
                         }
                     });
                     match renewed {
-                        Ok(true) => {}
+                        Ok(true) => {
+                            *standing.lock().expect("lock standing") =
+                                Standing::Renewed(Instant::now())
+                        }
                         Ok(false) => {
+                            *standing.lock().expect("lock standing") = Standing::Lost;
                             tracing::error!(lock = %store.describe(&path), "lost the lock (another process took it over after it expired)");
                             return;
                         }
@@ -174,9 +207,29 @@ impl LeaseGuard {
             bridge,
             path,
             owner,
+            lease,
+            what: what.to_string(),
+            standing,
             stop: Some(stop),
             renewer: Some(renewer),
         })
+    }
+
+    fn ensure_held(&self) -> Result<()> {
+        let lost = match *self.standing.lock().expect("lock standing") {
+            Standing::Lost => "another process took it over".to_string(),
+            Standing::Renewed(at) if at.elapsed() >= self.lease => format!(
+                "not renewed for {:.1?} (lease {:?}): it may have expired",
+                at.elapsed(),
+                self.lease
+            ),
+            Standing::Renewed(_) => return Ok(()),
+        };
+        Err(Error::Usage(format!(
+            "lost the {} lock ({}): {lost}; nothing committed, run again",
+            self.what,
+            self.store.describe(&self.path)
+        )))
     }
 }
 

@@ -126,10 +126,19 @@ impl PartitionStore {
     /// Makes the query engine read this store's URLs through it (local
     /// files need nothing: the engine has them).
     pub fn register_with(&self, ctx: &datafusion::prelude::SessionContext) {
-        if !self.location.is_local() {
-            let url = url::Url::parse(&self.location.base_url()).expect("a location's base URL");
-            ctx.register_object_store(&url, self.base.clone());
+        if let Some((url, store)) = self.engine_store() {
+            ctx.register_object_store(&url, store);
         }
+    }
+
+    /// The store the query engine reads this location's URLs through, and
+    /// the URL it is registered under; `None` for local files.
+    pub fn engine_store(&self) -> Option<(url::Url, Arc<dyn ObjectStore>)> {
+        if self.location.is_local() {
+            return None;
+        }
+        let url = url::Url::parse(&self.location.base_url()).expect("a location's base URL");
+        Some((url, self.base.clone()))
     }
 
     pub fn day_prefix(table: &str, day: NaiveDate) -> Path {
@@ -199,6 +208,13 @@ impl PartitionStore {
             .collect();
         days.sort();
         Ok(days)
+    }
+
+    /// The objects one level under `prefix`, sorted by path.
+    pub async fn list_files(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        let mut files = self.list_level(prefix).await?.objects;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
     }
 
     /// One level under `prefix`: its objects and its sub-prefixes (empty
@@ -320,6 +336,91 @@ impl PartitionStore {
             .map_err(|e| self.os_err(from, e))
     }
 
+    /// Streams an object into a local file (created or truncated): a
+    /// large archive never sits in memory. Returns its size.
+    pub async fn download(&self, path: &Path, dest: &FsPath) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let got = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| self.os_err(path, e))?;
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| Error::io(dest, e))?;
+        let mut stream = got.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.os_err(path, e))? {
+            size += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::io(dest, e))?;
+        }
+        file.flush().await.map_err(|e| Error::io(dest, e))?;
+        Ok(size)
+    }
+
+    /// Uploads a local file (multipart above a few MiB: the object appears
+    /// whole, or not at all). Returns its size.
+    pub async fn upload(&self, src: &FsPath, path: &Path) -> Result<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut file = tokio::fs::File::open(src)
+            .await
+            .map_err(|e| Error::io(src, e))?;
+        let mut writer = BufWriter::new(self.store.clone(), path.clone());
+        let mut buf = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            let n = file.read(&mut buf).await.map_err(|e| Error::io(src, e))?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            if let Err(e) = writer.write_all(&buf[..n]).await {
+                writer.abort().await.ok();
+                return Err(self.upload_err(path, e));
+            }
+        }
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| self.upload_err(path, e))?;
+        Ok(size)
+    }
+
+    /// Uploads every file under a local directory, keeping relative paths
+    /// (`dir/a/b` -> `<location>/a/b`). Returns the files uploaded.
+    pub async fn upload_tree(&self, dir: &FsPath) -> Result<usize> {
+        let mut pending = vec![dir.to_path_buf()];
+        let mut count = 0;
+        while let Some(d) = pending.pop() {
+            for entry in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+                let path = entry.map_err(|e| Error::io(&d, e))?.path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(dir).expect("under the walked dir");
+                let key = Path::from_iter(relative.iter().map(|p| p.to_string_lossy().to_string()));
+                self.upload(&path, &key).await?;
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The store's error inside a [`BufWriter`]'s `io::Error`.
+    fn upload_err(&self, path: &Path, e: std::io::Error) -> Error {
+        let cause = match e.downcast::<object_store::Error>() {
+            Ok(cause) => cause,
+            Err(e) => object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            },
+        };
+        self.os_err(path, cause)
+    }
+
     /// Encodes batches as one zstd Parquet file in memory and creates it
     /// with [`create`](Self::create): for small files that must appear
     /// whole under their final name (landing micro-batches), as S3 has no
@@ -406,16 +507,38 @@ impl PartitionStore {
         .with_file_size(meta.size)
     }
 
+    /// A failed read of a data file: the store failing (a 5xx, a timeout,
+    /// a lost connection: transient) is a store error naming the file, not
+    /// a corrupt file (permanent), which only the bytes themselves make.
+    pub fn parquet_error(&self, meta: &ObjectMeta, e: parquet::errors::ParquetError) -> Error {
+        let file = self.describe(&meta.location);
+        match e {
+            parquet::errors::ParquetError::External(inner) => {
+                match inner.downcast::<object_store::Error>() {
+                    Ok(cause) => Error::ObjectStore {
+                        location: file,
+                        cause: *cause,
+                    },
+                    Err(other) => Error::CorruptFile {
+                        file,
+                        message: format!("External: {other}"),
+                    },
+                }
+            }
+            other => Error::CorruptFile {
+                file,
+                message: other.to_string(),
+            },
+        }
+    }
+
     /// Reads the footer of a data file: its Arrow schema. A truncated or
     /// corrupt file fails here, named.
     pub async fn file_schema(&self, meta: &ObjectMeta) -> Result<SchemaRef> {
         let reader = self.reader(meta);
         let builder = ParquetRecordBatchStreamBuilder::new(reader)
             .await
-            .map_err(|e| Error::CorruptFile {
-                file: self.describe(&meta.location),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| self.parquet_error(meta, e))?;
         Ok(builder.schema().clone())
     }
 
@@ -430,25 +553,19 @@ impl PartitionStore {
             parquet::arrow::async_reader::ParquetObjectReader,
         >,
     > {
-        let corrupt = |e: parquet::errors::ParquetError| Error::CorruptFile {
-            file: self.describe(&meta.location),
-            message: e.to_string(),
-        };
+        let failed = |e| self.parquet_error(meta, e);
         ParquetRecordBatchStreamBuilder::new(self.reader(meta))
             .await
-            .map_err(corrupt)?
+            .map_err(failed)?
             .build()
-            .map_err(corrupt)
+            .map_err(failed)
     }
 
     /// Rows of a data file, from its footer.
     pub async fn row_count(&self, meta: &ObjectMeta) -> Result<u64> {
         let builder = ParquetRecordBatchStreamBuilder::new(self.reader(meta))
             .await
-            .map_err(|e| Error::CorruptFile {
-                file: self.describe(&meta.location),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| self.parquet_error(meta, e))?;
         Ok(builder.metadata().file_metadata().num_rows() as u64)
     }
 
@@ -458,22 +575,19 @@ impl PartitionStore {
         meta: &ObjectMeta,
         columns: &[&str],
     ) -> Result<Vec<RecordBatch>> {
-        let corrupt = |e: parquet::errors::ParquetError| Error::CorruptFile {
-            file: self.describe(&meta.location),
-            message: e.to_string(),
-        };
+        let failed = |e| self.parquet_error(meta, e);
         let reader = self.reader(meta);
         let builder = ParquetRecordBatchStreamBuilder::new(reader)
             .await
-            .map_err(corrupt)?;
+            .map_err(failed)?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
         builder
             .with_projection(mask)
             .build()
-            .map_err(corrupt)?
+            .map_err(failed)?
             .try_collect()
             .await
-            .map_err(corrupt)
+            .map_err(failed)
     }
 }
 
@@ -510,4 +624,84 @@ fn s3_builder(bucket: &str, s3: &S3Config) -> AmazonS3Builder {
         max_retries: s3.max_retries,
         retry_timeout: s3.retry_timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Retry;
+
+    /// A file larger than the writer's buffer goes up as a multipart upload
+    /// to a real S3 server (SeaweedFS) and arrives whole, byte for byte.
+    #[tokio::test]
+    async fn a_large_upload_goes_in_parts_and_arrives_whole() {
+        use rand::{RngCore, SeedableRng};
+        use sha2::{Digest, Sha256};
+        let server = ledgerflow_testkit::s3::S3Server::start(&["big"]);
+        let s3 = S3Config {
+            endpoint: Some(server.endpoint()),
+            allow_http: true,
+            access_key_id: Some(crate::secret::Secret(
+                ledgerflow_testkit::s3::ACCESS_KEY.into(),
+            )),
+            secret_access_key: Some(crate::secret::Secret(server.secret().into())),
+            ..Default::default()
+        };
+        let location = Location::parse("s3://big/lake", FsPath::new("")).unwrap();
+        let store = PartitionStore::open(&location, &s3).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (src, back) = (dir.path().join("src.bin"), dir.path().join("back.bin"));
+        let mut bytes = vec![0u8; 25 << 20];
+        rand_chacha::ChaCha8Rng::seed_from_u64(7).fill_bytes(&mut bytes);
+        std::fs::write(&src, &bytes).unwrap();
+        let path = Path::from("t/date=2026-11-01/part-0.bin");
+        assert_eq!(store.upload(&src, &path).await.unwrap(), bytes.len() as u64);
+        assert_eq!(
+            store.download(&path, &back).await.unwrap(),
+            bytes.len() as u64
+        );
+        let digest = |b: &[u8]| hex::encode(Sha256::digest(b));
+        assert_eq!(digest(&std::fs::read(&back).unwrap()), digest(&bytes));
+        // S3 names a multipart object's ETag after its part count.
+        let meta = store.store.head(&path).await.unwrap();
+        let etag = meta.e_tag.unwrap_or_default();
+        assert!(
+            etag.trim_matches('"').contains('-'),
+            "not multipart: {etag}"
+        );
+    }
+
+    fn meta(name: &str) -> ObjectMeta {
+        ObjectMeta {
+            location: Path::from(name),
+            last_modified: chrono::Utc::now(),
+            size: 10,
+            e_tag: None,
+            version: None,
+        }
+    }
+
+    #[test]
+    fn a_store_failing_a_read_is_transient_and_bad_bytes_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PartitionStore::local(dir.path()).unwrap();
+        let file = meta("blocks/date=2026-11-05/0.parquet");
+        let unavailable =
+            parquet::errors::ParquetError::External(Box::new(object_store::Error::Generic {
+                store: "S3",
+                source: "Server returned non-2xx status code: 500 Internal Server Error".into(),
+            }));
+        let err = store.parquet_error(&file, unavailable);
+        assert_eq!(err.retry(), Retry::Transient, "{err}");
+        assert!(
+            err.to_string().contains("date=2026-11-05/0.parquet"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("corrupt"), "{err}");
+
+        let truncated = parquet::errors::ParquetError::EOF("file too small".into());
+        let err = store.parquet_error(&file, truncated);
+        assert_eq!(err.retry(), Retry::Permanent, "{err}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
 }

@@ -162,6 +162,13 @@ impl Catalog {
                 format!("the batch partitions of {day} kept changing while being listed"),
             ));
         }
+        self.plan_speed(day).await
+    }
+
+    /// Plans `day` from the speed layer alone, whatever the batch layer
+    /// holds (`Layer::None` when the speed layer has no block of it): the
+    /// day's canonical chain judged with its neighbours.
+    pub async fn plan_speed(&self, day: NaiveDate) -> Result<DayPlan> {
         let speed = self
             .speed
             .day(

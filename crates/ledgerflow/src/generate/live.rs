@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use super::chain::{self, GenParams};
 use super::{flush_micro_batch, GenerateSummary};
 use crate::catalog::schema::Entity;
+use crate::catalog::speed::landing::LandingLayer;
 use crate::catalog::speed::mongo::MongoLayer;
 use crate::catalog::speed::SpeedLayer;
 use crate::error::Result;
@@ -56,17 +57,7 @@ async fn already_written(speed: &SpeedLayer, day: NaiveDate) -> Result<(u64, u64
         SpeedLayer::Landing(l) => {
             let files = l.list_day(Entity::Blocks.name(), day).await?;
             let headers = l.headers(&files).await?;
-            let next_seq = files
-                .iter()
-                .filter_map(|f| {
-                    f.location
-                        .filename()?
-                        .strip_suffix(".parquet")?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .max()
-                .map_or(0, |s| s + 1);
+            let next_seq = LandingLayer::next_seq(&files);
             Ok((headers.len() as u64, next_seq))
         }
         SpeedLayer::Mongo(m) => {

@@ -63,6 +63,29 @@ pub struct Input {
     pub name: String,
     pub size: u64,
     pub kind: InputKind,
+    /// The object's URL when `path` is a local copy of one
+    /// (`s3://bucket/dumps/a.tar.gz`): what reports and the manifest name,
+    /// so `--retry-failed` fetches it again.
+    pub origin: Option<String>,
+}
+
+impl Input {
+    /// Where the input came from, as the manifest records it: the object's
+    /// URL, else the canonical local path.
+    pub fn recorded_path(&self) -> PathBuf {
+        match &self.origin {
+            Some(url) => PathBuf::from(url),
+            None => self.path.canonicalize().unwrap_or(self.path.clone()),
+        }
+    }
+
+    /// How reports and errors name the input.
+    pub fn shown_path(&self) -> PathBuf {
+        self.origin
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or(self.path.clone())
+    }
 }
 
 /// A table file found in an input.
@@ -83,6 +106,12 @@ pub struct ExtractStats {
 
 fn is_archive(name: &str) -> bool {
     name.ends_with(".tar.gz") || name.ends_with(".tgz")
+}
+
+/// Whether a file of this name found in a directory (or under a prefix) is
+/// an ingest input: an archive or a table file, not hidden.
+pub fn is_input_name(name: &str) -> bool {
+    !name.starts_with('.') && (is_archive(name) || parse_table_file(name).is_ok())
 }
 
 /// Classifies one path (not a directory).
@@ -110,6 +139,7 @@ pub fn input(path: &Path) -> Result<Input> {
         name,
         size: meta.len(),
         kind,
+        origin: None,
     })
 }
 
@@ -125,10 +155,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<Input>> {
                 let e = e.map_err(|e| Error::io(p, e))?;
                 let name = e.file_name().to_string_lossy().to_string();
                 let is_file = e.file_type().map(|t| t.is_file()).unwrap_or(false);
-                if !is_file || name.starts_with('.') {
+                if !is_file {
                     continue;
                 }
-                if is_archive(&name) || parse_table_file(&name).is_ok() {
+                if is_input_name(&name) {
                     out.push(input(&e.path())?);
                 } else {
                     tracing::debug!(file = %e.path().display(), "not an ingest input; skipped");

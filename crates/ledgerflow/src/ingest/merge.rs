@@ -96,6 +96,8 @@ pub struct MergeSettings {
     pub infer_rows: usize,
     pub max_line: u64,
     pub compression: Compression,
+    /// `[ingest.checks]`, by table.
+    pub row_checks: std::sync::Arc<super::row_checks::TableChecks>,
 }
 
 pub struct TableWorker {
@@ -619,6 +621,14 @@ impl TableWorker {
         out.missing = res.missing;
         parts.schema = schema.arrow_schema();
         let _ = parts.plain.set(mostly_distinct(&header, &sample));
+        let no_checks = Vec::new();
+        let row_checks = super::row_checks::Bound::new(
+            settings
+                .row_checks
+                .get(&job.meta.file.table)
+                .unwrap_or(&no_checks),
+            &header,
+        );
         let columns = schema.columns().to_vec();
         let mapping: Vec<Option<usize>> = columns
             .iter()
@@ -681,6 +691,27 @@ impl TableWorker {
                     continue;
                 }
             };
+            if !row_checks.is_empty() {
+                if let Some(check) = row_checks.violation(|i| &record[i]) {
+                    let reason = format!("check `{}`", check.name);
+                    if check.severity == crate::checks::Severity::Error {
+                        return Err(EntryError::Table(format!(
+                            "{source}:{line}: column `{}` fails {reason} (severity error: the table fails)",
+                            check.column
+                        )));
+                    }
+                    let record = record.into_byte_record();
+                    bad(
+                        quarantine,
+                        line,
+                        Some(&check.column),
+                        &reason,
+                        &raw_of(&record),
+                    )?;
+                    spare_rec = record;
+                    continue;
+                }
+            }
             let mut vals = reuse(std::mem::take(&mut spare));
             let mut problem: Option<(usize, String)> = None;
             for (i, m) in mapping.iter().enumerate() {

@@ -10,9 +10,7 @@ use super::summary::{ArchiveAction, IngestReport, TableState};
 use super::*;
 use crate::generate::partner::{self, DumpParams, DumpSummary, HostileParams};
 
-fn day(n: u32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, n).unwrap()
-}
+use crate::day::nov as day;
 
 /// Generator settings for archives of day 1 only.
 fn day_one(

@@ -15,10 +15,9 @@ use std::str::FromStr;
 
 use arrow::compute::kernels::cast_utils::string_to_datetime;
 use arrow::datatypes::DataType;
-use chrono::{Datelike, Utc};
+use chrono::Utc;
 
 use crate::catalog::schema::timestamp_type;
-use crate::day::UNIX_EPOCH_DAYS_FROM_CE;
 
 /// Largest decimal scale inferred; more fractional digits make a string.
 pub const MAX_SCALE: u8 = 18;
@@ -203,7 +202,7 @@ pub fn date_days_with(v: &str, memo: &mut DayMemo) -> Option<i32> {
     }
     string_to_datetime(&Utc, v)
         .ok()
-        .map(|t| t.date_naive().num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
+        .map(|t| crate::day::epoch_days(t.date_naive()))
 }
 
 /// RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f]` / `...T...` taken as UTC.
@@ -402,7 +401,7 @@ mod tests {
     /// `v` reads as `want` (a date, or none), with or without a memo that
     /// already holds another valid day.
     fn assert_days(v: &str, want: Option<NaiveDate>) {
-        let want = want.map(|d| d.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE);
+        let want = want.map(crate::day::epoch_days);
         assert_eq!(date_days(v), want, "{v}");
         let mut memo = DayMemo::default();
         assert!(memo.days(b"2026-02-28").is_some());
@@ -509,7 +508,7 @@ mod tests {
             let text = day.to_string();
             assert_eq!(
                 fixed_layout_days(text.as_bytes()),
-                Some(day.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE),
+                Some(crate::day::epoch_days(day)),
                 "{text}"
             );
             let s = checked % 86_400;

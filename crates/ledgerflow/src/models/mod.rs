@@ -14,17 +14,10 @@ use crate::error::{Error, Result};
 
 /// Loads every `*.sql` file of `dir`, sorted by name, in dependency order.
 pub fn load_dir(dir: &Path) -> Result<Vec<ModelSpec>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut paths: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .collect();
-    paths.sort();
-    let mut models = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        models.push(ModelSpec::parse(&path.display().to_string(), &text)?);
-    }
+    let models = crate::sql_file::read_dir(dir)?
+        .iter()
+        .map(|(file, text)| ModelSpec::parse(file, text))
+        .collect::<Result<Vec<_>>>()?;
     dag::order(models)
 }
 
@@ -42,7 +35,7 @@ pub fn window_params(
             Some(crate::catalog::schema::UTC.into()),
         )
     };
-    let days_since_epoch = (day - chrono::NaiveDate::default()).num_days() as i32;
+    let days_since_epoch = crate::day::epoch_days(day);
     vec![
         ("day", ScalarValue::Date32(Some(days_since_epoch))),
         ("start", ts(start)),
@@ -114,6 +107,65 @@ pub async fn bind_upstreams(
     Ok(())
 }
 
+/// The one way a model runs over a window, for the runner (a day) and the
+/// realtime loop (minutes): its upstreams made readable, its SQL planned
+/// with the window bound, and its output's shape checked against what its
+/// header promises (the key columns; a DATE column to replace by day; a
+/// timestamp minute first for a realtime model).
+pub async fn plan(
+    ctx: &datafusion::prelude::SessionContext,
+    model: &ModelSpec,
+    all: &[ModelSpec],
+    outputs: &Outputs,
+    day: chrono::NaiveDate,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> Result<(arrow::datatypes::SchemaRef, datafusion::prelude::DataFrame)> {
+    bind_upstreams(ctx, model, all, outputs, day, start, end).await?;
+    let df = bind(ctx, model, day, start, end).await?;
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    check_output(model, &schema)?;
+    Ok((schema, df))
+}
+
+fn check_output(model: &ModelSpec, schema: &arrow::datatypes::Schema) -> Result<()> {
+    use arrow::datatypes::DataType;
+    let refuse = |message: String| {
+        Err(Error::Model {
+            file: model.file.clone(),
+            line: 1,
+            message,
+        })
+    };
+    if model.grain == Grain::Realtime {
+        let first = &model.key[0];
+        if !matches!(
+            schema.field_with_name(first).map(|f| f.data_type()),
+            Ok(DataType::Timestamp(..))
+        ) {
+            return refuse(format!(
+                "a realtime model's first key column `{first}` must be a timestamp (the minute)"
+            ));
+        }
+    }
+    for k in &model.key {
+        if schema.field_with_name(k).is_err() {
+            return refuse(format!("key column `{k}` is not in the model's output"));
+        }
+    }
+    if let spec::WriteMode::ReplaceDay { column } = &model.write {
+        if !matches!(
+            schema.field_with_name(column).map(|f| f.data_type()),
+            Ok(DataType::Date32)
+        ) {
+            return refuse(format!(
+                "replace_day needs a DATE output column `{column}` (set `-- partition:`)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Plans `model`'s SQL in `ctx` with the window parameters bound; a SQL
 /// error names the model file and line.
 pub async fn bind(
@@ -134,4 +186,48 @@ pub async fn bind(
                 message,
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    fn model(header: &str) -> ModelSpec {
+        ModelSpec::parse("models/m.sql", &format!("{header}\nSELECT 1")).unwrap()
+    }
+
+    fn schema(fields: &[(&str, DataType)]) -> Schema {
+        Schema::new(
+            fields
+                .iter()
+                .map(|(n, t)| Field::new(*n, t.clone(), true))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn an_output_must_have_the_shape_its_header_promises() {
+        let minute = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let daily = model("-- key: day, address\n-- grain: day\n-- write: replace_day");
+        let ok = schema(&[("day", DataType::Date32), ("address", DataType::Utf8)]);
+        assert!(check_output(&daily, &ok).is_ok());
+        let no_key = schema(&[("day", DataType::Date32)]);
+        let err = check_output(&daily, &no_key).unwrap_err().to_string();
+        assert!(
+            err.contains("key column `address`") && err.contains("models/m.sql"),
+            "{err}"
+        );
+        let text_day = schema(&[("day", DataType::Utf8), ("address", DataType::Utf8)]);
+        let err = check_output(&daily, &text_day).unwrap_err().to_string();
+        assert!(err.contains("replace_day needs a DATE"), "{err}");
+
+        let realtime = model("-- key: minute\n-- grain: realtime\n-- write: upsert");
+        assert!(check_output(&realtime, &schema(&[("minute", minute)])).is_ok());
+        let err = check_output(&realtime, &schema(&[("minute", DataType::Int64)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a timestamp"), "{err}");
+    }
 }

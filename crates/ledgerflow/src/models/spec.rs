@@ -6,15 +6,16 @@
 //! -- write: replace_day         replace_day | upsert
 //! -- partition: day             column replaced per day (default: first key column)
 //! -- depends_on: other_model    runs after it (comma separated)
+//! -- check: not_null(address)   a data-quality check (one per line; see checks::spec)
 //! SELECT ... WHERE ts >= $start AND ts < $end
 //! ```
 //! The run window is bound as parameters (`$day`, `$start`, `$end`,
 //! `$run_at`), never formatted into the SQL.
 
-use std::path::Path;
-
+use crate::checks::spec::{self as check, CheckSpec};
 use crate::error::{Error, Result};
 use crate::names as ident;
+use crate::sql_file;
 
 /// How a model's rows land in its table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct ModelSpec {
     pub grain: Grain,
     pub write: WriteMode,
     pub depends_on: Vec<String>,
+    /// Declared checks, in header order.
+    pub checks: Vec<CheckSpec>,
     pub sql: String,
 }
 
@@ -58,30 +61,18 @@ impl ModelSpec {
             line,
             message,
         };
-        let name = Path::new(file)
-            .file_stem()
-            .map(|s| s.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = sql_file::stem(file);
         ident::validate(&name).map_err(|m| err(1, format!("model name (file stem): {m}")))?;
 
         let (mut key, mut grain, mut write, mut partition, mut depends_on) =
             (None, None, None, None, Vec::new());
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
-            let trimmed = line.trim();
-            let Some(comment) = trimmed.strip_prefix("--") else {
-                if trimmed.is_empty() {
-                    continue;
-                }
-                break; // the header ends at the first SQL line
-            };
-            let Some((k, v)) = comment.split_once(':') else {
-                continue;
-            };
-            let (k, v) = (k.trim(), v.trim());
-            if k.contains(' ') {
-                continue; // prose, not a header entry
-            }
+        let mut checks = Vec::new();
+        for sql_file::Entry {
+            line: n,
+            key: k,
+            value: v,
+        } in sql_file::header(text)
+        {
             let list = |v: &str| -> Result<Vec<String>> {
                 v.split(',')
                     .map(|s| s.trim().to_string())
@@ -111,10 +102,11 @@ impl ModelSpec {
                 }
                 "partition" => partition = Some(list(v)?.into_iter().next().unwrap_or_default()),
                 "depends_on" => depends_on = list(v)?,
+                "check" => checks.push(check::parse(v).map_err(|m| err(n, m))?),
                 other => {
                     return Err(err(
                         n,
-                        format!("unknown header `{other}` (expected key, grain, write, partition, depends_on)"),
+                        format!("unknown header `{other}` (expected key, grain, write, partition, depends_on, check)"),
                     ))
                 }
             }
@@ -143,6 +135,7 @@ impl ModelSpec {
             grain,
             write,
             depends_on,
+            checks,
             sql: text.to_string(),
         })
     }
@@ -236,6 +229,21 @@ mod tests {
         let err =
             ModelSpec::parse("m.sql", "-- grain: day\n-- write: upsert\nSELECT 1").unwrap_err();
         assert!(err.to_string().contains("key"));
+    }
+
+    #[test]
+    fn check_lines_are_parsed_in_order_and_errors_name_the_line() {
+        let m = ModelSpec::parse(
+            "m.sql",
+            "-- key: day\n-- grain: day\n-- write: replace_day\n-- check: not_null(day)\n-- check: row_count(1, 1) warn\nSELECT 1",
+        )
+        .unwrap();
+        let names: Vec<&str> = m.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["not_null(day)", "row_count(1, 1)"]);
+        let err =
+            ModelSpec::parse("m.sql", "-- key: day\n-- check: not_nul(day)\nSELECT 1").unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().starts_with("model m.sql:2:"), "{err}");
     }
 
     #[test]

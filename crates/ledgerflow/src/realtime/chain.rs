@@ -47,9 +47,23 @@ struct DayBlocks {
 pub struct ChainState {
     days: BTreeMap<NaiveDate, DayBlocks>,
     headers: Vec<Header>,
-    /// Day and minute of every known block.
-    at: HashMap<String, (NaiveDate, i64)>,
+    /// Where every known block is.
+    at: HashMap<String, Known>,
     canonical: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// Kept beside the timestamp: `is_canonical` asks for it per row.
+    day: NaiveDate,
+    number: i64,
+    ts_micros: i64,
+}
+
+impl Known {
+    fn minute(&self) -> i64 {
+        minute_of(self.ts_micros)
+    }
 }
 
 /// What adding blocks changed.
@@ -62,6 +76,9 @@ pub struct Change {
     pub gap: bool,
     /// Blocks not seen before.
     pub new_blocks: usize,
+    /// Heights of the blocks that left the canonical chain (a reorg), lowest
+    /// first; blocks that were never canonical are not counted.
+    pub reorged: Vec<i64>,
 }
 
 impl ChainState {
@@ -82,7 +99,14 @@ impl ChainState {
             change.new_blocks += 1;
             day.heights.insert(b.number);
             day.hashes.insert(b.hash.clone());
-            self.at.insert(b.hash.clone(), (b.day(), b.minute()));
+            self.at.insert(
+                b.hash.clone(),
+                Known {
+                    day: b.day(),
+                    number: b.number,
+                    ts_micros: b.ts_micros,
+                },
+            );
             let arrival = self.headers.len();
             self.headers.push(Header {
                 number: b.number,
@@ -92,14 +116,16 @@ impl ChainState {
             });
         }
         if change.new_blocks > 0 {
-            change.minutes.extend(self.refresh());
+            let (minutes, reorged) = self.refresh();
+            change.minutes.extend(minutes);
+            change.reorged = reorged;
         }
         change
     }
 
     /// Recomputes the canonical set; returns the minutes of blocks that
-    /// moved on or off it.
-    fn refresh(&mut self) -> BTreeSet<i64> {
+    /// moved on or off it and the heights of those that moved off.
+    fn refresh(&mut self) -> (BTreeSet<i64>, Vec<i64>) {
         let orphans = reorg::orphans(&self.headers);
         let canonical: HashSet<String> = self
             .headers
@@ -109,15 +135,21 @@ impl ChainState {
             .collect();
         let changed = canonical
             .symmetric_difference(&self.canonical)
-            .filter_map(|h| self.at.get(h).map(|&(_, minute)| minute))
+            .filter_map(|h| self.at.get(h).map(Known::minute))
             .collect();
+        let mut reorged: Vec<i64> = self
+            .canonical
+            .difference(&canonical)
+            .filter_map(|h| self.at.get(h).map(|k| k.number))
+            .collect();
+        reorged.sort_unstable();
         self.canonical = canonical;
-        changed
+        (changed, reorged)
     }
 
     /// Whether `hash` is a block of `day` on the canonical chain.
     pub fn is_canonical(&self, day: NaiveDate, hash: &str) -> bool {
-        self.canonical.contains(hash) && self.at.get(hash).is_some_and(|&(d, _)| d == day)
+        self.canonical.contains(hash) && self.at.get(hash).is_some_and(|k| k.day == day)
     }
 
     /// Minutes of `day` to recompute after a restart: those of blocks at
@@ -126,9 +158,9 @@ impl ChainState {
     pub fn restart_minutes(&self, day: NaiveDate, from_number: i64) -> BTreeSet<i64> {
         self.headers
             .iter()
-            .filter(|h| self.at[&h.hash].0 == day)
+            .filter(|h| self.at[&h.hash].day == day)
             .filter(|h| h.number >= from_number || !self.canonical.contains(&h.hash))
-            .map(|h| self.at[&h.hash].1)
+            .map(|h| self.at[&h.hash].minute())
             .collect()
     }
 
@@ -137,6 +169,15 @@ impl ChainState {
             .iter()
             .rev()
             .find_map(|(day, d)| d.heights.last().map(|&n| (*day, n)))
+    }
+
+    /// The timestamp (microseconds) of the highest canonical block.
+    pub fn highest_canonical_ts(&self) -> Option<i64> {
+        self.canonical
+            .iter()
+            .filter_map(|h| self.at.get(h))
+            .max_by_key(|k| k.number)
+            .map(|k| k.ts_micros)
     }
 
     pub fn days(&self) -> Vec<NaiveDate> {
@@ -193,6 +234,8 @@ mod tests {
         // b2 replaces a2 at height 2 (from minute 0) with b3 in minute 1.
         let ch = c.add([b(2, "b2", "a1", 62), b(3, "b3", "b2", 70)]);
         assert_eq!(ch.minutes, BTreeSet::from([T0, T0 + MINUTE_MICROS]));
+        assert_eq!(ch.reorged, [2], "a2 left the chain");
+        assert_eq!(c.highest_canonical_ts(), Some(T0 + 70_000_000));
         let day = b(1, "", "", 0).day();
         assert!(!c.is_canonical(day, "a2"));
         assert!(c.is_canonical(day, "b3"));
@@ -219,6 +262,7 @@ mod tests {
         assert!(c.is_canonical(d0, "x3"));
         let ch = c.add([b(3, "b3", "a2", day0 + 20), b(4, "b4", "b3", day0 + 30)]);
         assert!(!c.is_canonical(d0, "x3"), "orphaned by the next day");
+        assert_eq!(ch.reorged, [3]);
         assert!(c.is_canonical(d0, "a2"));
         let d1 = b(3, "", "", day0 + 20).day();
         assert!(c.is_canonical(d1, "b3") && !c.is_canonical(d0, "b3"));
@@ -226,12 +270,13 @@ mod tests {
         assert!(ch.minutes.contains(&minute_of(T0 + day0 * 1_000_000)));
         // Forgetting and reloading day 0 judges it against day 1 again.
         c.forget(d0);
-        c.add([
+        let reload = c.add([
             b(1, "a1", "a0", day0 - 20),
             b(2, "a2", "a1", day0 - 10),
             b(3, "x3", "a2", day0),
         ]);
         assert!(!c.is_canonical(d0, "x3"));
+        assert!(reload.reorged.is_empty(), "a reload is not a reorg");
     }
 
     #[test]

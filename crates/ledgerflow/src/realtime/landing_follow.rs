@@ -218,10 +218,7 @@ impl Follower for LandingFollower {
                 .await?
                 .try_collect()
                 .await
-                .map_err(|e| Error::CorruptFile {
-                    file: self.landing.files.describe(&span.meta.location),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| self.landing.files.parquet_error(&span.meta, e))?;
             match span.entity {
                 Entity::Blocks => rows.blocks.extend(batches),
                 Entity::Transactions => rows.transactions.extend(batches),

@@ -13,6 +13,7 @@
 
 pub mod chain;
 pub mod follow;
+pub mod journal;
 pub mod landing_follow;
 pub mod mongo_follow;
 
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use self::chain::{minute_of, ChainState, MINUTE_MICROS};
 use self::follow::{Follower, MinuteRows};
+use self::journal::Journal;
 use crate::catalog::schema::Entity;
 use crate::catalog::speed::SpeedLayer;
 use crate::config::Config;
@@ -58,6 +60,24 @@ struct Position {
     day: NaiveDate,
     last_block: i64,
     source: serde_json::Value,
+    #[serde(default)]
+    journal: Journal,
+}
+
+/// The day and highest block a stored checkpoint reflects (`None` for one
+/// that does not parse).
+pub fn checkpoint_block(text: &str) -> Option<(NaiveDate, i64)> {
+    serde_json::from_str::<Position>(text)
+        .ok()
+        .map(|p| (p.day, p.last_block))
+}
+
+/// The loop's recent commits and reorgs stored with a checkpoint (empty
+/// for one written before they were kept, or that does not parse).
+pub fn checkpoint_journal(text: &str) -> Journal {
+    serde_json::from_str::<Position>(text)
+        .map(|p| p.journal)
+        .unwrap_or_default()
 }
 
 /// One committed pass, for progress output and the freshness benchmark.
@@ -147,6 +167,7 @@ struct Loop {
     /// Days to read again from the source (lost events); kept until the
     /// reload succeeds, so a source that fails meanwhile is retried.
     reload: BTreeSet<NaiveDate>,
+    journal: Journal,
 }
 
 pub async fn run(config: &Config, opts: RealtimeOptions) -> Result<RealtimeSummary> {
@@ -217,7 +238,7 @@ async fn setup(config: &Config, models: Vec<ModelSpec>) -> Result<(Loop, BTreeSe
         SpeedLayer::Mongo(m) => Box::new(
             mongo_follow::MongoFollower::start(
                 m,
-                config.speed.follow,
+                config.speed.mongodb.clone().unwrap_or_default().follow,
                 config.speed.poll_interval,
                 stored.as_ref().map(|p| &p.source),
             )
@@ -232,6 +253,10 @@ async fn setup(config: &Config, models: Vec<ModelSpec>) -> Result<(Loop, BTreeSe
         ctx: crate::engine::session(config)?,
         summary: RealtimeSummary::default(),
         reload: BTreeSet::new(),
+        journal: stored
+            .as_ref()
+            .map(|p| p.journal.clone())
+            .unwrap_or_default(),
     };
     let pending = lp.start(stored.as_ref()).await?;
     Ok((lp, pending))
@@ -280,6 +305,15 @@ impl Loop {
         let idle = arrivals.is_empty();
         let resync = arrivals.resync;
         let change = self.chain.add(arrivals.blocks);
+        if !change.reorged.is_empty() {
+            tracing::info!(
+                from_block = change.reorged[0],
+                depth = change.reorged.len(),
+                "realtime: reorg"
+            );
+            self.journal
+                .reorg(Utc::now().timestamp_millis(), &change.reorged);
+        }
         pending.extend(change.minutes);
         pending.extend(arrivals.tx_minutes);
         if resync || change.gap {
@@ -365,10 +399,17 @@ impl Loop {
             by_day.entry(crate::day::of_micros(m)).or_default().push(m);
         }
         let (day, highest) = self.chain.highest().unwrap_or((crate::day::today(), 0));
+        if checkpoint {
+            if let Some(ts) = self.chain.highest_canonical_ts() {
+                self.journal
+                    .commit(Utc::now().timestamp_millis(), highest, ts.div_euclid(1000));
+            }
+        }
         let position = Position {
             day,
             last_block: highest,
             source: self.follower.position(),
+            journal: self.journal.clone(),
         };
         let position = Checkpoint {
             stream: DEFAULT_STREAM.into(),
@@ -491,22 +532,7 @@ async fn compute(
 ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
     // Upstream realtime models read as views over the same minutes.
     let none = crate::models::Outputs::new();
-    crate::models::bind_upstreams(ctx, model, all, &none, day, start, end).await?;
-    let df = crate::models::bind(ctx, model, day, start, end).await?;
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    match schema.field_with_name(&model.key[0]).map(|f| f.data_type()) {
-        Ok(arrow::datatypes::DataType::Timestamp(..)) => {}
-        _ => {
-            return Err(Error::Model {
-                file: model.file.clone(),
-                line: 1,
-                message: format!(
-                    "a realtime model's first key column `{}` must be a timestamp (the minute)",
-                    model.key[0]
-                ),
-            })
-        }
-    }
+    let (schema, df) = crate::models::plan(ctx, model, all, &none, day, start, end).await?;
     let batches = df.collect().await.map_err(|e| Error::Engine {
         model: model.name.clone(),
         day,

@@ -286,7 +286,7 @@ impl StreamError {
             StreamError::Unsupported(message) => Error::Speed {
                 target: mongo.target().to_string(),
                 message: format!(
-                    "change streams are not available ({message}); set speed.follow = \"poll\""
+                    "change streams are not available ({message}); set speed.mongodb.follow = \"poll\""
                 ),
             },
             StreamError::Other(e) => e,

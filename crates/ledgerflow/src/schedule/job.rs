@@ -5,107 +5,12 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobConfig {
-    /// Name used in the ledger (`trigger = schedule:<name>`), alerts and
-    /// logs: letters, digits, `_` and `-`.
-    pub name: String,
-    /// When the job ticks: 5 fields (minute hour day-of-month month
-    /// day-of-week) or 6 with seconds first; `@daily`-style aliases too.
-    pub cron: String,
-    /// IANA time zone the cron expression and the SLA are read in.
-    /// Default: "UTC".
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    /// The day a tick processes, from the tick's date in `timezone`:
-    /// "today", "yesterday" or "today-N". Default: "yesterday".
-    #[serde(default = "default_day")]
-    pub day: String,
-    /// Models to run, in dependency order. Default: all.
-    #[serde(default)]
-    pub models: Vec<String>,
-    /// Retries after a failed attempt (each one a ledger row). Default: 3.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// Delay before the first retry; it doubles for each next one, and
-    /// jitter adds up to as much again. Default: "1m".
-    #[serde(default = "default_retry_delay", with = "humantime_serde")]
-    pub retry_delay: Duration,
-    /// Longest delay between retries before jitter. Default: "30m".
-    #[serde(default = "default_retry_max_delay", with = "humantime_serde")]
-    pub retry_max_delay: Duration,
-    /// When a tick must be done: "HH:MM" (the first such wall-clock time in
-    /// `timezone` at or after the tick) or a duration after the tick
-    /// ("2h"). A tick not done by then raises one alert. Default: none.
-    #[serde(default)]
-    pub sla: Option<String>,
-    /// After downtime, run missed intervals too. Default: false (only the
-    /// latest due interval runs; the rest are recorded as a gap).
-    #[serde(default)]
-    pub catchup: bool,
-    /// With `catchup`, at most this many intervals run (the newest ones,
-    /// oldest first). Default: 3.
-    #[serde(default = "default_max_catchup")]
-    pub max_catchup: u32,
-    /// Ticks of this job running at once. Default: 1.
-    #[serde(default = "default_max_active_runs")]
-    pub max_active_runs: u32,
-    /// After its day succeeds, a tick also re-runs the days this many
-    /// before it whose inputs changed since their last success (a late
-    /// reorg, a fork at a day's end the next day settled, a late
-    /// micro-batch); unchanged ones are skipped by fingerprint. Default: 0.
-    #[serde(default)]
-    pub recheck_days: u32,
-    /// Where this job's SLA alerts are POSTed (overrides
-    /// `scheduler.webhook`).
-    #[serde(default)]
-    pub webhook: Option<String>,
-}
-
-fn default_timezone() -> String {
-    "UTC".into()
-}
-fn default_day() -> String {
-    "yesterday".into()
-}
-fn default_retries() -> u32 {
-    3
-}
-fn default_retry_delay() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_retry_max_delay() -> Duration {
-    Duration::from_secs(30 * 60)
-}
-fn default_max_catchup() -> u32 {
-    3
-}
-fn default_max_active_runs() -> u32 {
-    1
-}
-
-impl JobConfig {
-    /// Checks every field; the error names the key at fault.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        Job::parse(self.clone()).map(|_| ())
-    }
-}
-
-/// When a tick must be done.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sla {
-    /// The first such wall-clock time at or after the tick.
-    At(NaiveTime),
-    /// This long after the tick.
-    After(Duration),
-}
+pub use crate::config::{JobConfig, Sla};
 
 /// Ticks that were due but will not run (downtime without catch-up, or
 /// beyond `max_catchup`).
@@ -144,80 +49,13 @@ const MAX_ENUMERATED: u64 = 1_000_000;
 
 impl Job {
     pub fn parse(config: JobConfig) -> Result<Job, (String, String)> {
-        let bad = |key: &str, m: String| (key.to_string(), m);
-        if config.name.is_empty()
-            || config.name.len() > 63
-            || !config
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(bad(
-                "name",
-                "must be 1-63 letters, digits, `_` or `-`".to_string(),
-            ));
-        }
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(&config.cron)
-            .map_err(|e| {
-                bad(
-                    "cron",
-                    format!("`{}` is not a cron expression: {e}", config.cron),
-                )
-            })?;
-        let tz: Tz = config.timezone.parse().map_err(|_| {
-            bad(
-                "timezone",
-                format!(
-                    "`{}` is not an IANA time zone (e.g. UTC, Europe/Berlin)",
-                    config.timezone
-                ),
-            )
-        })?;
-        let day_offset = parse_day(&config.day).ok_or_else(|| {
-            bad(
-                "day",
-                format!("`{}`: expected today, yesterday or today-N", config.day),
-            )
-        })?;
-        let sla = config
-            .sla
-            .as_deref()
-            .map(|s| {
-                parse_sla(s).ok_or_else(|| {
-                    bad(
-                        "sla",
-                        format!("`{s}`: expected HH:MM or a duration such as 2h"),
-                    )
-                })
-            })
-            .transpose()?;
-        if config.retry_delay.is_zero() {
-            return Err(bad("retry_delay", "must be above zero".into()));
-        }
-        if config.retry_max_delay < config.retry_delay {
-            return Err(bad(
-                "retry_max_delay",
-                "must be at least retry_delay".into(),
-            ));
-        }
-        if config.max_active_runs == 0 {
-            return Err(bad("max_active_runs", "must be at least 1".into()));
-        }
-        if config.catchup && config.max_catchup == 0 {
-            return Err(bad("max_catchup", "must be at least 1 with catchup".into()));
-        }
-        if let Some(url) = &config.webhook {
-            super::alert::check_url(url).map_err(|m| bad("webhook", m))?;
-        }
+        let times = config.parse_times()?;
         Ok(Job {
             config,
-            cron,
-            tz,
-            day_offset,
-            sla,
+            cron: times.cron,
+            tz: times.tz,
+            day_offset: times.day_offset,
+            sla: times.sla,
         })
     }
 
@@ -360,28 +198,6 @@ impl Job {
             .nth(retry.saturating_sub(1) as usize)
             .unwrap_or(self.config.retry_max_delay)
     }
-}
-
-fn parse_day(s: &str) -> Option<i64> {
-    match s.trim() {
-        "today" => Some(0),
-        "yesterday" => Some(1),
-        other => {
-            let n = other.strip_prefix("today-")?.trim().parse::<i64>().ok()?;
-            (0..=366).contains(&n).then_some(n)
-        }
-    }
-}
-
-fn parse_sla(s: &str) -> Option<Sla> {
-    let s = s.trim();
-    if let Ok(t) = NaiveTime::parse_from_str(s, "%H:%M") {
-        return Some(Sla::At(t));
-    }
-    humantime::parse_duration(s)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .map(Sla::After)
 }
 
 #[cfg(test)]

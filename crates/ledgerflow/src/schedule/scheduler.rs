@@ -570,6 +570,11 @@ async fn run_tick(
         };
         let Some((error, retry)) = error else {
             recheck(shared, job, &tick).await;
+            // Best effort, like the recheck: results go to the check
+            // history; the tick itself has succeeded.
+            if let Err(e) = shared.runner.reconcile(tick.day).await {
+                tracing::warn!(job = %tick.job, day = %tick.day, "reconciliation checks could not run: {e}");
+            }
             tick.state = TickState::Success;
             tick.finished_at = Some(shared.clock.now());
             tick.error = None;

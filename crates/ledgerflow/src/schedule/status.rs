@@ -1,6 +1,7 @@
 //! `ledgerflow status`: per job the next tick, what runs, the last outcome,
 //! SLA misses and gaps; per model its last successful day and the lag
-//! behind the day the job should have reached. Read-only.
+//! behind the day the job should have reached; the latest checks that did
+//! not pass. Read-only.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::Serialize;
 use super::clock::Clock;
 use super::job::Job;
 use super::store::{Alert, GapRecord, ScheduleStore, Tick, TickState};
+use crate::checks::{CheckFilter, CheckResult};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ledger::{RunFilter, RunState};
@@ -18,6 +20,8 @@ pub struct Status {
     /// The leading scheduler (`host:pid`), if one runs.
     pub leader: Option<String>,
     pub jobs: Vec<JobStatus>,
+    /// The latest check results that did not pass (newest first).
+    pub failed_checks: Vec<CheckResult>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,5 +120,17 @@ pub async fn status(config: &Config) -> Result<Status> {
             models: model_status,
         });
     }
-    Ok(Status { now, leader, jobs })
+    let failed_checks = sink
+        .checks_list(&CheckFilter {
+            failed: true,
+            limit: Some(10),
+            ..Default::default()
+        })
+        .await?;
+    Ok(Status {
+        now,
+        leader,
+        jobs,
+        failed_checks,
+    })
 }

@@ -7,16 +7,14 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::config::{Config, ServingTarget};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sinks::postgres::PostgresSink;
-use crate::sinks::sqlite::SqliteSink;
-
-pub const TABLE: &str = "ledgerflow_schedule";
+pub use crate::sinks::coordination::Kind;
+use crate::sinks::coordination::RecordStore;
+pub use crate::sinks::coordination::SCHEDULE_TABLE as TABLE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,41 +79,6 @@ pub struct GapRecord {
     pub gap: super::job::Gap,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Tick,
-    Alert,
-    Gap,
-}
-
-impl Kind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Kind::Tick => "tick",
-            Kind::Alert => "alert",
-            Kind::Gap => "gap",
-        }
-    }
-}
-
-/// Rows of `ledgerflow_schedule`, untyped.
-#[async_trait]
-pub trait RecordStore: Send + Sync {
-    async fn prepare(&self) -> Result<()>;
-    /// Writes the row; with `only_new`, only if (job, kind, at) is absent.
-    /// Returns whether it was written.
-    async fn put(
-        &self,
-        job: &str,
-        kind: Kind,
-        at: DateTime<Utc>,
-        doc: String,
-        only_new: bool,
-    ) -> Result<bool>;
-    /// Documents of `kind` (of `job`, or every job), newest `at` first.
-    async fn list(&self, job: Option<&str>, kind: Kind, limit: i64) -> Result<Vec<String>>;
-}
-
 /// Typed access over a [`RecordStore`].
 #[derive(Clone)]
 pub struct ScheduleStore {
@@ -125,12 +88,9 @@ pub struct ScheduleStore {
 impl ScheduleStore {
     /// Opens a session of its own on the configured serving database.
     pub async fn open(config: &Config) -> Result<ScheduleStore> {
-        let inner: Arc<dyn RecordStore> = match config.serving_target()? {
-            ServingTarget::Postgres { url } => Arc::new(PgRecords(
-                PostgresSink::connect(&url, &config.serving.schema).await?,
-            )),
-            ServingTarget::Sqlite { path } => Arc::new(SqliteRecords(SqliteSink::open(&path)?)),
-        };
+        let inner = crate::sinks::registry::backend(config)?
+            .records(config)
+            .await?;
         inner.prepare().await?;
         Ok(ScheduleStore { inner })
     }
@@ -208,160 +168,6 @@ impl ScheduleStore {
     pub async fn gaps(&self, job: &str, limit: i64) -> Result<Vec<GapRecord>> {
         self.list(Some(job), Kind::Gap, limit).await
     }
-}
-
-struct PgRecords(PostgresSink);
-
-#[async_trait]
-impl RecordStore for PgRecords {
-    async fn prepare(&self) -> Result<()> {
-        use crate::sinks::Sink;
-        self.0.prepare().await?;
-        let table = self.0.table(TABLE);
-        let client = self.0.client().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {table} (
-                    job text NOT NULL,
-                    kind text NOT NULL,
-                    at timestamptz NOT NULL,
-                    doc jsonb NOT NULL,
-                    updated_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (job, kind, at)
-                )"
-            ))
-            .await
-            .map_err(|e| self.0.fail(&format!("creating {table}"), &e))
-    }
-
-    async fn put(
-        &self,
-        job: &str,
-        kind: Kind,
-        at: DateTime<Utc>,
-        doc: String,
-        only_new: bool,
-    ) -> Result<bool> {
-        let table = self.0.table(TABLE);
-        let action = if only_new {
-            "NOTHING"
-        } else {
-            "UPDATE SET doc = excluded.doc, updated_at = now() WHERE s.doc->>'state' IS DISTINCT FROM 'success'"
-        };
-        let client = self.0.client().await?;
-        let n = client
-            .execute(
-                &format!(
-                    "INSERT INTO {table} AS s (job, kind, at, doc) VALUES ($1, $2, $3, CAST($4::text AS jsonb))
-                     ON CONFLICT (job, kind, at) DO {action}"
-                ),
-                &[&job, &kind.as_str(), &at, &doc],
-            )
-            .await
-            .map_err(|e| self.0.fail(&format!("writing {table}"), &e))?;
-        Ok(n == 1)
-    }
-
-    async fn list(&self, job: Option<&str>, kind: Kind, limit: i64) -> Result<Vec<String>> {
-        let table = self.0.table(TABLE);
-        let client = self.0.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT doc::text FROM {table} WHERE ($1::text IS NULL OR job = $1) AND kind = $2
-                     ORDER BY at DESC, job LIMIT $3"
-                ),
-                &[&job, &kind.as_str(), &limit],
-            )
-            .await
-            .map_err(|e| self.0.fail(&format!("reading {table}"), &e))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-}
-
-struct SqliteRecords(SqliteSink);
-
-/// Fixed-width UTC text, so text order is time order.
-fn sortable(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-#[async_trait]
-impl RecordStore for SqliteRecords {
-    async fn prepare(&self) -> Result<()> {
-        use crate::sinks::Sink;
-        self.0.prepare().await?;
-        self.0
-            .run(|conn, target| {
-                conn.execute_batch(&format!(
-                    "CREATE TABLE IF NOT EXISTS {TABLE} (
-                        job TEXT NOT NULL,
-                        kind TEXT NOT NULL,
-                        at TEXT NOT NULL,
-                        doc TEXT NOT NULL,
-                        updated_at TEXT NOT NULL,
-                        PRIMARY KEY (job, kind, at)
-                    )"
-                ))
-                .map_err(|e| sqlite_err(target, &format!("creating {TABLE}"), e))
-            })
-            .await
-    }
-
-    async fn put(
-        &self,
-        job: &str,
-        kind: Kind,
-        at: DateTime<Utc>,
-        doc: String,
-        only_new: bool,
-    ) -> Result<bool> {
-        let (job, at) = (job.to_owned(), sortable(at));
-        self.0
-            .run(move |conn, target| {
-                let action = if only_new {
-                    "NOTHING"
-                } else {
-                    "UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at \
-                     WHERE json_extract(doc, '$.state') IS NOT 'success'"
-                };
-                let n = conn
-                    .execute(
-                        &format!(
-                            "INSERT INTO {TABLE} (job, kind, at, doc, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                             ON CONFLICT (job, kind, at) DO {action}"
-                        ),
-                        rusqlite::params![job, kind.as_str(), at, doc, sortable(Utc::now())],
-                    )
-                    .map_err(|e| sqlite_err(target, &format!("writing {TABLE}"), e))?;
-                Ok(n == 1)
-            })
-            .await
-    }
-
-    async fn list(&self, job: Option<&str>, kind: Kind, limit: i64) -> Result<Vec<String>> {
-        let job = job.map(str::to_owned);
-        self.0
-            .run(move |conn, target| {
-                let fail = |e| sqlite_err(target, &format!("reading {TABLE}"), e);
-                let mut stmt = conn
-                    .prepare(&format!(
-                        "SELECT doc FROM {TABLE} WHERE (?1 IS NULL OR job = ?1) AND kind = ?2
-                         ORDER BY at DESC, job LIMIT ?3"
-                    ))
-                    .map_err(fail)?;
-                let rows = stmt
-                    .query_map(rusqlite::params![job, kind.as_str(), limit], |r| r.get(0))
-                    .map_err(fail)?;
-                rows.collect::<rusqlite::Result<Vec<String>>>()
-                    .map_err(fail)
-            })
-            .await
-    }
-}
-
-fn sqlite_err(target: &str, context: &str, e: rusqlite::Error) -> Error {
-    crate::sinks::sqlite::sqlite_error(target, context, &e)
 }
 
 #[cfg(test)]

@@ -1,9 +1,20 @@
-//! The serving layer. A [`Sink`] owns the metric tables and the run ledger,
-//! and writes a model's output exactly once: staged, then one transaction
-//! that replaces the day (or upserts by key) and closes the ledger row.
+//! The serving layer: one trait per job, each backend implementing all of
+//! them, found by the URL scheme of `serving.url` ([`registry`]).
+//!
+//! - [`MetricWriter`]: a model's output written exactly once: staged, then
+//!   one transaction that replaces the day (or upserts by key) and closes
+//!   the ledger row.
+//! - [`RunLedger`]: the run ledger, realtime checkpoints, check history.
+//! - [`coordination`]: the scheduler's store and its leader lock.
+//!
+//! A [`Sink`] is a backend's writer and ledger on one connection (a write
+//! closes its ledger row in the same transaction).
 
+mod check_history;
+pub mod coordination;
 pub mod ident;
 pub mod postgres;
+pub mod registry;
 mod sql;
 pub mod sqlite;
 #[cfg(test)]
@@ -17,7 +28,8 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 
-use crate::config::{Config, ServingTarget};
+use crate::checks::{CheckFilter, CheckResult};
+use crate::config::Config;
 use crate::error::Result;
 use crate::ledger::{NewRun, RunFilter, RunOutcome, RunRecord, RunState, Step};
 
@@ -69,8 +81,9 @@ pub struct WriteRequest {
     pub version: Option<i64>,
 }
 
+/// Writes model output into the metric tables.
 #[async_trait]
-pub trait Sink: Send + Sync {
+pub trait MetricWriter: Send + Sync {
     /// Where it writes, safe for logs (never a password).
     fn describe(&self) -> String;
 
@@ -94,6 +107,23 @@ pub trait Sink: Send + Sync {
     /// after this call.
     async fn next_version(&self) -> Result<i64>;
 
+    /// The rows of `table` whose `column` is `day`, the columns of
+    /// `schema` in its order, each value as [`values::canonical_text`];
+    /// `None` when the table does not exist. For comparing a day with its
+    /// recomputation (`check --deep`).
+    async fn read_day(
+        &self,
+        table: &str,
+        column: &str,
+        day: NaiveDate,
+        schema: &SchemaRef,
+    ) -> Result<Option<Vec<Vec<String>>>>;
+}
+
+/// The run ledger, the realtime checkpoints and the check history, in the
+/// serving database beside the tables they describe.
+#[async_trait]
+pub trait RunLedger: Send + Sync {
     /// Inserts a ledger row; returns its id.
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64>;
 
@@ -116,15 +146,26 @@ pub trait Sink: Send + Sync {
     /// The stored position of a realtime stream, if any.
     async fn checkpoint(&self, stream: &str) -> Result<Option<String>>;
 
+    /// Stores check results in `ledgerflow_checks` (one transaction).
+    async fn checks_record(&self, results: &[CheckResult]) -> Result<()>;
+
+    /// Stored check results, newest first.
+    async fn checks_list(&self, filter: &CheckFilter) -> Result<Vec<CheckResult>>;
+
     /// Fingerprint of the latest successful run of (model, day) by commit
     /// order (its version), if any.
     async fn last_success_fingerprint(&self, model: &str, day: NaiveDate)
         -> Result<Option<String>>;
 }
 
+/// A backend's writer and ledger on one connection.
+pub trait Sink: MetricWriter + RunLedger {}
+
+impl<T: MetricWriter + RunLedger> Sink for T {}
+
 /// Records steps that are over as closed ledger rows, each the next
 /// attempt of its (model, day).
-pub async fn record_steps(sink: &dyn Sink, steps: Vec<Step>, trigger: &str) -> Result<()> {
+pub async fn record_steps(sink: &dyn RunLedger, steps: Vec<Step>, trigger: &str) -> Result<()> {
     for s in steps {
         let previous = sink
             .ledger_list(&RunFilter {
@@ -156,14 +197,9 @@ pub async fn record_steps(sink: &dyn Sink, steps: Vec<Step>, trigger: &str) -> R
     Ok(())
 }
 
-/// Opens the configured serving database.
+/// Opens the configured serving database, prepared.
 pub async fn open(config: &Config) -> Result<Arc<dyn Sink>> {
-    let sink: Arc<dyn Sink> = match config.serving_target()? {
-        ServingTarget::Postgres { url } => {
-            Arc::new(postgres::PostgresSink::connect(&url, &config.serving.schema).await?)
-        }
-        ServingTarget::Sqlite { path } => Arc::new(sqlite::SqliteSink::open(&path)?),
-    };
+    let sink = registry::backend(config)?.open(config).await?;
     sink.prepare().await?;
     Ok(sink)
 }

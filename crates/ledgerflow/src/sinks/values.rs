@@ -18,7 +18,6 @@ use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, NaiveDate};
 
 use super::{ident, WriteMode, WriteRequest};
-use crate::day::UNIX_EPOCH_DAYS_FROM_CE;
 use crate::error::{Error, Result};
 
 /// One column of a batch, downcast once so that reading a row is a match and
@@ -148,7 +147,29 @@ pub fn to_micros(value: i64, unit: TimeUnit) -> Option<i64> {
 }
 
 pub fn date_from_days(days: i32) -> Option<NaiveDate> {
-    NaiveDate::from_num_days_from_ce_opt(days.checked_add(UNIX_EPOCH_DAYS_FROM_CE)?)
+    crate::day::from_epoch_days(days)
+}
+
+/// A value as text both sinks' read-back agrees on (SQLite's stored
+/// form): integers and booleans as integers, floats in Rust's shortest
+/// round-trip form, dates and timestamps as [`date_text`] and
+/// [`timestamp_text`], decimals exact; NULL as `NULL`.
+pub fn canonical_text(value: Datum<'_>) -> Result<String, String> {
+    Ok(match value {
+        Datum::Null => "NULL".into(),
+        Datum::Int64(v) => v.to_string(),
+        Datum::Int32(v) => v.to_string(),
+        Datum::Float64(v) => float_text(v),
+        Datum::Text(s) => s.to_string(),
+        Datum::Boolean(v) => i64::from(v).to_string(),
+        Datum::Date(days) => date_text(days)?,
+        Datum::Timestamp(micros) => timestamp_text(micros)?,
+        Datum::Decimal(v, scale) => decimal_text(v, scale.into()),
+    })
+}
+
+pub fn float_text(v: f64) -> String {
+    format!("{v:?}")
 }
 
 /// `YYYY-MM-DD`.
@@ -293,7 +314,7 @@ pub fn validate_request(req: &WriteRequest) -> Result<()> {
             let days = batch
                 .column_by_name(column)
                 .and_then(|c| c.as_any().downcast_ref::<arrow::array::Date32Array>());
-            let want = days_since_epoch(req.day);
+            let want = crate::day::epoch_days(req.day);
             if let Some(days) = days {
                 if let Some(other) = days.iter().find(|d| *d != Some(want)) {
                     return Err(fail(format!(
@@ -309,10 +330,6 @@ pub fn validate_request(req: &WriteRequest) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn days_since_epoch(day: NaiveDate) -> i32 {
-    (day - NaiveDate::default()).num_days() as i32
 }
 
 pub fn supported(data_type: &DataType) -> bool {
@@ -421,13 +438,7 @@ pub(crate) mod fixtures {
 
     pub const BASE_MICROS: i64 = 1_700_000_000_000_000;
 
-    pub fn day(d: u32) -> NaiveDate {
-        NaiveDate::from_ymd_opt(2026, 11, d).unwrap()
-    }
-
-    pub fn days_since_epoch(day: NaiveDate) -> i32 {
-        (day - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32
-    }
+    pub(crate) use crate::day::nov as day;
 
     pub fn activity_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -463,7 +474,7 @@ pub(crate) mod fixtures {
     }
 
     pub fn activity(day: NaiveDate, rows: &[Row]) -> RecordBatch {
-        let days = days_since_epoch(day);
+        let days = crate::day::epoch_days(day);
         let ns: Vec<i64> = rows.iter().map(|r| r.1).collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Date32Array::from(vec![days; rows.len()])),

@@ -30,6 +30,28 @@ impl LandingLayer {
         self.files.list_day(table, day).await
     }
 
+    /// A micro-batch file's name: its arrival number, zero-padded so that
+    /// names sort by arrival.
+    fn file_name(seq: u64) -> String {
+        format!("{seq:012}.parquet")
+    }
+
+    /// The arrival number after the newest of `files` (0 for none): what
+    /// the next [`append`](Self::append) takes.
+    pub fn next_seq(files: &[ObjectMeta]) -> u64 {
+        files
+            .iter()
+            .filter_map(|f| {
+                f.location
+                    .filename()?
+                    .strip_suffix(".parquet")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max()
+            .map_or(0, |s| s + 1)
+    }
+
     /// Appends one micro-batch file; `seq` orders arrivals within the day.
     pub async fn append(
         &self,
@@ -38,8 +60,7 @@ impl LandingLayer {
         seq: u64,
         batch: RecordBatch,
     ) -> Result<()> {
-        let path =
-            PartitionStore::day_prefix(entity.name(), day).join(format!("{seq:012}.parquet"));
+        let path = PartitionStore::day_prefix(entity.name(), day).join(Self::file_name(seq));
         if self
             .files
             .create_parquet(&path, entity.schema(), [batch])

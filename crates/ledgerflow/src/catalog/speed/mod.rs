@@ -56,7 +56,9 @@ impl SpeedLayer {
             SpeedTarget::Landing { location } => {
                 SpeedLayer::Landing(LandingLayer::open(config, location)?)
             }
-            SpeedTarget::Mongo { uri } => SpeedLayer::Mongo(MongoLayer::open(config, &uri)?),
+            SpeedTarget::Mongo { uri, settings } => {
+                SpeedLayer::Mongo(MongoLayer::open(config, uri.expose(), &settings)?)
+            }
         })
     }
 
@@ -64,6 +66,15 @@ impl SpeedLayer {
         match self {
             SpeedLayer::Landing(_) => "landing dir",
             SpeedLayer::Mongo(_) => "MongoDB",
+        }
+    }
+
+    /// Whose days are read into a Parquet copy in the local spill dir
+    /// (MongoDB), by kind; `None` when its files are read where they are.
+    pub fn local_copy(&self) -> Option<&'static str> {
+        match self {
+            SpeedLayer::Landing(_) => None,
+            SpeedLayer::Mongo(_) => Some(self.kind()),
         }
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 
 use super::bson_arrow::{self, DocBatcher, DocContext};
 use crate::catalog::schema::Entity;
-use crate::config::Config;
+use crate::config::{Config, MongoSettings};
 use crate::error::{Error, Result};
 
 /// Documents fetched per round trip.
@@ -42,7 +42,7 @@ pub struct MongoLayer {
 }
 
 impl MongoLayer {
-    pub fn open(config: &Config, uri: &str) -> Result<Self> {
+    pub fn open(config: &Config, uri: &str, s: &MongoSettings) -> Result<Self> {
         // Parsing the hosts here (no network) gives a password-free target
         // for every message, and rejects a malformed URL as a config error.
         let hosts = uri
@@ -55,14 +55,13 @@ impl MongoLayer {
                 path: config.source_path.clone(),
                 message: "`speed.url`: a MongoDB URL needs a host (mongodb://host:port/)".into(),
             })?;
-        let s = &config.speed;
         Ok(Self {
             uri: uri.to_string(),
             target: format!("mongodb://{hosts}/{}", s.database),
             database: s.database.clone(),
             blocks: s.blocks_collection.clone(),
             transactions: s.transactions_collection.clone(),
-            configured_ttl: s.ttl,
+            configured_ttl: config.speed.ttl,
             connect_timeout: s.connect_timeout,
             create_indexes: s.create_indexes,
             batch_rows: config.engine.batch_size,
@@ -158,7 +157,7 @@ impl MongoLayer {
                         _ => {}
                     }
                     if !self.create_indexes {
-                        tracing::warn!(collection = %coll.name(), field, "speed layer: no index on the time field; day reads scan the collection (create it, or set speed.create_indexes = true)");
+                        tracing::warn!(collection = %coll.name(), field, "speed layer: no index on the time field; day reads scan the collection (create it, or set speed.mongodb.create_indexes = true)");
                         continue;
                     }
                     let model = IndexModel::builder().keys(doc! {field: 1}).build();

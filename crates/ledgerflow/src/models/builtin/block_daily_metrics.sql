@@ -5,6 +5,9 @@
 -- grain: day
 -- write: replace_day
 -- depends_on: user_activity_agg
+-- check: expression(failed_tx_count <= tx_count)
+-- check: expression(first_block <= last_block)
+-- check: expression(unique_senders <= tx_count)
 --
 -- Parameters bound per run: $day (DATE), $start and $end (the day's
 -- [start, end) as UTC timestamps), $run_at (when the run started).

@@ -4,6 +4,9 @@
 -- key: day, address
 -- grain: day
 -- write: replace_day
+-- check: expression(tx_sent + tx_received > 0)
+-- check: expression(failed_tx_sent <= tx_sent)
+-- check: volume(change <= 50% vs median of the last 7 days) warn
 WITH tx AS (
     SELECT
         from_address,

@@ -1,5 +1,12 @@
 //! The DataFusion session: a bounded memory pool that spills to a
-//! configured directory, and the parallelism of this machine.
+//! configured directory, and the parallelism of this machine. With the
+//! `ballista` feature, `ballista` submits a day's model queries to a
+//! cluster and `cluster` runs one (its scheduler and executors).
+
+#[cfg(feature = "ballista")]
+pub mod ballista;
+#[cfg(feature = "ballista")]
+pub mod cluster;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -49,5 +56,59 @@ pub fn session(config: &Config) -> Result<SessionContext> {
         // Push the models' window and key predicates into the Parquet scan.
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         .set_bool("datafusion.execution.parquet.reorder_filters", true);
+    #[cfg(feature = "ballista")]
+    let session_config = match engine.mode {
+        crate::config::EngineMode::Ballista => ballista::session_config(session_config),
+        crate::config::EngineMode::Local => session_config,
+    };
     Ok(SessionContext::new_with_config_rt(session_config, runtime))
+}
+
+/// Where a run's day model queries execute: here, or on a Ballista cluster
+/// (`engine.mode`). Either way the rows come back to this process, which
+/// checks and writes them.
+#[derive(Debug, Clone)]
+pub enum Queries {
+    Local,
+    #[cfg(feature = "ballista")]
+    Cluster(ballista::Cluster),
+}
+
+impl Queries {
+    pub fn open(config: &Config) -> Result<Queries> {
+        #[cfg(feature = "ballista")]
+        if let Some(cluster) = ballista::Cluster::open(config)? {
+            return Ok(Queries::Cluster(cluster));
+        }
+        let _ = config;
+        Ok(Queries::Local)
+    }
+
+    /// The cluster's URL when queries run remotely: an upstream's output
+    /// then is recomputed inside its dependent's plan instead of being
+    /// shipped, and only inputs the executors can read are allowed.
+    pub fn remote(&self) -> Option<&str> {
+        match self {
+            Queries::Local => None,
+            #[cfg(feature = "ballista")]
+            Queries::Cluster(c) => Some(c.url()),
+        }
+    }
+
+    /// Executes `df` and collects its rows; `local` names an error of a
+    /// query run here.
+    pub async fn collect(
+        &self,
+        model: &str,
+        day: chrono::NaiveDate,
+        df: datafusion::prelude::DataFrame,
+        local: impl FnOnce(datafusion::error::DataFusionError) -> Error,
+    ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
+        let _ = (model, day);
+        match self {
+            Queries::Local => df.collect().await.map_err(local),
+            #[cfg(feature = "ballista")]
+            Queries::Cluster(c) => c.collect(model, day, df).await,
+        }
+    }
 }

@@ -4,6 +4,10 @@
 //! [`values`]): fixed-width so they sort, and decimals exact, since a NUMERIC
 //! or REAL column would turn a 38-digit value into a float.
 
+mod coordination;
+
+pub use coordination::Sqlite;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -16,10 +20,12 @@ use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, ToSql, TransactionBehavior,
 };
 
+use super::check_history;
 use super::ident::{quote, quoted_list};
 use super::sql::{self, is_finished, LEDGER_COLUMNS};
 use super::values::{self, Column, Datum};
-use super::{Sink, WriteMode, WriteRequest, CHECKPOINT_TABLE, VERSIONS_TABLE};
+use super::{MetricWriter, RunLedger, WriteMode, WriteRequest, CHECKPOINT_TABLE, VERSIONS_TABLE};
+use crate::checks::{self, CheckFilter, CheckResult};
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ledger::{self, NewRun, RunFilter, RunOutcome, RunRecord, RunState};
@@ -412,7 +418,7 @@ fn record(row: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
 }
 
 #[async_trait]
-impl Sink for SqliteSink {
+impl MetricWriter for SqliteSink {
     fn describe(&self) -> String {
         format!("SQLite {}", self.path.display())
     }
@@ -448,12 +454,20 @@ impl Sink for SqliteSink {
                     PRIMARY KEY (tbl, day)
                 );
                 CREATE TABLE IF NOT EXISTS {4} (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
-                INSERT OR IGNORE INTO {4} (id, n) VALUES (1, 0);",
+                INSERT OR IGNORE INTO {4} (id, n) VALUES (1, 0);
+                {5}",
                 quote(ledger::TABLE),
                 quote(&format!("{}_model_day", ledger::TABLE)),
                 quote(CHECKPOINT_TABLE),
                 quote(VERSIONS_TABLE),
                 quote(VERSION_SEQ),
+                check_history::ddl(
+                    &quote(checks::TABLE),
+                    &check_history::index_name(),
+                    "INTEGER PRIMARY KEY AUTOINCREMENT",
+                    "TEXT",
+                    "TEXT"
+                ),
             ))
             .map_err(|e| sqlite_error(target, &format!("creating {}", ledger::TABLE), &e))?;
             // Ledgers made before these columns existed gain them (under the
@@ -507,6 +521,61 @@ impl Sink for SqliteSink {
         .await
     }
 
+    async fn read_day(
+        &self,
+        table: &str,
+        column: &str,
+        day: NaiveDate,
+        schema: &arrow::datatypes::SchemaRef,
+    ) -> Result<Option<Vec<Vec<String>>>> {
+        let (table, column) = (table.to_string(), column.to_string());
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        self.run(move |conn, target| {
+            let fail = |e: rusqlite::Error| {
+                sqlite_error(target, &format!("reading {table} for {day}"), &e)
+            };
+            let exists: bool = conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [&table],
+                    |r| r.get(0),
+                )
+                .map_err(fail)?;
+            if !exists {
+                return Ok(None);
+            }
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} = ?1",
+                quoted_list(&names),
+                quote(&table),
+                quote(&column)
+            );
+            let mut stmt = conn.prepare(&sql).map_err(fail)?;
+            let rows = stmt
+                .query_map([day.to_string()], |row| {
+                    (0..names.len())
+                        .map(|i| {
+                            Ok(match row.get::<_, Value>(i)? {
+                                Value::Null => "NULL".to_string(),
+                                Value::Integer(v) => v.to_string(),
+                                Value::Real(v) => values::float_text(v),
+                                Value::Text(s) => s,
+                                Value::Blob(b) => format!("{b:?}"),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(fail)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map(Some)
+                .map_err(fail)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RunLedger for SqliteSink {
     async fn ledger_insert(&self, run: &NewRun) -> Result<i64> {
         let run = run.clone();
         self.run(move |conn, target| {
@@ -677,6 +746,102 @@ impl Sink for SqliteSink {
             )
             .optional()
             .map_err(|e| sqlite_error(target, &format!("reading checkpoint `{stream}`"), &e))
+        })
+        .await
+    }
+
+    async fn checks_record(&self, results: &[CheckResult]) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let results = results.to_vec();
+        self.run(move |conn, target| {
+            let fail = |e: rusqlite::Error| sqlite_error(target, "recording check results", &e);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            {
+                let sql = check_history::insert_sql(&quote(checks::TABLE), |n| format!("?{n}"));
+                let mut stmt = tx.prepare(&sql).map_err(fail)?;
+                for r in &results {
+                    let checked_at = values::timestamp_text(r.checked_at.timestamp_micros())
+                        .map_err(|m| serving(target, m))?;
+                    stmt.execute(params![
+                        r.run_id,
+                        r.model,
+                        r.day.to_string(),
+                        r.check,
+                        r.severity.as_str(),
+                        r.status.as_str(),
+                        r.observed,
+                        r.expected,
+                        r.failing_rows,
+                        r.sample,
+                        r.detail,
+                        checked_at,
+                    ])
+                    .map_err(fail)?;
+                }
+            }
+            tx.commit().map_err(fail)
+        })
+        .await
+    }
+
+    async fn checks_list(&self, filter: &CheckFilter) -> Result<Vec<CheckResult>> {
+        let filter = filter.clone();
+        self.run(move |conn, target| {
+            let fail = |e: rusqlite::Error| sqlite_error(target, "listing check results", &e);
+            let sql = check_history::list_sql(&quote(checks::TABLE), |n| match n {
+                5 => "coalesce(?5, -1)".to_string(),
+                n => format!("?{n}"),
+            });
+            let mut stmt = conn.prepare(&sql).map_err(fail)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.model,
+                        filter.from.map(|d| d.to_string()),
+                        filter.to.map(|d| d.to_string()),
+                        check_history::failed_flag(&filter),
+                        filter.limit,
+                    ],
+                    |row| {
+                        let text = |i: usize, s: String| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                i,
+                                rusqlite::types::Type::Text,
+                                s.into(),
+                            )
+                        };
+                        let day: String = row.get(2)?;
+                        let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+                            .map_err(|e| text(2, format!("bad day `{day}`: {e}")))?;
+                        let at: String = row.get(11)?;
+                        let at = DateTime::parse_from_rfc3339(&at)
+                            .map_err(|e| text(11, format!("bad timestamp `{at}`: {e}")))?
+                            .with_timezone(&Utc);
+                        let severity: String = row.get(4)?;
+                        let status: String = row.get(5)?;
+                        check_history::from_parts(
+                            row.get(0)?,
+                            row.get(1)?,
+                            day,
+                            row.get(3)?,
+                            &severity,
+                            &status,
+                            row.get(6)?,
+                            row.get(7)?,
+                            row.get(8)?,
+                            row.get(9)?,
+                            row.get(10)?,
+                            at,
+                        )
+                        .map_err(|m| text(4, m))
+                    },
+                )
+                .map_err(fail)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(fail)
         })
         .await
     }

@@ -4,22 +4,28 @@
 //! hand the output to the sink, which writes it and closes the ledger row in
 //! one transaction.
 
+mod check_day;
+mod guard;
+pub mod turns;
+
+pub use check_day::{CheckOptions, RealtimePosition};
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::catalog::unified::{Catalog, DayPlan, Layer};
+use crate::checks::sql::SqlCheck;
 use crate::config::{CommitMode, Config, UnavailablePolicy};
 use crate::error::{Error, Result, Retry};
 use crate::ledger::{NewRun, RunOutcome, RunState};
 use crate::models::{self, ModelSpec};
-use crate::sinks::{self, Sink, WriteMode, WriteRequest};
+use crate::sinks::{self, Sink, WriteRequest};
 
 /// Why a held model's output was not written under `run.commit = "day"`:
 /// the reason, its retry kind, and whether a newer write superseded it.
@@ -51,6 +57,9 @@ struct Run<'a> {
     deferred: Option<&'a std::sync::Mutex<Vec<(usize, WriteRequest)>>>,
     /// This model's index in the run.
     index: usize,
+    /// In a pipelined backfill: waited on before the model's checks and
+    /// write.
+    turns: Option<&'a turns::WriteTurns>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +72,8 @@ pub struct RunOptions {
     pub trigger: String,
     /// Attempt number recorded in the ledger.
     pub attempt: i32,
+    /// Set by [`Runner::backfill`] when days overlap.
+    pub turns: Option<Arc<turns::WriteTurns>>,
 }
 
 impl Default for RunOptions {
@@ -72,6 +83,7 @@ impl Default for RunOptions {
             allow_empty: false,
             trigger: "run".into(),
             attempt: 1,
+            turns: None,
         }
     }
 }
@@ -139,20 +151,36 @@ pub struct Runner {
     pub catalog: Catalog,
     pub sink: Arc<dyn Sink>,
     pub models: Vec<ModelSpec>,
+    /// SQL checks (`checks/*.sql`), each guarding one model.
+    pub checks: Vec<SqlCheck>,
+    /// Where the day's model queries execute (`engine.mode`).
+    pub queries: crate::engine::Queries,
 }
 
 impl Runner {
     pub async fn open(config: Config) -> Result<Runner> {
+        let runner = Self::open_read_only(config).await?;
+        runner.close_abandoned().await?;
+        Ok(runner)
+    }
+
+    /// [`open`](Self::open) without closing abandoned ledger rows: for
+    /// readers that must change nothing (`serve`).
+    pub async fn open_read_only(config: Config) -> Result<Runner> {
         let models = models::load_dir(&config.models_dir())?;
+        let names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
+        let checks = crate::checks::sql::load_dir(&config.checks_dir(), &names)?;
         let catalog = Catalog::open(&config)?;
         let sink = sinks::open(&config).await?;
+        let queries = crate::engine::Queries::open(&config)?;
         let runner = Runner {
             config,
             catalog,
             sink,
             models,
+            checks,
+            queries,
         };
-        runner.close_abandoned().await?;
         Ok(runner)
     }
 
@@ -413,6 +441,7 @@ impl Runner {
                             outputs,
                             deferred,
                             index: i,
+                            turns: opts.turns.as_deref(),
                         };
                         self.run_model(model, opts, &run).await?
                     };
@@ -437,6 +466,9 @@ impl Runner {
                     failed.insert(models[i].name.clone());
                 }
                 done.insert(models[i].name.as_str());
+                if let (Some(turns), false) = (&opts.turns, day_commit) {
+                    turns.model_done(&models[i].name, day);
+                }
                 reports[i] = Some(RunReport {
                     model: models[i].name.clone(),
                     day,
@@ -551,6 +583,8 @@ impl Runner {
     }
 
     async fn session_for(&self, plan: &DayPlan) -> Result<SessionContext> {
+        // Each day its own pool: days in flight sharing one starved each
+        // other's aggregations ("Resources exhausted" on 30 mainnet days).
         let session = crate::engine::session(&self.config)?;
         self.catalog
             .register(&session, std::slice::from_ref(plan))
@@ -660,12 +694,32 @@ impl Runner {
             });
         }
         let (start, end) = crate::day::bounds(plan.day);
-        let upstream_outputs = run
-            .outputs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        models::bind_upstreams(
+        if let (Some(url), Layer::Speed, Some(target)) = (
+            self.queries.remote(),
+            plan.layer,
+            self.catalog.speed.local_copy(),
+        ) {
+            return Err(Error::Cluster {
+                model: model.name.clone(),
+                day: plan.day,
+                url: url.to_string(),
+                message: format!(
+                    "a {target} speed day is read into a Parquet copy in this host's spill dir, which the executors cannot read; compact the day into the batch layer first, or run it with engine.mode = \"local\""
+                ),
+                transient: false,
+            });
+        }
+        // On a cluster an upstream's output is recomputed inside the
+        // dependent's plan (a view of its query) instead of shipped.
+        let upstream_outputs = match self.queries.remote() {
+            Some(_) => models::Outputs::new(),
+            None => run
+                .outputs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        };
+        let (schema, df) = models::plan(
             ctx,
             model,
             &self.models,
@@ -676,42 +730,36 @@ impl Runner {
         )
         .await?;
         drop(upstream_outputs);
-        let df = crate::models::bind(ctx, model, plan.day, start, end).await?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        for k in &model.key {
-            if schema.field_with_name(k).is_err() {
-                return Err(Error::Model {
-                    file: model.file.clone(),
-                    line: 1,
-                    message: format!("key column `{k}` is not in the model's output"),
-                });
-            }
+        let batches = self
+            .queries
+            .collect(&model.name, plan.day, df, |e| {
+                self.catalog.engine_error(&model.name, plan, e)
+            })
+            .await?;
+        if let Some(turns) = run.turns {
+            // The query overlapped the earlier days; the checks and the
+            // write wait for this model's earlier days to be over.
+            turns.wait(&model.name, plan.day).await;
         }
-        if let WriteMode::ReplaceDay { column } = &model.write {
-            match schema.field_with_name(column).map(|f| f.data_type()) {
-                Ok(DataType::Date32) => {}
-                _ => {
-                    return Err(Error::Model {
-                        file: model.file.clone(),
-                        line: 1,
-                        message: format!(
-                        "replace_day needs a DATE output column `{column}` (set `-- partition:`)"
-                    ),
-                    })
-                }
-            }
-        }
-        let batches = df
-            .collect()
-            .await
-            .map_err(|e| self.catalog.engine_error(&model.name, plan, e))?;
+        self.guard(
+            model,
+            &guard::Output {
+                ctx,
+                day: plan.day,
+                run_id: Some(run_id),
+                schema: &schema,
+                batches: &batches,
+            },
+        )
+        .await?;
         let compute_s = started.elapsed().as_secs_f64();
         // Kept for the models that read this one (their query then scans
         // these rows instead of recomputing them).
-        if self
-            .models
-            .iter()
-            .any(|m| m.depends_on.contains(&model.name))
+        if self.queries.remote().is_none()
+            && self
+                .models
+                .iter()
+                .any(|m| m.depends_on.contains(&model.name))
         {
             run.outputs
                 .lock()
@@ -744,6 +792,60 @@ impl Runner {
         let write_s = started.elapsed().as_secs_f64() - compute_s;
         tracing::info!(model = %model.name, day = %plan.day, layer = plan.layer.as_str(), rows, compute_s, write_s, "model written");
         Ok((rows, compute_s, write_s))
+    }
+
+    /// Runs `days` oldest first, up to `engine.parallel_days` at once: a
+    /// day's queries overlap the earlier days' writes, while each model's
+    /// days are checked and written in order ([`turns::WriteTurns`]).
+    /// `on_day` sees each day's reports in day order as soon as that day
+    /// and the ones before it are over. A day that fails outright (the
+    /// ledger unreachable) stops new days from starting; the ones running
+    /// finish, and the first such error is returned with its day.
+    pub async fn backfill(
+        &self,
+        days: &[NaiveDate],
+        models: &[ModelSpec],
+        opts: &RunOptions,
+        mut on_day: impl FnMut(NaiveDate, &[RunReport]),
+    ) -> std::result::Result<Vec<RunReport>, (NaiveDate, Error)> {
+        use futures::StreamExt;
+        let parallel = self.config.engine.days_in_flight().max(1);
+        let turns = Arc::new(turns::WriteTurns::new(days));
+        let opts = RunOptions {
+            turns: (parallel > 1).then(|| turns.clone()),
+            ..opts.clone()
+        };
+        let mut running = futures::stream::FuturesOrdered::new();
+        let mut next = days.iter();
+        let mut all = Vec::new();
+        let mut failure = None;
+        loop {
+            while failure.is_none() && running.len() < parallel {
+                let Some(&day) = next.next() else { break };
+                let (opts, turns) = (&opts, &turns);
+                running.push_back(async move {
+                    let reports = self.run_day(day, models, opts).await;
+                    turns.day_done(day);
+                    (day, reports)
+                });
+            }
+            let Some((day, reports)) = running.next().await else {
+                break;
+            };
+            match reports {
+                Ok(reports) => {
+                    on_day(day, &reports);
+                    all.extend(reports);
+                }
+                Err(e) => {
+                    failure.get_or_insert((day, e));
+                }
+            }
+        }
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(all),
+        }
     }
 
     /// What `backfill` would do for each (model, day), without running.

@@ -1,0 +1,226 @@
+//! The checks between a model's query and its write: its declared checks
+//! and the SQL checks guarding it, evaluated on the day's output, recorded
+//! in `ledgerflow_checks`, and turned into a failed model when one of
+//! severity `error` fails (so nothing of the day is written).
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use chrono::{Days, NaiveDate};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use super::Runner;
+use crate::checks::eval::{self, Subject};
+use crate::checks::{CheckFilter, CheckKind, CheckResult, CheckStatus};
+use crate::error::{Error, Result};
+use crate::ledger::{RunFilter, RunState};
+use crate::models::{self, ModelSpec};
+
+/// What the guard looks at: the model's day, its session and its output.
+pub(super) struct Output<'a> {
+    pub ctx: &'a SessionContext,
+    pub day: NaiveDate,
+    pub run_id: Option<i64>,
+    pub schema: &'a SchemaRef,
+    pub batches: &'a [RecordBatch],
+}
+
+impl Runner {
+    /// Evaluates and records every check of `model` on `out`. `Err` only
+    /// when the results cannot be recorded, or (as
+    /// [`Error::CheckFailed`]) when a check of severity `error` failed.
+    pub(super) async fn guard(
+        &self,
+        model: &ModelSpec,
+        out: &Output<'_>,
+    ) -> Result<Vec<CheckResult>> {
+        if !self.config.run.checks {
+            return Ok(Vec::new());
+        }
+        let results = self.evaluate_checks(model, out).await?;
+        self.record_checks(&results).await?;
+        for r in results.iter().filter(|r| r.status == CheckStatus::Warn) {
+            tracing::warn!(model = %model.name, day = %out.day, "{}", r.summary());
+        }
+        let failures: Vec<String> = results
+            .iter()
+            .filter(|r| r.blocks())
+            .map(CheckResult::summary)
+            .collect();
+        if !failures.is_empty() {
+            return Err(Error::CheckFailed {
+                model: model.name.clone(),
+                day: out.day,
+                failures: failures.join("; "),
+            });
+        }
+        Ok(results)
+    }
+
+    /// Records `results` in the history and alerts each one that did not
+    /// pass and whose check had not failed on its (model, day) before: an
+    /// alert goes out once per check and day, whichever path (a run,
+    /// `check`, the scheduler's reconciliation) found it first.
+    pub(super) async fn record_checks(&self, results: &[CheckResult]) -> Result<()> {
+        let alert = self.unalerted(results).await?;
+        self.sink.checks_record(results).await?;
+        self.alert(&alert).await;
+        Ok(())
+    }
+
+    async fn unalerted(&self, results: &[CheckResult]) -> Result<Vec<CheckResult>> {
+        if self.config.scheduler.webhook.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut fresh = Vec::new();
+        let mut seen: Vec<(&str, NaiveDate, Vec<String>)> = Vec::new();
+        for r in results.iter().filter(|r| r.status != CheckStatus::Pass) {
+            let known = match seen
+                .iter()
+                .position(|(m, d, _)| *m == r.model && *d == r.day)
+            {
+                Some(i) => i,
+                None => {
+                    let earlier = self
+                        .sink
+                        .checks_list(&CheckFilter {
+                            model: Some(r.model.clone()),
+                            from: Some(r.day),
+                            to: Some(r.day),
+                            failed: true,
+                            limit: None,
+                        })
+                        .await?;
+                    let checks = earlier.into_iter().map(|e| e.check).collect();
+                    seen.push((&r.model, r.day, checks));
+                    seen.len() - 1
+                }
+            };
+            if !seen[known].2.contains(&r.check) {
+                seen[known].2.push(r.check.clone());
+                fresh.push(r.clone());
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Posts each result to `scheduler.webhook`; a failed delivery is
+    /// logged (the check's history keeps the result).
+    async fn alert(&self, results: &[CheckResult]) {
+        let Some(url) = &self.config.scheduler.webhook else {
+            return;
+        };
+        for r in results {
+            let body = serde_json::json!({
+                "kind": "check_failed",
+                "model": r.model,
+                "day": r.day,
+                "check": r.check,
+                "severity": r.severity,
+                "status": r.status,
+                "failing_rows": r.failing_rows,
+                "observed": r.observed,
+                "expected": r.expected,
+                "sample": r.sample,
+                "message": format!("ledgerflow {} for {}: {}", r.model, r.day, r.summary()),
+            });
+            let attempts = self.config.scheduler.webhook_attempts;
+            if let Err(e) = crate::webhook::deliver(url, &body, attempts).await {
+                tracing::warn!(model = %r.model, day = %r.day, check = %r.check, "check alert not delivered: {e}");
+            }
+        }
+    }
+
+    /// The results of `model`'s checks on `out`, recorded nowhere.
+    pub(super) async fn evaluate_checks(
+        &self,
+        model: &ModelSpec,
+        out: &Output<'_>,
+    ) -> Result<Vec<CheckResult>> {
+        let sql_checks: Vec<_> = self
+            .checks
+            .iter()
+            .filter(|c| c.guards(&model.name, out.day))
+            .collect();
+        if model.checks.is_empty() && sql_checks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let history = if model
+            .checks
+            .iter()
+            .any(|c| matches!(c.kind, CheckKind::Volume { .. }))
+        {
+            self.volume_history(&model.name, out.day).await?
+        } else {
+            Vec::new()
+        };
+        let subject = Subject {
+            model: &model.name,
+            day: out.day,
+            run_id: out.run_id,
+            key: &model.key,
+            schema: out.schema.clone(),
+            batches: out.batches,
+            history: &history,
+        };
+        let mut results = eval::declared(&subject, &model.checks).await;
+        if sql_checks.is_empty() {
+            return Ok(results);
+        }
+        // The model's output under its name, beside the inputs and its
+        // upstreams, for the time of its SQL checks.
+        let engine = |source| Error::Engine {
+            model: model.name.clone(),
+            day: out.day,
+            source,
+        };
+        let schema = out
+            .batches
+            .first()
+            .map_or(out.schema.clone(), |b| b.schema());
+        let table = MemTable::try_new(schema, vec![out.batches.to_vec()]).map_err(engine)?;
+        out.ctx
+            .register_table(model.name.as_str(), Arc::new(table))
+            .map_err(engine)?;
+        let (start, end) = crate::day::bounds(out.day);
+        for check in sql_checks {
+            let params = models::window_params(out.day, start, end);
+            results.push(
+                check
+                    .evaluate(out.ctx, &model.name, out.day, params, out.run_id)
+                    .await,
+            );
+        }
+        out.ctx
+            .deregister_table(model.name.as_str())
+            .map_err(engine)?;
+        Ok(results)
+    }
+
+    /// Rows written on the model's latest successful days before `day`
+    /// (the newest success of each day), newest day first.
+    async fn volume_history(&self, model: &str, day: NaiveDate) -> Result<Vec<i64>> {
+        let runs = self
+            .sink
+            .ledger_list(&RunFilter {
+                model: Some(model.to_string()),
+                state: Some(RunState::Success),
+                from: day.checked_sub_days(Days::new(60)),
+                to: day.pred_opt(),
+                limit: Some(500),
+            })
+            .await?;
+        let mut by_day: Vec<(NaiveDate, i64)> = Vec::new();
+        for r in runs {
+            if let Some(rows) = r.rows_written {
+                if !by_day.iter().any(|(d, _)| *d == r.day) {
+                    by_day.push((r.day, rows));
+                }
+            }
+        }
+        by_day.sort_by_key(|(day, _)| std::cmp::Reverse(*day));
+        Ok(by_day.into_iter().map(|(_, rows)| rows).collect())
+    }
+}
