@@ -43,7 +43,8 @@ struct Phase {
     m: Measure,
     models: Vec<(String, Totals)>,
     total: Totals,
-    /// Each day's models' seconds, oldest day first.
+    /// Each day's seconds, oldest day first: for a backfill the time since
+    /// the day before was over, else the day's models' seconds.
     days: Vec<f64>,
 }
 
@@ -133,24 +134,29 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
                 phases.push(phase(format!("1 day ({first}) checks off"), target, m)?);
             }
             if last > first {
-                let fill = format!("backfill --from {first} --to {last} --force --json");
-                let m = child(&exe, &work, "backfill", env, &argv(config, &fill)).await?;
-                phases.push(phase(
-                    format!("{} days ({first}..{last})", args.days),
-                    target,
-                    m,
-                )?);
-                // What overlapping days gains: the same range two days in
-                // flight.
+                // JSON logs: each day's time is read back from them.
+                let fill =
+                    format!("--log-format json backfill --from {first} --to {last} --force --json");
                 let two = variant(config, "two-days", |t| {
                     t.replace("# parallel_days = 1", "parallel_days = 2")
                 })?;
-                let m = child(&exe, &work, "backfill-two-days", env, &argv(&two, &fill)).await?;
-                phases.push(phase(
-                    format!("{} days ({first}..{last}) two in flight", args.days),
-                    target,
-                    m,
-                )?);
+                // What overlapping days gains: the same range two days in
+                // flight.
+                for (label, config, suffix) in [
+                    ("backfill", config, ""),
+                    ("backfill-two-days", &two, " two in flight"),
+                ] {
+                    let mut env = env.clone();
+                    env.push(("LEDGERFLOW_LOG", "warn,ledgerflow::backfill=info".into()));
+                    let m = child(&exe, &work, label, &env, &argv(config, &fill)).await?;
+                    let mut p = phase(
+                        format!("{} days ({first}..{last}){suffix}", args.days),
+                        target,
+                        m,
+                    )?;
+                    p.days = day_times(&work.join(format!("{label}.stderr")));
+                    phases.push(p);
+                }
             }
         }
         if args.engine == BenchEngine::Ballista {
@@ -303,6 +309,18 @@ fn print_stages(what: &str, stderr: &Path) {
         queries += 1;
     }
     println!("{what}: {queries} queries: plan {plan:.2} s (client), job {job:.2} s (cluster: stages and shuffles), fetch {fetch:.2} s (results to the client)");
+}
+
+/// Each day's time in a backfill's JSON log (its `backfill day over`
+/// lines: the time since the day before was over, so overlapping days are
+/// not counted twice), in the order the days were over.
+fn day_times(stderr: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(stderr).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("backfill day over"))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["fields"]["seconds"].as_f64())
+        .collect()
 }
 
 /// CPU seconds and peak RSS (MiB) of a live process, from /proc.
@@ -601,9 +619,9 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         )
     };
     for p in phases {
-        let (wall, rss) = (p.m.wall_s, p.m.rss_mib);
+        let (wall, rss, cpu) = (p.m.wall_s, p.m.rss_mib, p.m.cpu_s);
         println!(
-            "{} -> {}: {wall:.2} s wall, peak RSS {rss:.0} MiB",
+            "{} -> {}: {wall:.2} s wall, {cpu:.2} s CPU, peak RSS {rss:.0} MiB",
             p.name, p.target
         );
         println!(
@@ -621,12 +639,12 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
             pct(c),
             pct(w)
         );
-        if p.days.len() >= 10 {
+        if p.days.len() >= 5 {
             // A flat per-day cost: the last days cost what the first did.
             let mean = |d: &[f64]| d.iter().sum::<f64>() / d.len() as f64;
             let (first, last) = (mean(&p.days[..5]), mean(&p.days[p.days.len() - 5..]));
             println!(
-                "  per day (models' seconds): first 5 {first:.2} s, last 5 {last:.2} s ({:+.0}%)",
+                "  per day: first 5 {first:.2} s, last 5 {last:.2} s ({:+.0}%)",
                 100.0 * (last / first - 1.0)
             );
         }
@@ -674,11 +692,13 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
             );
         }
     }
-    println!("| phase | target | wall s | peak RSS MiB | rows per table | compute s | write s |");
-    println!("|---|---|---:|---:|---|---:|---:|");
     println!(
-        "| generate (scale {}) | batch layer | {wall:.2} | {rss:.0} | - | - | - |",
-        args.scale
+        "| phase | target | wall s | CPU s | peak RSS MiB | rows per table | compute s | write s |"
+    );
+    println!("|---|---|---:|---:|---:|---|---:|---:|");
+    println!(
+        "| generate (scale {}) | batch layer | {wall:.2} | {:.2} | {rss:.0} | - | - | - |",
+        args.scale, gen.cpu_s
     );
     for p in phases {
         let rows: Vec<String> = p
@@ -687,9 +707,9 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
             .map(|(n, t)| format!("{n}: {}", t.rows))
             .collect();
         let (wall, rss, rows, t) = (p.m.wall_s, p.m.rss_mib, rows.join("<br>"), &p.total);
-        let (c, w) = (t.compute_s, t.write_s);
+        let (c, w, cpu) = (t.compute_s, t.write_s, p.m.cpu_s);
         println!(
-            "| {} | {} | {wall:.2} | {rss:.0} | {rows} | {c:.2} | {w:.2} |",
+            "| {} | {} | {wall:.2} | {cpu:.2} | {rss:.0} | {rows} | {c:.2} | {w:.2} |",
             p.name, p.target
         );
     }

@@ -193,22 +193,18 @@ pub async fn backfill(config: &Path, args: BackfillArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let bar = progress::bar(days.len() as u64, "backfill days");
-    let mut last = std::time::Instant::now();
+    let mut pace = progress::DayPace::new(days.len());
     let all = runner
-        .backfill(&days, &models, &opts, |_, reports| {
+        .backfill(&days, &models, &opts, |day, reports| {
             bar.suspend(|| {
                 reports
                     .iter()
                     .for_each(|r| print_report(r, args.select.json))
             });
-            // Days overlap: a day's time is the time since the one before
-            // it was over (what it added to the whole).
-            let now = std::time::Instant::now();
-            bar.set_message(format!(
-                "backfill: last day {:.1}s",
-                (now - last).as_secs_f64()
-            ));
-            last = now;
+            let (seconds, finish) = pace.day_over();
+            let finish = finish.format("%H:%M:%S");
+            tracing::info!(target: "ledgerflow::backfill", %day, seconds, %finish, "backfill day over");
+            bar.set_message(format!("last day {seconds:.1}s, done ~{finish}"));
             bar.inc(1);
         })
         .await

@@ -277,8 +277,7 @@ impl Catalog {
                     .await?;
             }
             let expected = entity.schema();
-            for meta in files {
-                let actual = store.file_schema(meta).await?;
+            for (meta, actual) in files.iter().zip(store.file_schemas(files).await?) {
                 schema::check_file(&store.describe(&meta.location), &expected, &actual)?;
             }
         }

@@ -52,6 +52,8 @@ struct Run<'a> {
     /// Limits the queries running at once (`engine.parallel_models`).
     queries: &'a tokio::sync::Semaphore,
     outputs: &'a std::sync::Mutex<models::Outputs>,
+    /// The run's models: an output is kept only if one of them reads it.
+    in_run: &'a [ModelSpec],
     /// Under `run.commit = "day"`: writes held for one transaction at the
     /// end of the day, with the model's index.
     deferred: Option<&'a std::sync::Mutex<Vec<(usize, WriteRequest)>>>,
@@ -439,6 +441,7 @@ impl Runner {
                             version,
                             queries,
                             outputs,
+                            in_run: models,
                             deferred,
                             index: i,
                             turns: opts.turns.as_deref(),
@@ -466,6 +469,17 @@ impl Runner {
                     failed.insert(models[i].name.clone());
                 }
                 done.insert(models[i].name.as_str());
+                // An output is dropped once its last dependent in this run
+                // has read it: a day holds no more than the models in flight
+                // need.
+                outputs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|name, _| {
+                        models
+                            .iter()
+                            .any(|m| m.depends_on.contains(name) && !done.contains(m.name.as_str()))
+                    });
                 if let (Some(turns), false) = (&opts.turns, day_commit) {
                     turns.model_done(&models[i].name, day);
                 }
@@ -753,11 +767,11 @@ impl Runner {
         )
         .await?;
         let compute_s = started.elapsed().as_secs_f64();
-        // Kept for the models that read this one (their query then scans
-        // these rows instead of recomputing them).
+        // Kept for the models of this run that read this one (their query
+        // then scans these rows instead of recomputing them).
         if self.queries.remote().is_none()
-            && self
-                .models
+            && run
+                .in_run
                 .iter()
                 .any(|m| m.depends_on.contains(&model.name))
         {

@@ -1,11 +1,11 @@
-//! Write order across the days of a pipelined backfill: day N+1's queries
-//! may run while day N is written, but a model's day N+1 is checked and
-//! written only after its day N is over (written, skipped or failed), so
-//! commits per model stay oldest-first and a check that reads earlier days
-//! (`volume`) sees them.
+//! Write order across days in flight (a pipelined backfill, a scheduler's
+//! catch-up ticks): day N+1's queries may run while day N is written, but
+//! a model's day N+1 is checked and written only after its day N is over
+//! (written, skipped or failed), so commits per model stay oldest-first
+//! and a check that reads earlier days (`volume`) sees them.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::NaiveDate;
 use tokio::sync::Notify;
@@ -18,35 +18,48 @@ pub struct WriteTurns {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Days whose run is over, for every model.
-    days: BTreeSet<NaiveDate>,
-    /// (model → days) over before their whole day was.
+    /// Days begun and not yet over.
+    open: BTreeSet<NaiveDate>,
+    /// (model → open days) the model is over on.
     models: HashMap<String, BTreeSet<NaiveDate>>,
-    /// The backfill's days.
-    all: BTreeSet<NaiveDate>,
 }
 
 impl WriteTurns {
+    /// Turns for `days`, each open until [`day_done`](Self::day_done).
     pub fn new(days: &[NaiveDate]) -> WriteTurns {
-        WriteTurns {
-            state: Mutex::new(State {
-                all: days.iter().copied().collect(),
-                ..State::default()
-            }),
-            changed: Notify::new(),
-        }
+        let turns = WriteTurns::default();
+        days.iter().for_each(|&d| turns.begin(d));
+        turns
+    }
+
+    /// `day` is in flight: later days' writes wait for its models. Called
+    /// before any later day starts (a day begun late cannot hold back
+    /// writes already made).
+    pub fn begin(&self, day: NaiveDate) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open
+            .insert(day);
+    }
+
+    /// [`begin`](Self::begin) `day` until the returned guard is dropped
+    /// (a task's end, however it ends: an aborted run holds nothing back).
+    pub fn open(self: &Arc<Self>, day: NaiveDate) -> OpenDay {
+        self.begin(day);
+        OpenDay(Arc::clone(self), day)
     }
 
     fn ready(&self, model: &str, day: NaiveDate) -> bool {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let over = state.models.get(model);
         state
-            .all
+            .open
             .range(..day)
-            .all(|d| state.days.contains(d) || over.is_some_and(|o| o.contains(d)))
+            .all(|d| over.is_some_and(|o| o.contains(d)))
     }
 
-    /// Waits until `model` is over on every earlier day of the backfill.
+    /// Waits until `model` is over on every earlier open day.
     pub async fn wait(&self, model: &str, day: NaiveDate) {
         loop {
             let changed = self.changed.notified();
@@ -72,20 +85,31 @@ impl WriteTurns {
         self.changed.notify_waiters();
     }
 
-    /// Every model is over for `day` (its run ended, however it ended).
+    /// Every model is over for `day` (its run ended, however it ended): it
+    /// holds nothing back any more.
     pub fn day_done(&self, day: NaiveDate) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .days
-            .insert(day);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.open.remove(&day);
+        state.models.values_mut().for_each(|days| {
+            days.remove(&day);
+        });
+        drop(state);
         self.changed.notify_waiters();
+    }
+}
+
+/// An open day of [`WriteTurns`], done when dropped.
+#[derive(Debug)]
+pub struct OpenDay(Arc<WriteTurns>, NaiveDate);
+
+impl Drop for OpenDay {
+    fn drop(&mut self) {
+        self.0.day_done(self.1);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -118,5 +142,28 @@ mod tests {
         assert!(!turns.ready("b", d(3)));
         turns.day_done(d(1));
         assert!(turns.ready("b", d(3)));
+    }
+
+    #[test]
+    fn a_day_begun_later_holds_back_only_later_days() {
+        // A scheduler begins each tick's day as it starts.
+        let turns = Arc::new(WriteTurns::default());
+        turns.begin(d(5));
+        assert!(turns.ready("a", d(5)));
+        assert!(!turns.ready("a", d(6)), "day 5 is open");
+        turns.begin(d(6));
+        turns.model_done("a", d(5));
+        assert!(turns.ready("a", d(6)));
+        assert!(!turns.ready("b", d(6)));
+        turns.day_done(d(5));
+        assert!(turns.ready("b", d(6)));
+        // A retry of day 5 begun after day 6's writes holds back day 7 only.
+        turns.begin(d(7));
+        turns.day_done(d(6));
+        assert!(turns.ready("a", d(7)));
+        let retry = turns.open(d(5));
+        assert!(!turns.ready("a", d(7)));
+        drop(retry);
+        assert!(turns.ready("a", d(7)), "a dropped guard closes its day");
     }
 }

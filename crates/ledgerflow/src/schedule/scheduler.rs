@@ -25,6 +25,7 @@ use super::store::{Alert, GapRecord, ScheduleStore, Tick, TickState};
 use crate::config::{Config, SchedulerConfig};
 use crate::error::{Error, Result, Retry};
 use crate::ledger::{owner_is_gone, this_process};
+use crate::runner::turns::{OpenDay, WriteTurns};
 use crate::runner::{RunOptions, RunStatus, Runner};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,6 +51,10 @@ struct Shared {
     /// Webhook deliveries in flight; shutdown waits for them, so a
     /// delivered alert is recorded as delivered and not re-sent.
     deliveries: tokio::sync::Mutex<JoinSet<()>>,
+    /// Per job: the write order of its ticks in flight (with
+    /// `max_active_runs` > 1 a catch-up's days overlap, each model's days
+    /// still written oldest first).
+    turns: BTreeMap<String, Arc<WriteTurns>>,
 }
 
 type Running = BTreeMap<(String, DateTime<Utc>), NaiveDate>;
@@ -93,6 +98,10 @@ pub async fn serve(
         clock,
         me: this_process(),
         deliveries: Default::default(),
+        turns: jobs
+            .iter()
+            .map(|j| (j.name().to_owned(), Arc::default()))
+            .collect(),
     });
     let mut summary = ScheduleSummary::default();
     let mut standby = opts.standby;
@@ -498,10 +507,12 @@ async fn start_due(
             continue;
         }
         running.insert(key.clone(), t.day);
+        // Opened in tick order, before any later tick starts.
+        let open = shared.turns[job.name()].open(t.day);
         let (shared, job, halted) = (Arc::clone(shared), Arc::clone(job), halted.clone());
         let handle = tasks.spawn(async move {
             let (name, tick) = (t.job.clone(), t.tick);
-            let state = run_tick(&shared, &job, t, halted).await;
+            let state = run_tick(&shared, &job, t, open, halted).await;
             (name, tick, state)
         });
         ids.insert(handle.id(), key);
@@ -510,13 +521,16 @@ async fn start_due(
 }
 
 /// One tick: attempts until success or out of retries. A retry runs only
-/// the models that did not succeed (and their dependents).
+/// the models that did not succeed (and their dependents). `_open` closes
+/// the tick's day in its job's write turns if the task is dropped mid-run.
 async fn run_tick(
     shared: &Shared,
     job: &Job,
     mut tick: Tick,
+    _open: OpenDay,
     mut halted: watch::Receiver<bool>,
 ) -> TickState {
+    let turns = &shared.turns[job.name()];
     let mut models = match shared.runner.select(&job.config.models) {
         Ok(m) => m,
         Err(e) => return fail_tick(shared, tick, e.to_string()).await,
@@ -528,12 +542,20 @@ async fn run_tick(
         tick.next_attempt_at = None;
         save(shared, &tick).await;
         tracing::info!(job = %tick.job, day = %tick.day, attempt = tick.attempts, "tick {} started", tick.tick);
+        if tick.attempts > 1 {
+            // The first attempt's day was begun by `open`, in tick order.
+            turns.begin(tick.day);
+        }
         let opts = RunOptions {
             trigger: format!("schedule:{}", tick.job),
             attempt: tick.attempts as i32,
+            turns: (job.config.max_active_runs > 1).then(|| Arc::clone(turns)),
             ..RunOptions::default()
         };
-        let error = match shared.runner.run_day(tick.day, &models, &opts).await {
+        let result = shared.runner.run_day(tick.day, &models, &opts).await;
+        // Over, however it went: a retry waiting holds no later day back.
+        turns.day_done(tick.day);
+        let error = match result {
             Ok(reports) => {
                 let done: BTreeSet<String> = reports
                     .iter()

@@ -150,12 +150,18 @@ impl SpeedLayer {
 
 /// Block identities of Parquet files of blocks, in file then row order.
 pub async fn read_headers(store: &PartitionStore, files: &[ObjectMeta]) -> Result<Vec<Header>> {
+    use futures::StreamExt;
     let mut headers = Vec::new();
-    for meta in files {
-        for batch in store
-            .read_columns(meta, &["number", "hash", "parent_hash"])
-            .await?
-        {
+    // The futures are made first (see `PartitionStore::file_schemas`).
+    let reads: Vec<_> = files
+        .iter()
+        .map(|meta| store.read_columns(meta, &["number", "hash", "parent_hash"]))
+        .collect();
+    let mut read = futures::stream::iter(reads).buffered(super::store::FILES_IN_FLIGHT);
+    let mut metas = files.iter();
+    while let Some(batches) = read.next().await {
+        let (meta, batches) = (metas.next().expect("one read per file"), batches?);
+        for batch in batches {
             if !push_headers(&batch, &mut headers) {
                 return Err(Error::Schema {
                     file: store.describe(&meta.location),
