@@ -27,12 +27,18 @@ pub(crate) fn three_days_params() -> GenParams {
 /// Generates [`THREE_DAYS`]: a batch day, a day in both layers, a reorged
 /// speed day.
 pub(crate) fn generate_three_days(p: &TestProject) -> Vec<Output> {
+    generate_three_days_with(p, &[])
+}
+
+/// [`generate_three_days`] with extra `generate` flags.
+fn generate_three_days_with(p: &TestProject, flags: &[&str]) -> Vec<Output> {
     let [d1, d2, d3] = THREE_DAYS;
     let generate = |from: &str, to: &str, extra: &[&str]| {
         p.ok(&[
             &["generate", "--from", from, "--to", to, "--scale", "0.01"][..],
             &["--reorg-rate", "0.15"],
             extra,
+            flags,
         ]
         .concat())
     };
@@ -46,8 +52,16 @@ pub(crate) fn generate_three_days(p: &TestProject) -> Vec<Output> {
 /// `backfill_flags`; checks each day read from its layer. Returns every
 /// command's output.
 pub(crate) fn load_three_days(p: &TestProject, backfill_flags: &[&str]) -> Vec<Output> {
+    load_three_days_with(p, &[], backfill_flags)
+}
+
+fn load_three_days_with(
+    p: &TestProject,
+    gen_flags: &[&str],
+    backfill_flags: &[&str],
+) -> Vec<Output> {
     let [d1, _, d3] = THREE_DAYS;
-    let mut outputs = generate_three_days(p);
+    let mut outputs = generate_three_days_with(p, gen_flags);
     let out = p.ok(&[&["backfill", "--from", d1, "--to", d3][..], backfill_flags].concat());
     let text = stdout(&out);
     assert!(
@@ -92,6 +106,34 @@ async fn models_equal_the_reference_on_batch_both_and_speed_days() {
         let p = project(serving).await;
         load_three_days(&p, &[]);
         assert_three_days_equal_the_reference(&p).await;
+        p.drop_db().await;
+    }
+}
+
+/// A speed day of one block per micro-batch (~170 files, more than
+/// `COPY_ABOVE_FILES`) is read through its one-run copy: the numbers are
+/// the reference's, reorgs included, and the copy is gone after the run.
+#[tokio::test]
+async fn a_speed_day_of_many_micro_batches_is_read_through_a_copy() {
+    for serving in SINKS {
+        let p = project(serving).await;
+        load_three_days_with(&p, &["--blocks-per-file", "1"], &[]);
+        assert_three_days_equal_the_reference(&p).await;
+        // The same day again, logged: it went through the copy.
+        let out = p
+            .cmd(&["run", "--date", THREE_DAYS[2], "--force"])
+            .env("LEDGERFLOW_LOG", "info")
+            .output()
+            .unwrap();
+        let log = ledgerflow_testkit::project::stderr(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("speed day copied for its models"), "{log}");
+        assert_three_days_equal_the_reference(&p).await;
+        let spill = p.path().join(".ledgerflow/spill");
+        let left: Vec<_> = std::fs::read_dir(&spill)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in the spill dir: {left:?}");
         p.drop_db().await;
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::JoinType;
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectMeta;
@@ -27,6 +29,10 @@ use crate::error::{Error, Result};
 
 /// Re-listings of a batch day whose markers change while it is listed.
 const MAX_PLAN_ATTEMPTS: usize = 3;
+/// A landing speed day of more files than this is copied once per run
+/// ([`Catalog::copy_speed_day`]).
+pub const COPY_ABOVE_FILES: usize = 64;
+
 /// Column of the in-memory table of canonical block hashes.
 const CANONICAL_HASH: &str = "__ledgerflow_canonical_hash";
 
@@ -282,6 +288,62 @@ impl Catalog {
             }
         }
         Ok(())
+    }
+
+    /// Rewrites the tables `ctx` registered for a landing speed day of more
+    /// than [`COPY_ABOVE_FILES`] files into one Parquet file per table in
+    /// the spill dir (canonical rows only, uncompressed) and registers
+    /// those instead; the copy lives as long as the returned directory.
+    /// The day's models then read it like a compacted day: each query
+    /// otherwise opened every micro-batch file and ran the reorg join
+    /// again (a mainnet day: ~0.7 s per query over 1,462 files).
+    pub async fn copy_speed_day(
+        &self,
+        ctx: &SessionContext,
+        plan: &DayPlan,
+    ) -> Result<Option<tempfile::TempDir>> {
+        if plan.layer != Layer::Speed
+            || plan.scratch.is_some()
+            || plan.file_count() <= COPY_ABOVE_FILES
+        {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let dir = crate::engine::scratch_dir(&self.spill_dir, "speed-copy-")?;
+        let mut options = TableParquetOptions::default();
+        // Read two or three times within the run, then deleted: no
+        // compression, dictionaries or statistics to pay for.
+        options.global.compression = Some("uncompressed".into());
+        options.global.dictionary_enabled = Some(false);
+        options.global.statistics_enabled = Some("none".into());
+        options.global.max_row_group_size = 32 * 1024;
+        for entity in Entity::ALL {
+            if plan.files.get(&entity).is_none_or(Vec::is_empty) {
+                continue;
+            }
+            let name = entity.name();
+            let engine = |e| self.engine_error(&format!("<catalog {name}>"), plan, e);
+            let path = dir.path().join(format!("{name}.parquet"));
+            let url = format!("file://{}", path.display());
+            ctx.table(name)
+                .await
+                .map_err(engine)?
+                .write_parquet(
+                    &url,
+                    DataFrameWriteOptions::new().with_single_file_output(true),
+                    Some(options.clone()),
+                )
+                .await
+                .map_err(engine)?;
+            ctx.deregister_table(name).map_err(engine)?;
+            let copy = ctx
+                .read_parquet(url, ParquetReadOptions::default().schema(&entity.schema()))
+                .await
+                .map_err(engine)?;
+            ctx.register_table(name, copy.into_view()).map_err(engine)?;
+        }
+        tracing::info!(day = %plan.day, files = plan.file_count(), seconds = started.elapsed().as_secs_f64(), "speed day copied for its models");
+        Ok(Some(dir))
     }
 
     /// Registers `blocks` and `transactions` in `ctx` as the union of the

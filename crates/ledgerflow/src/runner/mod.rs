@@ -31,6 +31,20 @@ use crate::sinks::{self, Sink, WriteRequest};
 /// the reason, its retry kind, and whether a newer write superseded it.
 type NotWritten = (String, Retry, bool);
 
+/// A day's session, with the copy of a speed day its tables may read.
+struct DaySession {
+    ctx: SessionContext,
+    _copy: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for DaySession {
+    type Target = SessionContext;
+
+    fn deref(&self) -> &SessionContext {
+        &self.ctx
+    }
+}
+
 /// Stops the heartbeat task when dropped.
 struct Heartbeat(tokio::task::JoinHandle<()>);
 
@@ -342,7 +356,7 @@ impl Runner {
         // The session is part of the inputs: if it cannot be built, every
         // model of the day fails with that reason (and the ledger says so).
         let (ctx, input_error) = match (&plan, input_error) {
-            (Ok(plan), None) => match self.session_for(plan).await {
+            (Ok(plan), None) => match self.models_session(plan).await {
                 Ok(ctx) => (Some(ctx), None),
                 Err(e) => (None, Some(described(&e))),
             },
@@ -604,6 +618,18 @@ impl Runner {
             .register(&session, std::slice::from_ref(plan))
             .await?;
         Ok(session)
+    }
+
+    /// [`session_for`](Self::session_for) for running the day's models: a
+    /// landing day of many micro-batches is read once into a local copy
+    /// (not on a cluster, whose executors cannot read this host's disk).
+    async fn models_session(&self, plan: &DayPlan) -> Result<DaySession> {
+        let ctx = self.session_for(plan).await?;
+        let copy = match self.queries.remote() {
+            Some(_) => None,
+            None => self.catalog.copy_speed_day(&ctx, plan).await?,
+        };
+        Ok(DaySession { ctx, _copy: copy })
     }
 
     /// Moves ledger row `id` to a final state without data.
