@@ -539,8 +539,6 @@ impl PartitionStore {
         }
     }
 
-    /// Reads the footer of a data file: its Arrow schema. A truncated or
-    /// corrupt file fails here, named.
     /// The schemas of `files`, in order, up to [`FILES_IN_FLIGHT`] read at
     /// once.
     pub async fn file_schemas(&self, files: &[ObjectMeta]) -> Result<Vec<SchemaRef>> {
@@ -554,6 +552,8 @@ impl PartitionStore {
             .await
     }
 
+    /// Reads the footer of a data file: its Arrow schema. A truncated or
+    /// corrupt file fails here, named.
     pub async fn file_schema(&self, meta: &ObjectMeta) -> Result<SchemaRef> {
         let reader = self.reader(meta);
         let builder = ParquetRecordBatchStreamBuilder::new(reader)
