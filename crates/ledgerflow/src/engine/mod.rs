@@ -7,6 +7,8 @@
 pub mod ballista;
 #[cfg(feature = "ballista")]
 pub mod cluster;
+#[cfg(all(test, feature = "ballista"))]
+mod rollback_tests;
 
 use std::path::Path;
 use std::sync::Arc;

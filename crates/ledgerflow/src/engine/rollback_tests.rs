@@ -1,0 +1,266 @@
+//! The Ballista scheduler's graph after an executor is lost mid-job: a
+//! stage rolled back and run again must publish each output once. Without
+//! the patch in `vendor/ballista-scheduler` the outputs of tasks that had
+//! finished on the surviving executor were listed twice, and a job then
+//! succeeded with those rows read twice (a day's unique senders 7,076
+//! against 4,758).
+//!
+//! Driven through the scheduler's own graph with status updates as
+//! executors send them; no executor runs, so no timing decides the outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::serde::protobuf::{self, task_status, RunningTask, ShuffleWritePartition};
+use ballista_core::serde::scheduler::{
+    ExecutorMetadata, ExecutorOperatingSystemSpecification, ExecutorSpecification, TaskKey,
+};
+use ballista_scheduler::planner::DefaultDistributedPlanner;
+use ballista_scheduler::state::execution_graph::{
+    ExecutionGraph, StaticExecutionGraph, TaskDescription,
+};
+use ballista_scheduler::state::execution_stage::{ExecutionStage, TaskInfo};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+fn executor(id: &str) -> ExecutorMetadata {
+    ExecutorMetadata {
+        id: id.to_string(),
+        host: "127.0.0.1".to_string(),
+        port: 50051,
+        grpc_port: 50052,
+        specification: ExecutorSpecification::default().with_vcores(1),
+        os_info: ExecutorOperatingSystemSpecification::default(),
+    }
+}
+
+/// The next ready task, bound to `on` as the scheduler binds one (a task
+/// per input partition).
+fn bind(graph: &mut StaticExecutionGraph, on: &ExecutorMetadata) -> Option<TaskDescription> {
+    graph.revive();
+    let stage = graph.fetch_running_stage(&[])?;
+    let slice = stage.pending.next_slice(1);
+    if slice.is_empty() {
+        return None;
+    }
+    let task_id = stage.task_infos.len();
+    stage.task_infos.push(TaskInfo {
+        task_id,
+        scheduled_time: 0,
+        launch_time: 0,
+        start_exec_time: 0,
+        end_exec_time: 0,
+        finish_time: 0,
+        task_status: task_status::Status::Running(RunningTask {
+            executor_id: on.id.clone(),
+        }),
+        global_input_partition_ids: slice.clone(),
+        vcores_consumed: 1,
+    });
+    Some(TaskDescription {
+        session_id: "session".into(),
+        key: TaskKey {
+            job_id: "job".into(),
+            stage_id: stage.stage_id,
+            task_id,
+        },
+        stage_attempt_num: stage.stage_attempt_num,
+        task_attempt: 0,
+        global_input_partition_ids: slice,
+        vcores_consumed: 1,
+        plan: stage.plan.clone(),
+        session_config: stage.session_config.clone(),
+    })
+}
+
+/// What an executor reports for a task that finished: one shuffle file per
+/// output partition.
+fn finished(task: TaskDescription, on: &ExecutorMetadata) -> protobuf::TaskStatus {
+    let partitions = (0..task.get_output_partition_number())
+        .map(|p| ShuffleWritePartition {
+            partition_id: p as u64,
+            num_batches: 1,
+            num_rows: 1,
+            num_bytes: 1,
+            file_id: Some(task.key.task_id as u64),
+            is_sort_shuffle: false,
+        })
+        .collect();
+    protobuf::TaskStatus {
+        task_id: task.key.task_id as u32,
+        job_id: task.key.job_id.clone().into(),
+        stage_id: task.key.stage_id as u32,
+        stage_attempt_num: task.stage_attempt_num as u32,
+        launch_time: 0,
+        start_exec_time: 0,
+        end_exec_time: 0,
+        metrics: vec![],
+        status: Some(task_status::Status::Successful(protobuf::SuccessfulTask {
+            executor_id: on.id.clone(),
+            partitions,
+            runtime_stats: vec![],
+            task_column_stats: vec![],
+            window_state: vec![],
+        })),
+    }
+}
+
+/// `count(*)` over a grouped aggregate, the shape of
+/// `block_daily_metrics` reading `user_activity_agg`: three stages (the
+/// partial aggregate, the final aggregate, the count).
+const COUNT_OF_GROUPS: &str =
+    "SELECT count(*) FROM (SELECT address, sum(value) FROM t GROUP BY address)";
+/// A grouped aggregate: two stages, the final one of four partitions.
+const GROUPS: &str = "SELECT address, sum(value) FROM t GROUP BY address";
+
+async fn graph(sql: &str) -> StaticExecutionGraph {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("address", DataType::Utf8, false),
+        Field::new("value", DataType::Int64, false),
+    ]));
+    let batch = |a: &str| {
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![a])),
+                Arc::new(Int64Array::from(vec![1])),
+            ],
+        )
+        .unwrap()
+    };
+    let table =
+        MemTable::try_new(schema.clone(), vec![vec![batch("a")], vec![batch("b")]]).unwrap();
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    let plan = ctx
+        .sql(sql)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    StaticExecutionGraph::new(
+        "scheduler",
+        &"job".into(),
+        "",
+        "session",
+        plan,
+        0,
+        Arc::new(SessionConfig::new_with_ballista()),
+        &mut DefaultDistributedPlanner::new(),
+        None,
+    )
+    .unwrap()
+}
+
+/// Pops and finishes every task ready now on `on`; how many there were.
+fn finish_ready(graph: &mut StaticExecutionGraph, on: &ExecutorMetadata) -> usize {
+    let mut n = 0;
+    while let Some(task) = bind(graph, on) {
+        let status = finished(task, on);
+        graph.update_task_status(on, vec![status], 1, 1).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Runs the first stage's tasks on `on` in turn; how many there were.
+fn finish_first_stage(graph: &mut StaticExecutionGraph, on: &[&ExecutorMetadata]) -> usize {
+    graph.revive();
+    let first = graph
+        .fetch_running_stage(&[])
+        .expect("a first stage")
+        .stage_id;
+    let mut n = 0;
+    while graph
+        .fetch_running_stage(&[])
+        .is_some_and(|s| s.stage_id == first)
+    {
+        let executor = on[n % on.len()];
+        let task = bind(graph, executor).expect("a first-stage task");
+        let status = finished(task, executor);
+        graph
+            .update_task_status(executor, vec![status], 1, 1)
+            .unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// How many locations each stage was given for each input partition, and
+/// how many the job's result lists.
+fn published(graph: &StaticExecutionGraph) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (id, stage) in graph.stages() {
+        let inputs = match stage {
+            ExecutionStage::UnResolved(s) => &s.inputs,
+            ExecutionStage::Resolved(s) => &s.inputs,
+            ExecutionStage::Running(s) => &s.inputs,
+            ExecutionStage::Successful(s) => &s.inputs,
+            ExecutionStage::Failed(_) => continue,
+        };
+        for (input, output) in inputs {
+            for (partition, locations) in &output.partition_locations {
+                counts.insert(
+                    format!("stage {id} input {input} partition {partition}"),
+                    locations.len(),
+                );
+            }
+        }
+    }
+    counts.insert("job result".into(), graph.output_locations().len());
+    counts
+}
+
+#[tokio::test]
+async fn a_stage_run_again_after_an_executor_is_lost_publishes_each_output_once() {
+    let (e1, e2) = (executor("e1"), executor("e2"));
+    // The same job with no executor lost: what it publishes.
+    let mut plain = graph(COUNT_OF_GROUPS).await;
+    while finish_ready(&mut plain, &e1) > 0 {}
+    assert!(plain.is_successful());
+    let expected = published(&plain);
+
+    let mut lost = graph(COUNT_OF_GROUPS).await;
+    // The first stage runs on both executors.
+    let n = finish_first_stage(&mut lost, &[&e1, &e2]);
+    assert!(
+        n >= 2,
+        "the first stage ran {n} task(s), not on both executors"
+    );
+    // The second stage (it reads e1's outputs): one task finishes on e2
+    // and publishes its output, then e1 is lost.
+    let task = bind(&mut lost, &e2).expect("a second-stage task");
+    let status = finished(task, &e2);
+    lost.update_task_status(&e2, vec![status], 1, 1).unwrap();
+    let (reset, _) = lost.reset_stages_on_lost_executor(&e1.id).unwrap();
+    assert!(!reset.is_empty(), "nothing was rolled back");
+    // Everything runs again on e2, to the end.
+    while finish_ready(&mut lost, &e2) > 0 {}
+    assert!(lost.is_successful());
+    assert_eq!(published(&lost), expected);
+}
+
+#[tokio::test]
+async fn the_final_stage_run_again_after_an_executor_is_lost_returns_each_partition_once() {
+    let (e1, e2) = (executor("e1"), executor("e2"));
+    let mut plain = graph(GROUPS).await;
+    while finish_ready(&mut plain, &e1) > 0 {}
+    let expected = published(&plain);
+
+    let mut lost = graph(GROUPS).await;
+    finish_first_stage(&mut lost, &[&e1]);
+    // A final task finishes on e2 (its output is the job's result), then
+    // e1, whose outputs the final stage reads, is lost.
+    let task = bind(&mut lost, &e2).expect("a final task");
+    let status = finished(task, &e2);
+    lost.update_task_status(&e2, vec![status], 1, 1).unwrap();
+    lost.reset_stages_on_lost_executor(&e1.id).unwrap();
+    while finish_ready(&mut lost, &e2) > 0 {}
+    assert!(lost.is_successful());
+    assert_eq!(published(&lost), expected);
+}
