@@ -4,7 +4,10 @@
 
 pub mod builtin;
 pub mod dag;
+pub mod outputs;
 pub mod spec;
+
+pub use outputs::Outputs;
 
 pub use spec::{Grain, ModelSpec};
 
@@ -43,15 +46,6 @@ pub fn window_params(
         ("run_at", ts(chrono::Utc::now())),
     ]
 }
-
-/// Outputs of the models a run computed, by name, for their dependents.
-pub type Outputs = std::collections::HashMap<
-    String,
-    (
-        datafusion::arrow::datatypes::SchemaRef,
-        Vec<datafusion::arrow::record_batch::RecordBatch>,
-    ),
->;
 
 /// Makes every model `model` depends on (transitively) readable in `ctx` as
 /// a table named after it, holding its output for `day`: the batches this
@@ -94,7 +88,7 @@ pub async fn bind_upstreams(
                 // nullability or metadata, which MemTable refuses.
                 let schema = batches.first().map_or(schema.clone(), |b| b.schema());
                 std::sync::Arc::new(
-                    datafusion::datasource::MemTable::try_new(schema, vec![batches.clone()])
+                    datafusion::datasource::MemTable::try_new(schema, vec![batches.to_vec()])
                         .map_err(engine)?,
                 )
             }

@@ -82,7 +82,13 @@ impl Runner {
             if opts.deep {
                 results.push(self.matches_serving(model, &out).await?);
             }
-            outputs.insert(model.name.clone(), (schema, batches));
+            if self
+                .models
+                .iter()
+                .any(|m| m.depends_on.contains(&model.name))
+            {
+                outputs.keep(&ctx.runtime_env().memory_pool, &model.name, schema, batches);
+            }
         }
         if plan.layer == Layer::Batch {
             results.extend(self.layers_agree(&plan).await?);

@@ -489,10 +489,11 @@ impl Runner {
                 outputs
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .retain(|name, _| {
-                        models
-                            .iter()
-                            .any(|m| m.depends_on.contains(name) && !done.contains(m.name.as_str()))
+                    .retain(|name| {
+                        models.iter().any(|m| {
+                            m.depends_on.iter().any(|d| d == name)
+                                && !done.contains(m.name.as_str())
+                        })
                     });
                 if let (Some(turns), false) = (&opts.turns, day_commit) {
                     turns.model_done(&models[i].name, day);
@@ -794,7 +795,8 @@ impl Runner {
         .await?;
         let compute_s = started.elapsed().as_secs_f64();
         // Kept for the models of this run that read this one (their query
-        // then scans these rows instead of recomputing them).
+        // then scans these rows instead of recomputing them), if the day's
+        // memory pool can hold it.
         if self.queries.remote().is_none()
             && run
                 .in_run
@@ -804,7 +806,12 @@ impl Runner {
             run.outputs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(model.name.clone(), (schema.clone(), batches.clone()));
+                .keep(
+                    &ctx.runtime_env().memory_pool,
+                    &model.name,
+                    schema.clone(),
+                    batches.clone(),
+                );
         }
         crate::failpoint::hit("before_write", &model.name).await;
         let req = WriteRequest {

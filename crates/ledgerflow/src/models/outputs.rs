@@ -1,0 +1,127 @@
+//! The outputs a run keeps for the models that read them, held in the
+//! session's memory pool: a kept output takes memory from the queries that
+//! run while it waits (they spill sooner), and one the pool cannot hold is
+//! not kept: its dependents recompute it inside their own query. So what a
+//! day holds stays within `engine.memory_limit` however large its outputs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+
+#[derive(Debug, Clone)]
+struct Kept {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// Released when the last copy of this entry is dropped (a query
+    /// reading it holds a copy until it is planned and run).
+    _held: Arc<MemoryReservation>,
+}
+
+/// Outputs of the models a run computed, by name, for their dependents.
+#[derive(Debug, Clone, Default)]
+pub struct Outputs {
+    kept: HashMap<String, Kept>,
+}
+
+impl Outputs {
+    pub fn new() -> Outputs {
+        Outputs::default()
+    }
+
+    /// Keeps `name`'s output if `pool` can hold it; false when it cannot (its
+    /// dependents then recompute it).
+    pub fn keep(
+        &mut self,
+        pool: &Arc<dyn MemoryPool>,
+        name: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    ) -> bool {
+        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let held =
+            MemoryConsumer::new(format!("{name} output kept for its dependents")).register(pool);
+        if let Err(e) = held.try_grow(bytes) {
+            tracing::info!(
+                model = name,
+                bytes,
+                reason = %e,
+                "output not kept: its dependents recompute it"
+            );
+            return false;
+        }
+        self.kept.insert(
+            name.to_string(),
+            Kept {
+                schema,
+                batches,
+                _held: Arc::new(held),
+            },
+        );
+        true
+    }
+
+    pub fn get(&self, name: &str) -> Option<(&SchemaRef, &[RecordBatch])> {
+        self.kept
+            .get(name)
+            .map(|k| (&k.schema, k.batches.as_slice()))
+    }
+
+    /// Keeps only the outputs `keep` says are still to be read.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.kept.retain(|name, _| keep(name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+
+    fn rows(n: usize) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from_iter_values(0..n as i64))],
+        )
+        .unwrap();
+        (schema, vec![batch])
+    }
+
+    #[test]
+    fn a_kept_output_is_held_in_the_pool_until_its_last_copy_is_dropped() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
+        let (schema, batches) = rows(10_000);
+        let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+        let mut outputs = Outputs::new();
+        assert!(outputs.keep(&pool, "user_activity_agg", schema, batches));
+        assert_eq!(pool.reserved(), bytes);
+        let reading = outputs.clone();
+        outputs.retain(|_| false);
+        assert!(outputs.get("user_activity_agg").is_none());
+        assert_eq!(pool.reserved(), bytes, "a query still reads it");
+        assert_eq!(
+            reading.get("user_activity_agg").unwrap().1[0].num_rows(),
+            10_000
+        );
+        drop(reading);
+        assert_eq!(pool.reserved(), 0);
+    }
+
+    #[test]
+    fn an_output_the_pool_cannot_hold_is_not_kept() {
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(64 << 10));
+        let mut outputs = Outputs::new();
+        let (schema, small) = rows(1_000);
+        assert!(outputs.keep(&pool, "small", schema, small));
+        let (schema, large) = rows(100_000);
+        assert!(!outputs.keep(&pool, "large", schema, large));
+        assert!(outputs.get("large").is_none());
+        assert!(outputs.get("small").is_some());
+        assert!(pool.reserved() < 64 << 10);
+    }
+}
