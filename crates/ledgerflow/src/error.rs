@@ -32,6 +32,13 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// Another process holds a lock this command needs (a day's
+    /// compaction, an ingest into the layer): nothing was done, and the
+    /// same command succeeds once it is released (exit 1, transient). The
+    /// message names the lock and, where known, its holder.
+    #[error("{0}")]
+    LockHeld(String),
+
     /// A day that has data in neither layer.
     #[error("no data for {day}: the batch layer has no committed partition at {batch} and the speed layer has no files at {speed} (pass --allow-empty to write an empty day)")]
     DayNotFound {
@@ -214,6 +221,7 @@ impl Error {
             | Error::Cluster { transient, .. } => *transient,
             Error::ObjectStore { cause, .. } => store_transient(cause),
             Error::SourceUnavailable { .. }
+            | Error::LockHeld(_)
             | Error::Scheduler(_)
             // Its data may still land.
             | Error::DayNotFound { .. } => true,
@@ -363,6 +371,9 @@ mod tests {
             Retry::Transient
         );
         assert_eq!(Error::Usage("bad flag".into()).retry(), Retry::Permanent);
+        let held = Error::LockHeld("another process holds the ingest lock".into());
+        assert_eq!(held.retry(), Retry::Transient);
+        assert_eq!(held.exit_code(), 1);
         let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(Error::io("/spill", full).retry(), Retry::Transient);
     }

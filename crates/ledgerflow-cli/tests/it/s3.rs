@@ -397,7 +397,8 @@ async fn ingest_onto_s3_reconciles_locks_and_survives_a_kill() {
         "ingest_mid_merge:transfers",
         &[],
     );
-    let out = output(&p.expect(&["ingest", &archive(0)], 2));
+    // Exit 1, as a local lock: the same command succeeds once it is free.
+    let out = output(&p.expect(&["ingest", &archive(0)], 1));
     assert!(
         out.contains("lock") && out.contains("s3://ledger/lake/batch/_ingest/lock"),
         "{out}"
@@ -593,9 +594,9 @@ async fn compact_killed_between_uploads_commits_nothing_and_the_rerun_completes(
         &[],
     );
     // The day's compaction lock is held (and renewed past its lease): a
-    // second compaction of the day is refused, naming the lock.
+    // second compaction of the day is refused (exit 1), naming the lock.
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let second = p.expect(&["compact", "--date", day, "--force"], 2);
+    let second = p.expect(&["compact", "--date", day, "--force"], 1);
     let said = stderr(&second);
     assert!(
         said.contains(&format!("compaction of {day} lock")) && said.contains("_compact/"),

@@ -60,13 +60,10 @@ impl StoreLock {
                     .map_err(|e| Error::io(&path, e))?;
                 // SAFETY: flock on a descriptor we own.
                 if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                    return Err(Error::io(
-                        &path,
-                        std::io::Error::new(
-                            std::io::ErrorKind::WouldBlock,
-                            format!("another process holds the {what} lock"),
-                        ),
-                    ));
+                    return Err(Error::LockHeld(format!(
+                        "another process holds the {what} lock ({}); try again later",
+                        path.display()
+                    )));
                 }
                 Ok(StoreLock {
                     _held: Held::File(file),
@@ -144,7 +141,7 @@ impl LeaseGuard {
             };
             match serde_json::from_slice::<LeaseDoc>(&bytes) {
                 Ok(held) if held.expires_at_ms > Utc::now().timestamp_millis() => {
-                    Err(Error::Usage(format!(
+                    Err(Error::LockHeld(format!(
                         "another process holds the {what} lock ({}: owner {}, expires {}); try again later",
                         store.describe(&path),
                         held.owner,
@@ -162,7 +159,7 @@ impl LeaseGuard {
             }
         })?;
         if !taken {
-            return Err(Error::Usage(format!(
+            return Err(Error::LockHeld(format!(
                 "another process took the {what} lock ({}) at the same moment; try again later",
                 store.describe(&path)
             )));
@@ -225,7 +222,7 @@ impl LeaseGuard {
             ),
             Standing::Renewed(_) => return Ok(()),
         };
-        Err(Error::Usage(format!(
+        Err(Error::LockHeld(format!(
             "lost the {} lock ({}): {lost}; nothing committed, run again",
             self.what,
             self.store.describe(&self.path)
