@@ -87,6 +87,13 @@ impl Default for GenParams {
 /// Variants of boundary-fork blocks start here, apart from in-day forks'.
 const BOUNDARY_VARIANT: u64 = 1_000;
 
+/// Timestamps are whole milliseconds at every scale: a MongoDB speed layer
+/// stores BSON dates, which hold milliseconds (at scale 0.002 a spacing of
+/// 86,400 s / 14 blocks was refused as 1793583774428571 µs).
+fn whole_ms(micros: i64) -> i64 {
+    micros - micros.rem_euclid(1000)
+}
+
 pub fn blocks_per_day(scale: f64) -> i64 {
     ((7200.0 * scale).round() as i64).max(2)
 }
@@ -104,7 +111,7 @@ pub fn day_blocks(
     with_reorgs: bool,
 ) -> impl Iterator<Item = GeneratedBlock> {
     let count = blocks_per_day(params.scale);
-    let spacing = DAY_MICROS / count;
+    let spacing = whole_ms(DAY_MICROS / count);
     let day_seed = params.seed ^ mix(day.num_days_from_ce() as u64);
     let start = crate::day::bounds(day).0.timestamp_micros();
     DayBlocks {
@@ -112,7 +119,7 @@ pub fn day_blocks(
             seed: params.seed,
             first: first_block_number(day, params.scale),
             // Under one spacing, so the last block stays strictly inside the day.
-            start: start + (3_000_000).min(spacing / 2),
+            start: start + (3_000_000).min(whole_ms(spacing / 2)),
             spacing,
             // With the u^4 skew of `address`, a pool of 1 M addresses per
             // mainnet day gives ~680 k active addresses a day, close to
@@ -199,7 +206,7 @@ impl DayBlocks {
             );
             if i + 1 > last {
                 // Past the last height, yet still inside the day.
-                let ts = s.start + last * s.spacing + s.spacing / 4;
+                let ts = s.start + last * s.spacing + whole_ms(s.spacing / 4);
                 orphan.block.timestamp_micros = ts;
                 for t in &mut orphan.txs {
                     t.block_timestamp_micros = ts;
@@ -390,6 +397,24 @@ mod tests {
         let canonical: Vec<_> = a.into_iter().filter(|(b, _)| b.canonical).collect();
         assert_eq!(canonical, rows(&p, day(5), false));
         assert_ne!(rows(&GenParams { seed: 43, ..p }, day(5), false), canonical);
+    }
+
+    #[test]
+    fn timestamps_are_whole_milliseconds_at_any_scale() {
+        for scale in [0.002, 0.003, 0.01, 0.07, 1.0] {
+            let p = GenParams {
+                scale,
+                boundary_forks: true,
+                ..params(0.1)
+            };
+            let (start, end) = crate::day::bounds(day(3));
+            for (b, txs) in rows(&p, day(3), true) {
+                assert_eq!(b.timestamp_micros % 1000, 0, "scale {scale}: {b:?}");
+                assert!(txs.iter().all(|t| t.block_timestamp_micros % 1000 == 0));
+                assert!(b.timestamp_micros > start.timestamp_micros());
+                assert!(b.timestamp_micros < end.timestamp_micros());
+            }
+        }
     }
 
     #[test]
