@@ -260,6 +260,18 @@ impl Background {
     }
 }
 
+/// A test that fails (panics) before stopping its processes must not leave
+/// them running: a leftover scheduler or executor would keep its ports and
+/// its project's locks, and act on the next test's data.
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A command stopped at a failpoint: started with it armed and returned
 /// once it is reached. [`release`](Self::release) lets it go on (through
 /// `LEDGERFLOW_FAILPOINT_RELEASE`), [`kill`](Self::kill) crashes it there.
@@ -341,5 +353,16 @@ impl Paused {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// As for [`Background`]: a failing test leaves no process paused at a
+/// failpoint.
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
