@@ -23,9 +23,10 @@ use clap::Parser;
 use cli::{Cli, Command, LogFormat};
 
 /// Threads for blocking work (file I/O, SQLite, archive extraction): one
-/// per core, at least 2. The work is short reads from the page cache and
-/// SQLite calls, so more threads than cores only queue for the CPU, and
-/// each keeps its own allocator pages: 7 mainnet days into PostgreSQL
+/// per core, at least 2 (an ingest's extraction holds one for its whole
+/// run; its writes take the other). The rest is short reads from the page
+/// cache and SQLite calls, so more threads than cores only queue for the
+/// CPU, and each keeps its own allocator pages: 7 mainnet days into PostgreSQL
 /// peaked at 936-969 MiB with 2 threads against 1,152 MiB with 32, a
 /// landing day at 880 against 1,085-1,120 MiB, neither slower; partner
 /// archive ingest the same (216-222 MB/s).

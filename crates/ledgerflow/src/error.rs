@@ -33,9 +33,10 @@ pub enum Error {
     Usage(String),
 
     /// Another process holds a lock this command needs (a day's
-    /// compaction, an ingest into the layer): nothing was done, and the
-    /// same command succeeds once it is released (exit 1, transient). The
-    /// message names the lock and, where known, its holder.
+    /// compaction, an ingest into the layer), or took it over before this
+    /// one committed: nothing was committed, and the same command succeeds
+    /// once the lock is free (exit 1, transient). The message names the
+    /// lock and, where known, its holder.
     #[error("{0}")]
     LockHeld(String),
 

@@ -60,6 +60,12 @@ impl StoreLock {
                     .map_err(|e| Error::io(&path, e))?;
                 // SAFETY: flock on a descriptor we own.
                 if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        // Not a holder: locks unsupported here (some network
+                        // file systems), or none left.
+                        return Err(Error::io(&path, e));
+                    }
                     return Err(Error::LockHeld(format!(
                         "another process holds the {what} lock ({}); try again later",
                         path.display()

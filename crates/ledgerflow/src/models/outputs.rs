@@ -1,8 +1,11 @@
 //! The outputs a run keeps for the models that read them, held in the
 //! session's memory pool: a kept output takes memory from the queries that
 //! run while it waits (they spill sooner), and one the pool cannot hold is
-//! not kept: its dependents recompute it inside their own query. So what a
-//! day holds stays within `engine.memory_limit` however large its outputs.
+//! not kept: its dependents recompute it inside their own query. Kept
+//! outputs take at most half the pool, so the queries beside them keep
+//! room for what cannot spill. (An output waiting for its write is not in
+//! the pool: it is one model's rows at a time, or a day's with
+//! `run.commit = "day"`.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,14 +13,16 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::utils::memory::RecordBatchMemoryCounter;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::execution::memory_pool::{
+    MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
+};
 
 #[derive(Debug, Clone)]
 struct Kept {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-    /// Released when the last copy of this entry is dropped (a query
-    /// reading it holds a copy until it is planned and run).
+    /// Released when the last copy of this entry is dropped (the runner's
+    /// copy for a dependent's query lives until that query has run).
     _held: Arc<MemoryReservation>,
 }
 
@@ -32,8 +37,11 @@ impl Outputs {
         Outputs::default()
     }
 
-    /// Keeps `name`'s output if `pool` can hold it; false when it cannot (its
-    /// dependents then recompute it).
+    /// Keeps `name`'s output if `pool` can hold it within half its size
+    /// (with what is kept already); false when it cannot (its dependents
+    /// then recompute it). The other half stays for the queries that run
+    /// meanwhile: some of their operators take a fixed amount up front and
+    /// fail instead of spilling when the pool is full.
     pub fn keep(
         &mut self,
         pool: &Arc<dyn MemoryPool>,
@@ -42,23 +50,32 @@ impl Outputs {
         batches: Vec<RecordBatch>,
     ) -> bool {
         // An aggregate emits one large batch as zero-copy slices: each
-        // buffer counts once (4.6 GB summed per batch for a mainnet day's
-        // user_activity_agg, ~200 MB held).
+        // buffer counts once (summed per batch, a mainnet day's
+        // user_activity_agg came to 4.6 GB).
         let mut counter = RecordBatchMemoryCounter::new();
         batches.iter().for_each(|b| {
             counter.count_batch(b);
         });
         let bytes = counter.memory_usage();
-        let held =
-            MemoryConsumer::new(format!("{name} output kept for its dependents")).register(pool);
-        if let Err(e) = held.try_grow(bytes) {
+        let not_kept = |reason: &str| {
             tracing::info!(
                 model = name,
                 bytes,
-                reason = %e,
+                reason,
                 "output not kept: its dependents recompute it"
             );
-            return false;
+            false
+        };
+        let kept_already: usize = self.kept.values().map(|k| k._held.size()).sum();
+        if let MemoryLimit::Finite(limit) = pool.memory_limit() {
+            if kept_already + bytes > limit / 2 {
+                return not_kept("over half the memory pool");
+            }
+        }
+        let held =
+            MemoryConsumer::new(format!("{name} output kept for its dependents")).register(pool);
+        if let Err(e) = held.try_grow(bytes) {
+            return not_kept(&e.to_string());
         }
         self.kept.insert(
             name.to_string(),
@@ -136,6 +153,46 @@ mod tests {
         let mut outputs = Outputs::new();
         assert!(outputs.keep(&pool, "sliced", schema, slices));
         assert_eq!(pool.reserved(), bytes);
+    }
+
+    #[test]
+    fn outputs_keep_at_most_half_the_pool_and_a_sort_still_runs_beside_them() {
+        use datafusion::execution::memory_pool::FairSpillPool;
+        use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+        use datafusion::prelude::{SessionConfig, SessionContext};
+        let pool: Arc<dyn MemoryPool> = Arc::new(FairSpillPool::new(2 << 20));
+        let mut outputs = Outputs::new();
+        let (schema, first) = rows(60_000); // ~480 KB
+        assert!(outputs.keep(&pool, "first", schema, first));
+        let (schema, second) = rows(80_000); // 640 KB: together over 1 MiB
+        assert!(!outputs.keep(&pool, "second", schema, second));
+        // A query beside the kept output sorts more than the rest of the
+        // pool: it spills, it does not fail.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool.clone())
+            .build_arc()
+            .unwrap();
+        let config = SessionConfig::new().with_target_partitions(1).set_usize(
+            "datafusion.execution.sort_spill_reservation_bytes",
+            256 << 10,
+        );
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sorted = rt.block_on(async {
+            ctx.sql("SELECT value FROM generate_series(1, 400000) ORDER BY value DESC")
+                .await?
+                .collect()
+                .await
+        });
+        let rows: usize = sorted
+            .expect("the sort spills")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 400_000);
+        assert!(outputs.get("first").is_some());
     }
 
     #[test]

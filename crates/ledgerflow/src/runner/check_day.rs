@@ -82,14 +82,11 @@ impl Runner {
             if opts.deep {
                 results.push(self.matches_serving(model, &out).await?);
             }
-            if self
-                .models
-                .iter()
-                .any(|m| m.depends_on.contains(&model.name))
-            {
+            if models.iter().any(|m| m.depends_on.contains(&model.name)) {
                 outputs.keep(&ctx.runtime_env().memory_pool, &model.name, schema, batches);
             }
         }
+        drop(outputs);
         if plan.layer == Layer::Batch {
             results.extend(self.layers_agree(&plan).await?);
         }

@@ -486,15 +486,26 @@ impl Runner {
                 // An output is dropped once its last dependent in this run
                 // has read it: a day holds no more than the models in flight
                 // need.
+                let mut dropped = Vec::new();
                 outputs
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .retain(|name| {
-                        models.iter().any(|m| {
+                        let read_later = models.iter().any(|m| {
                             m.depends_on.iter().any(|d| d == name)
                                 && !done.contains(m.name.as_str())
-                        })
+                        });
+                        if !read_later {
+                            dropped.push(name.to_string());
+                        }
+                        read_later
                     });
+                // The session's table of a dropped output holds its rows too.
+                if let Some(ctx) = &ctx {
+                    for name in dropped {
+                        let _ = ctx.deregister_table(name.as_str());
+                    }
+                }
                 if let (Some(turns), false) = (&opts.turns, day_commit) {
                     turns.model_done(&models[i].name, day);
                 }
@@ -770,13 +781,14 @@ impl Runner {
             end,
         )
         .await?;
-        drop(upstream_outputs);
         let batches = self
             .queries
             .collect(&model.name, plan.day, df, |e| {
                 self.catalog.engine_error(&model.name, plan, e)
             })
             .await?;
+        // Held (and counted in the pool) until the query that read them ran.
+        drop(upstream_outputs);
         if let Some(turns) = run.turns {
             // The query overlapped the earlier days; the checks and the
             // write wait for this model's earlier days to be over.
