@@ -157,12 +157,21 @@ async fn graph(sql: &str) -> StaticExecutionGraph {
     .unwrap()
 }
 
-/// Pops and finishes every task ready now on `on`; how many there were.
+/// Binds the next ready task to `on` and reports it finished there; false
+/// when no task is ready.
+fn run_one(graph: &mut StaticExecutionGraph, on: &ExecutorMetadata) -> bool {
+    let Some(task) = bind(graph, on) else {
+        return false;
+    };
+    let status = finished(task, on);
+    graph.update_task_status(on, vec![status], 1, 1).unwrap();
+    true
+}
+
+/// Finishes every task ready now on `on`; how many there were.
 fn finish_ready(graph: &mut StaticExecutionGraph, on: &ExecutorMetadata) -> usize {
     let mut n = 0;
-    while let Some(task) = bind(graph, on) {
-        let status = finished(task, on);
-        graph.update_task_status(on, vec![status], 1, 1).unwrap();
+    while run_one(graph, on) {
         n += 1;
     }
     n
@@ -180,12 +189,7 @@ fn finish_first_stage(graph: &mut StaticExecutionGraph, on: &[&ExecutorMetadata]
         .fetch_running_stage(&[])
         .is_some_and(|s| s.stage_id == first)
     {
-        let executor = on[n % on.len()];
-        let task = bind(graph, executor).expect("a first-stage task");
-        let status = finished(task, executor);
-        graph
-            .update_task_status(executor, vec![status], 1, 1)
-            .unwrap();
+        assert!(run_one(graph, on[n % on.len()]), "a first-stage task");
         n += 1;
     }
     n
@@ -234,9 +238,7 @@ async fn a_stage_run_again_after_an_executor_is_lost_publishes_each_output_once(
     );
     // The second stage (it reads e1's outputs): one task finishes on e2
     // and publishes its output, then e1 is lost.
-    let task = bind(&mut lost, &e2).expect("a second-stage task");
-    let status = finished(task, &e2);
-    lost.update_task_status(&e2, vec![status], 1, 1).unwrap();
+    assert!(run_one(&mut lost, &e2), "a second-stage task");
     let (reset, _) = lost.reset_stages_on_lost_executor(&e1.id).unwrap();
     assert!(!reset.is_empty(), "nothing was rolled back");
     // Everything runs again on e2, to the end.
@@ -256,9 +258,7 @@ async fn the_final_stage_run_again_after_an_executor_is_lost_returns_each_partit
     finish_first_stage(&mut lost, &[&e1]);
     // A final task finishes on e2 (its output is the job's result), then
     // e1, whose outputs the final stage reads, is lost.
-    let task = bind(&mut lost, &e2).expect("a final task");
-    let status = finished(task, &e2);
-    lost.update_task_status(&e2, vec![status], 1, 1).unwrap();
+    assert!(run_one(&mut lost, &e2), "a final task");
     lost.reset_stages_on_lost_executor(&e1.id).unwrap();
     while finish_ready(&mut lost, &e2) > 0 {}
     assert!(lost.is_successful());

@@ -56,6 +56,13 @@ pub fn order(models: Vec<ModelSpec>) -> Result<Vec<ModelSpec>> {
     Ok(ordered)
 }
 
+/// Whether any of `models` reads `name` (names it in `depends_on`).
+pub fn is_read_by(name: &str, models: &[ModelSpec]) -> bool {
+    models
+        .iter()
+        .any(|m| m.depends_on.iter().any(|d| d == name))
+}
+
 /// The models `model` reads, transitively, in dependency order (`all` is
 /// a project's models as [`order`] returned them).
 pub fn upstreams<'a>(model: &ModelSpec, all: &'a [ModelSpec]) -> Vec<&'a ModelSpec> {

@@ -23,7 +23,7 @@ struct Kept {
     batches: Vec<RecordBatch>,
     /// Released when the last copy of this entry is dropped (the runner's
     /// copy for a dependent's query lives until that query has run).
-    _held: Arc<MemoryReservation>,
+    held: Arc<MemoryReservation>,
 }
 
 /// Outputs of the models a run computed, by name, for their dependents.
@@ -53,9 +53,9 @@ impl Outputs {
         // buffer counts once (summed per batch, a mainnet day's
         // user_activity_agg came to 4.6 GB).
         let mut counter = RecordBatchMemoryCounter::new();
-        batches.iter().for_each(|b| {
-            counter.count_batch(b);
-        });
+        for batch in &batches {
+            counter.count_batch(batch);
+        }
         let bytes = counter.memory_usage();
         let not_kept = |reason: &str| {
             tracing::info!(
@@ -66,7 +66,7 @@ impl Outputs {
             );
             false
         };
-        let kept_already: usize = self.kept.values().map(|k| k._held.size()).sum();
+        let kept_already: usize = self.kept.values().map(|k| k.held.size()).sum();
         if let MemoryLimit::Finite(limit) = pool.memory_limit() {
             if kept_already + bytes > limit / 2 {
                 return not_kept("over half the memory pool");
@@ -82,7 +82,7 @@ impl Outputs {
             Kept {
                 schema,
                 batches,
-                _held: Arc::new(held),
+                held: Arc::new(held),
             },
         );
         true
@@ -105,6 +105,7 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::utils::memory::get_record_batch_memory_size;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
 
     fn rows(n: usize) -> (SchemaRef, Vec<RecordBatch>) {
@@ -121,14 +122,7 @@ mod tests {
     fn a_kept_output_is_held_in_the_pool_until_its_last_copy_is_dropped() {
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
         let (schema, batches) = rows(10_000);
-        // An aggregate emits one large batch as zero-copy slices: each
-        // buffer counts once (4.6 GB summed per batch for a mainnet day's
-        // user_activity_agg, ~200 MB held).
-        let mut counter = RecordBatchMemoryCounter::new();
-        batches.iter().for_each(|b| {
-            counter.count_batch(b);
-        });
-        let bytes = counter.memory_usage();
+        let bytes = get_record_batch_memory_size(&batches[0]);
         let mut outputs = Outputs::new();
         assert!(outputs.keep(&pool, "user_activity_agg", schema, batches));
         assert_eq!(pool.reserved(), bytes);
@@ -148,7 +142,7 @@ mod tests {
     fn slices_of_one_batch_are_held_once() {
         let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
         let (schema, whole) = rows(10_000);
-        let bytes = datafusion::common::utils::memory::get_record_batch_memory_size(&whole[0]);
+        let bytes = get_record_batch_memory_size(&whole[0]);
         let slices: Vec<RecordBatch> = (0..10).map(|i| whole[0].slice(i * 1_000, 1_000)).collect();
         let mut outputs = Outputs::new();
         assert!(outputs.keep(&pool, "sliced", schema, slices));

@@ -82,7 +82,7 @@ impl Runner {
             if opts.deep {
                 results.push(self.matches_serving(model, &out).await?);
             }
-            if models.iter().any(|m| m.depends_on.contains(&model.name)) {
+            if models::dag::is_read_by(&model.name, models) {
                 outputs.keep(&ctx.runtime_env().memory_pool, &model.name, schema, batches);
             }
         }

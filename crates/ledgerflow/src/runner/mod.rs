@@ -486,7 +486,6 @@ impl Runner {
                 // An output is dropped once its last dependent in this run
                 // has read it: a day holds no more than the models in flight
                 // need.
-                let mut dropped = Vec::new();
                 outputs
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -495,17 +494,13 @@ impl Runner {
                             m.depends_on.iter().any(|d| d == name)
                                 && !done.contains(m.name.as_str())
                         });
-                        if !read_later {
-                            dropped.push(name.to_string());
+                        // The session's table of a dropped output holds its
+                        // rows too.
+                        if let (false, Some(ctx)) = (read_later, &ctx) {
+                            let _ = ctx.deregister_table(name);
                         }
                         read_later
                     });
-                // The session's table of a dropped output holds its rows too.
-                if let Some(ctx) = &ctx {
-                    for name in dropped {
-                        let _ = ctx.deregister_table(name.as_str());
-                    }
-                }
                 if let (Some(turns), false) = (&opts.turns, day_commit) {
                     turns.model_done(&models[i].name, day);
                 }
@@ -809,12 +804,7 @@ impl Runner {
         // Kept for the models of this run that read this one (their query
         // then scans these rows instead of recomputing them), if the day's
         // memory pool can hold it.
-        if self.queries.remote().is_none()
-            && run
-                .in_run
-                .iter()
-                .any(|m| m.depends_on.contains(&model.name))
-        {
+        if self.queries.remote().is_none() && models::dag::is_read_by(&model.name, run.in_run) {
             run.outputs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
