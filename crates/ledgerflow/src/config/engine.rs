@@ -40,10 +40,12 @@ pub struct EngineConfig {
     /// The Ballista scheduler, `df://host:port` (ballista mode only).
     #[serde(default)]
     pub url: Option<String>,
-    /// When memory a query freed goes back to the system: "lazy" keeps it
-    /// for the next query (fastest), "eager" returns it at once: a 7-day
-    /// mainnet backfill then peaks at ~510 MiB instead of ~1.05 GiB, for
-    /// ~30% more time (the kernel zeroes the pages again). Default: "lazy".
+    /// When memory a query freed goes back to the system: "bounded" keeps
+    /// it for reuse while the process holds less than
+    /// [`EngineConfig::resident_budget`] and returns it once the process
+    /// holds more; "lazy" always keeps it (fastest, the peak grows with
+    /// the range); "eager" returns it at once (the least memory, ~30% more
+    /// time: the kernel zeroes the pages again). Default: "bounded".
     #[serde(default)]
     pub release_memory: ReleaseMemory,
 }
@@ -63,6 +65,16 @@ impl EngineConfig {
             EngineMode::Local => 1,
             EngineMode::Ballista => 2,
         })
+    }
+
+    /// The resident memory `release_memory = "bounded"` keeps the process
+    /// under: each day in flight's `memory_limit`, plus
+    /// [`RESIDENT_OVERHEAD`].
+    pub fn resident_budget(&self) -> ByteSize {
+        ByteSize::b(
+            self.memory_limit.as_u64() * self.days_in_flight() as u64
+                + RESIDENT_OVERHEAD.as_u64(),
+        )
     }
 
     /// The Ballista scheduler's gRPC address (`http://host:port`) from
@@ -90,9 +102,14 @@ impl EngineConfig {
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseMemory {
     #[default]
+    Bounded,
     Lazy,
     Eager,
 }
+
+/// What the process holds beside its days' memory pools: the binary, the
+/// runtime, Parquet reads in flight and the output waiting for its write.
+pub const RESIDENT_OVERHEAD: ByteSize = ByteSize::mib(128);
 
 impl Default for EngineConfig {
     fn default() -> Self {
