@@ -47,9 +47,7 @@ pub fn apply(config: &ledgerflow::config::Config) {
         ReleaseMemory::Lazy => {}
         // Purge at once, for a host where memory is scarcer than time.
         // SAFETY: sets a plain integer option, read at each purge decision.
-        ReleaseMemory::Eager => unsafe {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0)
-        },
+        ReleaseMemory::Eager => unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) },
         ReleaseMemory::Bounded => bound(config.engine.resident_budget().as_u64()),
     }
 }

@@ -72,8 +72,7 @@ impl EngineConfig {
     /// [`RESIDENT_OVERHEAD`].
     pub fn resident_budget(&self) -> ByteSize {
         ByteSize::b(
-            self.memory_limit.as_u64() * self.days_in_flight() as u64
-                + RESIDENT_OVERHEAD.as_u64(),
+            self.memory_limit.as_u64() * self.days_in_flight() as u64 + RESIDENT_OVERHEAD.as_u64(),
         )
     }
 

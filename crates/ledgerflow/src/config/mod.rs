@@ -588,14 +588,15 @@ url = "sqlite://serving.db"
         assert_eq!(c.engine.release_memory, ReleaseMemory::Bounded);
         // 1 GiB for the one day in flight, plus the fixed overhead.
         assert_eq!(c.engine.resident_budget(), ByteSize::mib(1024 + 128));
-        for (name, mode) in [("eager", ReleaseMemory::Eager), ("lazy", ReleaseMemory::Lazy)] {
+        for (name, mode) in [
+            ("eager", ReleaseMemory::Eager),
+            ("lazy", ReleaseMemory::Lazy),
+        ] {
             let text = format!("{MINIMAL}\n[engine]\nrelease_memory = \"{name}\"\n");
             let c = Config::parse(&text, Path::new("l.toml")).unwrap();
             assert_eq!(c.engine.release_memory, mode);
         }
-        let text = format!(
-            "{MINIMAL}\n[engine]\nmemory_limit = \"512 MiB\"\nparallel_days = 2\n"
-        );
+        let text = format!("{MINIMAL}\n[engine]\nmemory_limit = \"512 MiB\"\nparallel_days = 2\n");
         let c = Config::parse(&text, Path::new("l.toml")).unwrap();
         assert_eq!(c.engine.resident_budget(), ByteSize::mib(2 * 512 + 128));
         let text = format!("{MINIMAL}\n[engine]\nrelease_memory = \"soon\"\n");
