@@ -79,7 +79,7 @@ spill_dir = ".ledgerflow/spill"
 # batch_size = 8192
 # parallel_models = 1       # independent models run at once
 # parallel_days = 1         # backfill days in flight (queries overlap writes)
-# release_memory = "bounded" # freed memory kept under memory_limit + 128 MiB; "lazy" | "eager"
+# release_memory = "bounded" # freed memory kept under memory_limit x days + 128 MiB; "lazy" | "eager"
 
 # [ledger]
 # lease = "1m"              # an open run without a heartbeat this long is abandoned

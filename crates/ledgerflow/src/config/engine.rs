@@ -44,8 +44,8 @@ pub struct EngineConfig {
     /// it for reuse while the process holds less than
     /// [`EngineConfig::resident_budget`] and returns it once the process
     /// holds more; "lazy" always keeps it (fastest, the peak grows with
-    /// the range); "eager" returns it at once (the least memory, ~30% more
-    /// time: the kernel zeroes the pages again). Default: "bounded".
+    /// the range); "eager" returns it at once (the least memory, ~30-50%
+    /// more time: the kernel zeroes the pages again). Default: "bounded".
     #[serde(default)]
     pub release_memory: ReleaseMemory,
 }
@@ -72,7 +72,10 @@ impl EngineConfig {
     /// [`RESIDENT_OVERHEAD`].
     pub fn resident_budget(&self) -> ByteSize {
         ByteSize::b(
-            self.memory_limit.as_u64() * self.days_in_flight() as u64 + RESIDENT_OVERHEAD.as_u64(),
+            self.memory_limit
+                .as_u64()
+                .saturating_mul(self.days_in_flight() as u64)
+                .saturating_add(RESIDENT_OVERHEAD.as_u64()),
         )
     }
 
