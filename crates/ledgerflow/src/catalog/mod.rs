@@ -2,6 +2,7 @@
 //! speed layer (the open day), and the unified view a model reads.
 
 pub mod batch;
+pub mod copied_table;
 pub mod hdfs;
 pub mod lock;
 pub mod meta;

@@ -4,12 +4,13 @@
 //! reorg rule applied. So no day is ever counted twice, even while a day
 //! exists in both layers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
+use datafusion::catalog::TableProvider;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::JoinType;
 use datafusion::dataframe::DataFrameWriteOptions;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::batch::BatchLayer;
+use super::copied_table::CopiedTable;
 use super::reorg;
 use super::schema::{self, Entity};
 use super::speed::{Scratch, SpeedLayer};
@@ -290,6 +292,12 @@ impl Catalog {
         Ok(())
     }
 
+    /// Whether [`copy_speed_day`](Self::copy_speed_day) copies `plan`'s day:
+    /// a landing day of more than [`COPY_ABOVE_FILES`] files.
+    pub fn copies(&self, plan: &DayPlan) -> bool {
+        plan.layer == Layer::Speed && plan.scratch.is_none() && plan.file_count() > COPY_ABOVE_FILES
+    }
+
     /// Rewrites the tables `ctx` registered for a landing speed day of more
     /// than [`COPY_ABOVE_FILES`] files into one Parquet file per table in
     /// the spill dir (canonical rows only, uncompressed) and registers
@@ -297,15 +305,18 @@ impl Catalog {
     /// The day's models then read it like a compacted day: each query
     /// otherwise opened every micro-batch file and ran the reorg join
     /// again (a mainnet day: ~0.7 s per query over 1,462 files).
+    ///
+    /// `read` holds the columns of each table the day's models read
+    /// (`None`: unknown, copy them all). Only those and the day's time
+    /// column are copied, and a table no model reads is not; a query that
+    /// reads another column reads the micro-batches ([`CopiedTable`]).
     pub async fn copy_speed_day(
         &self,
         ctx: &SessionContext,
         plan: &DayPlan,
+        read: Option<&BTreeMap<&str, BTreeSet<String>>>,
     ) -> Result<Option<tempfile::TempDir>> {
-        if plan.layer != Layer::Speed
-            || plan.scratch.is_some()
-            || plan.file_count() <= COPY_ABOVE_FILES
-        {
+        if !self.copies(plan) {
             return Ok(None);
         }
         let started = std::time::Instant::now();
@@ -317,16 +328,38 @@ impl Catalog {
         options.global.dictionary_enabled = Some(false);
         options.global.statistics_enabled = Some("none".into());
         options.global.max_row_group_size = 32 * 1024;
+        let mut copied_columns = Vec::new();
         for entity in Entity::ALL {
             if plan.files.get(&entity).is_none_or(Vec::is_empty) {
                 continue;
             }
             let name = entity.name();
+            let expected = entity.schema();
+            let columns: Vec<usize> = match read.map(|r| r.get(name)) {
+                None => (0..expected.fields().len()).collect(),
+                Some(None) => continue,
+                Some(Some(read)) => (0..expected.fields().len())
+                    .filter(|&i| {
+                        let column = expected.field(i).name();
+                        read.contains(column) || column == entity.time_column()
+                    })
+                    .collect(),
+            };
+            let whole = columns.len() == expected.fields().len();
+            copied_columns.push(format!(
+                "{name} {}/{}",
+                columns.len(),
+                expected.fields().len()
+            ));
             let engine = |e| self.engine_error(&format!("<catalog {name}>"), plan, e);
+            let arrow = |e: arrow::error::ArrowError| engine(e.into());
+            let copied = Arc::new(expected.project(&columns).map_err(arrow)?);
+            let names: Vec<&str> = copied.fields().iter().map(|f| f.name().as_str()).collect();
+            let original = ctx.table_provider(name).await.map_err(engine)?;
             let path = dir.path().join(format!("{name}.parquet"));
             let url = format!("file://{}", path.display());
-            ctx.table(name)
-                .await
+            ctx.read_table(original.clone())
+                .and_then(|df| df.select_columns(&names))
                 .map_err(engine)?
                 .write_parquet(
                     &url,
@@ -335,14 +368,20 @@ impl Catalog {
                 )
                 .await
                 .map_err(engine)?;
-            ctx.deregister_table(name).map_err(engine)?;
             let copy = ctx
-                .read_parquet(url, ParquetReadOptions::default().schema(&entity.schema()))
+                .read_parquet(url, ParquetReadOptions::default().schema(&copied))
                 .await
-                .map_err(engine)?;
-            ctx.register_table(name, copy.into_view()).map_err(engine)?;
+                .map_err(engine)?
+                .into_view();
+            ctx.deregister_table(name).map_err(engine)?;
+            let table: Arc<dyn TableProvider> = if whole {
+                copy
+            } else {
+                Arc::new(CopiedTable::new(original, copy))
+            };
+            ctx.register_table(name, table).map_err(engine)?;
         }
-        tracing::info!(day = %plan.day, files = plan.file_count(), seconds = started.elapsed().as_secs_f64(), "speed day copied for its models");
+        tracing::info!(day = %plan.day, files = plan.file_count(), columns = copied_columns.join(", "), seconds = started.elapsed().as_secs_f64(), "speed day copied for its models");
         Ok(Some(dir))
     }
 

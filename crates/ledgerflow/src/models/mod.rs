@@ -3,6 +3,7 @@
 //! the three seed models a new project starts with.
 
 pub mod builtin;
+pub mod columns;
 pub mod dag;
 pub mod outputs;
 pub mod spec;

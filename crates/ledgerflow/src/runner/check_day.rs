@@ -59,7 +59,7 @@ impl Runner {
             return Err(self.catalog.day_not_found(day));
         }
         self.catalog.validate(&plan).await?;
-        let ctx = self.models_session(&plan).await?;
+        let ctx = self.models_session(&plan, models).await?;
         let (start, end) = crate::day::bounds(day);
         let mut outputs = models::Outputs::new();
         let mut results = Vec::new();

@@ -356,7 +356,7 @@ impl Runner {
         // The session is part of the inputs: if it cannot be built, every
         // model of the day fails with that reason (and the ledger says so).
         let (ctx, input_error) = match (&plan, input_error) {
-            (Ok(plan), None) => match self.models_session(plan).await {
+            (Ok(plan), None) => match self.models_session(plan, models).await {
                 Ok(ctx) => (Some(ctx), None),
                 Err(e) => (None, Some(described(&e))),
             },
@@ -630,11 +630,24 @@ impl Runner {
     /// [`session_for`](Self::session_for) for running the day's models: a
     /// landing day of many micro-batches is read once into a local copy
     /// (not on a cluster, whose executors cannot read this host's disk).
-    async fn models_session(&self, plan: &DayPlan) -> Result<DaySession> {
+    async fn models_session(&self, plan: &DayPlan, models: &[ModelSpec]) -> Result<DaySession> {
         let ctx = self.session_for(plan).await?;
         let copy = match self.queries.remote() {
             Some(_) => None,
-            None => self.catalog.copy_speed_day(&ctx, plan).await?,
+            None if self.catalog.copies(plan) => {
+                // A model that cannot be planned fails on its own later;
+                // meanwhile the copy takes every column.
+                let read = match crate::engine::session(&self.config) {
+                    Ok(probe) => models::columns::read_by(&probe, models, &self.models, plan.day)
+                        .await
+                        .ok(),
+                    Err(_) => None,
+                };
+                self.catalog
+                    .copy_speed_day(&ctx, plan, read.as_ref())
+                    .await?
+            }
+            None => None,
         };
         Ok(DaySession { ctx, _copy: copy })
     }
