@@ -141,7 +141,8 @@ mod tests {
         )
         .unwrap();
         let day = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
-        let read = read_by(&SessionContext::new(), &[star.clone()], &[star], day)
+        let models = std::slice::from_ref(&star);
+        let read = read_by(&SessionContext::new(), models, models, day)
             .await
             .unwrap();
         assert_eq!(
