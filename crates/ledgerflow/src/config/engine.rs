@@ -48,6 +48,12 @@ pub struct EngineConfig {
     /// more time: the kernel zeroes the pages again). Default: "bounded".
     #[serde(default)]
     pub release_memory: ReleaseMemory,
+    /// DataFusion's own settings, passed as they are, for what ledgerflow
+    /// does not expose: keys below `datafusion.` (`[engine.datafusion]`
+    /// `execution.batch_size = 4096` sets `datafusion.execution.batch_size`).
+    /// Applied after ledgerflow's own settings. Default: none.
+    #[serde(default)]
+    pub datafusion: toml::Table,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -77,6 +83,24 @@ impl EngineConfig {
                 .saturating_mul(self.days_in_flight() as u64)
                 .saturating_add(RESIDENT_OVERHEAD.as_u64()),
         )
+    }
+
+    /// `[engine.datafusion]` as DataFusion's (key, value) pairs, each key
+    /// spelled out from `datafusion.` (nested tables joined by dots).
+    pub fn datafusion_options(&self) -> Vec<(String, String)> {
+        fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+            for (key, value) in table {
+                let key = format!("{prefix}.{key}");
+                match value {
+                    toml::Value::Table(t) => flatten(&key, t, out),
+                    toml::Value::String(s) => out.push((key, s.clone())),
+                    other => out.push((key, other.to_string())),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        flatten("datafusion", &self.datafusion, &mut out);
+        out
     }
 
     /// The Ballista scheduler's gRPC address (`http://host:port`) from
@@ -125,6 +149,7 @@ impl Default for EngineConfig {
             mode: EngineMode::default(),
             url: None,
             release_memory: ReleaseMemory::default(),
+            datafusion: toml::Table::new(),
         }
     }
 }

@@ -230,6 +230,13 @@ impl Config {
         if self.engine.batch_size == 0 {
             return Err(self.invalid("engine.batch_size", "must be at least 1"));
         }
+        let mut options = datafusion::config::ConfigOptions::new();
+        for (key, value) in self.engine.datafusion_options() {
+            options.set(&key, &value).map_err(|e| {
+                let at = format!("engine.datafusion: {key}");
+                self.invalid(&at, e)
+            })?;
+        }
         if self.scheduler.poll_interval.is_zero() {
             return Err(self.invalid("scheduler.poll_interval", "must be above zero"));
         }
@@ -607,6 +614,42 @@ url = "sqlite://serving.db"
             err.contains("release_memory") || err.contains("soon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn datafusion_settings_pass_through_and_a_wrong_one_is_named() {
+        let text = format!(
+            "{MINIMAL}\n[engine.datafusion]\nexecution.skip_partial_aggregation_probe_ratio_threshold = 0.1\noptimizer.prefer_existing_sort = true\n\"execution.parquet.pushdown_filters\" = \"false\"\n"
+        );
+        let c = Config::parse(&text, Path::new("l.toml")).unwrap();
+        c.validate().unwrap();
+        let mut options = c.engine.datafusion_options();
+        options.sort();
+        assert_eq!(
+            options,
+            [
+                (
+                    "datafusion.execution.parquet.pushdown_filters".to_string(),
+                    "false".to_string()
+                ),
+                (
+                    "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold"
+                        .to_string(),
+                    "0.1".to_string()
+                ),
+                (
+                    "datafusion.optimizer.prefer_existing_sort".to_string(),
+                    "true".to_string()
+                ),
+            ]
+        );
+        let text = format!("{MINIMAL}\n[engine.datafusion]\nexecution.no_such_thing = 1\n");
+        let err = Config::parse(&text, Path::new("l.toml"))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("datafusion.execution.no_such_thing"), "{err}");
     }
 
     #[test]

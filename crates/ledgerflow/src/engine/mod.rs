@@ -58,6 +58,16 @@ pub fn session(config: &Config) -> Result<SessionContext> {
         // Push the models' window and key predicates into the Parquet scan.
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
         .set_bool("datafusion.execution.parquet.reorder_filters", true);
+    let mut session_config = session_config;
+    for (key, value) in engine.datafusion_options() {
+        session_config
+            .options_mut()
+            .set(&key, &value)
+            .map_err(|e| Error::Config {
+                path: config.source_path.clone(),
+                message: format!("`engine.datafusion`: {key}: {e}"),
+            })?;
+    }
     #[cfg(feature = "ballista")]
     let session_config = match engine.mode {
         crate::config::EngineMode::Ballista => ballista::session_config(session_config),
