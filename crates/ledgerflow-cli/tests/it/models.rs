@@ -110,6 +110,21 @@ async fn models_equal_the_reference_on_batch_both_and_speed_days() {
     }
 }
 
+/// DataFusion skips a grouping's partial step when it keeps more than half
+/// its rows as groups (ledgerflow's setting), which it decides only after
+/// 100,000 rows, more than a test day has. Here every grouping skips it
+/// after 100 rows, and the numbers stay the reference's.
+#[tokio::test]
+async fn models_equal_the_reference_when_partial_aggregation_is_skipped() {
+    let p = project(ledgerflow_testkit::serving::Serving::Sqlite).await;
+    p.append_config(
+        "[engine.datafusion]\nexecution.skip_partial_aggregation_probe_rows_threshold = 100\n\
+         execution.skip_partial_aggregation_probe_ratio_threshold = 0.0",
+    );
+    load_three_days(&p, &[]);
+    assert_three_days_equal_the_reference(&p).await;
+}
+
 /// A check reading columns no model reads (the hashes): on a copied speed
 /// day it reads them from the micro-batches, orphans dropped all the same.
 const HASH_CHECK: &str = "-- model: block_daily_metrics

@@ -57,7 +57,16 @@ pub fn session(config: &Config) -> Result<SessionContext> {
         .with_information_schema(false)
         // Push the models' window and key predicates into the Parquet scan.
         .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-        .set_bool("datafusion.execution.parquet.reorder_filters", true);
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
+        // A grouping that keeps more than half its rows as groups (user
+        // activity: ~2.4 M address sides into ~680 k addresses) is
+        // aggregated once, after the repartition, instead of twice. A
+        // mainnet week: ~10% less time, ~150 MiB less for that query.
+        // DataFusion's own threshold (0.8) kept both steps there.
+        .set_str(
+            "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
+            "0.5",
+        );
     let mut session_config = session_config;
     for (key, value) in engine.datafusion_options() {
         session_config
@@ -122,5 +131,32 @@ impl Queries {
             #[cfg(feature = "ballista")]
             Queries::Cluster(c) => c.collect(model, day, df).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threshold(ctx: &SessionContext) -> f64 {
+        ctx.copied_config()
+            .options()
+            .execution
+            .skip_partial_aggregation_probe_ratio_threshold
+    }
+
+    #[test]
+    fn datafusion_settings_from_the_config_come_after_ledgerflows_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[batch]\nurl = \"data/batch\"\n[speed]\nurl = \"data/landing\"\n\
+                    [serving]\nurl = \"sqlite://serving.db\"\n[engine]\nspill_dir = \"spill\"\n";
+        let path = dir.path().join("ledgerflow.toml");
+        let config = Config::parse(text, &path).unwrap();
+        assert_eq!(threshold(&session(&config).unwrap()), 0.5);
+        let tuned = format!(
+            "{text}[engine.datafusion]\nexecution.skip_partial_aggregation_probe_ratio_threshold = 0.9\n"
+        );
+        let config = Config::parse(&tuned, &path).unwrap();
+        assert_eq!(threshold(&session(&config).unwrap()), 0.9);
     }
 }
