@@ -31,14 +31,9 @@ impl CopiedTable {
     /// if the copy has every one of them.
     fn in_copy(&self, projection: Option<&Vec<usize>>) -> Option<Vec<usize>> {
         let (schema, copied) = (self.original.schema(), self.copy.schema());
-        let all: Vec<usize>;
-        let wanted = match projection {
-            Some(p) => p,
-            None => {
-                all = (0..schema.fields().len()).collect();
-                &all
-            }
-        };
+        let wanted = projection
+            .cloned()
+            .unwrap_or_else(|| (0..schema.fields().len()).collect());
         wanted
             .iter()
             .map(|&i| copied.index_of(schema.field(i).name()).ok())

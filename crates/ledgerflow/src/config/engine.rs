@@ -103,6 +103,20 @@ impl EngineConfig {
         out
     }
 
+    /// Sets `[engine.datafusion]` on `options`; the first key DataFusion
+    /// refuses, with its reason, as the error.
+    pub fn apply_datafusion(
+        &self,
+        options: &mut datafusion::config::ConfigOptions,
+    ) -> std::result::Result<(), String> {
+        for (key, value) in self.datafusion_options() {
+            options
+                .set(&key, &value)
+                .map_err(|e| format!("{key}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// The Ballista scheduler's gRPC address (`http://host:port`) from
     /// `engine.url` (`df://host:port`), or why it is not one.
     pub fn scheduler_address(&self) -> std::result::Result<String, String> {

@@ -230,13 +230,9 @@ impl Config {
         if self.engine.batch_size == 0 {
             return Err(self.invalid("engine.batch_size", "must be at least 1"));
         }
-        let mut options = datafusion::config::ConfigOptions::new();
-        for (key, value) in self.engine.datafusion_options() {
-            options.set(&key, &value).map_err(|e| {
-                let at = format!("engine.datafusion: {key}");
-                self.invalid(&at, e)
-            })?;
-        }
+        self.engine
+            .apply_datafusion(&mut datafusion::config::ConfigOptions::new())
+            .map_err(|m| self.invalid("engine.datafusion", m))?;
         if self.scheduler.poll_interval.is_zero() {
             return Err(self.invalid("scheduler.poll_interval", "must be above zero"));
         }

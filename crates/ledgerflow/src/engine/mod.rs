@@ -51,7 +51,7 @@ pub fn session(config: &Config) -> Result<SessionContext> {
     let partitions = engine
         .target_partitions
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let session_config = SessionConfig::new()
+    let mut session_config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_batch_size(engine.batch_size)
         .with_information_schema(false)
@@ -67,16 +67,9 @@ pub fn session(config: &Config) -> Result<SessionContext> {
             "datafusion.execution.skip_partial_aggregation_probe_ratio_threshold",
             "0.5",
         );
-    let mut session_config = session_config;
-    for (key, value) in engine.datafusion_options() {
-        session_config
-            .options_mut()
-            .set(&key, &value)
-            .map_err(|e| Error::Config {
-                path: config.source_path.clone(),
-                message: format!("`engine.datafusion`: {key}: {e}"),
-            })?;
-    }
+    engine
+        .apply_datafusion(session_config.options_mut())
+        .map_err(|m| config.invalid("engine.datafusion", m))?;
     #[cfg(feature = "ballista")]
     let session_config = match engine.mode {
         crate::config::EngineMode::Ballista => ballista::session_config(session_config),

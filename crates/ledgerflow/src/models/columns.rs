@@ -30,22 +30,18 @@ pub async fn read_by(
         move |source| Error::Engine { model, day, source }
     };
     for entity in Entity::ALL {
+        let catalog = |source| Error::Engine {
+            model: format!("<catalog {}>", entity.name()),
+            day,
+            source,
+        };
         // An empty table is scanned, not inlined like a view: the scan
         // shows which of its columns the optimized plan needs.
-        let empty =
-            MemTable::try_new(entity.schema(), vec![vec![]]).map_err(|source| Error::Engine {
-                model: format!("<catalog {}>", entity.name()),
-                day,
-                source,
-            })?;
+        let empty = MemTable::try_new(entity.schema(), vec![vec![]]).map_err(catalog)?;
         probe.deregister_table(entity.name()).ok();
         probe
             .register_table(entity.name(), Arc::new(empty))
-            .map_err(|source| Error::Engine {
-                model: format!("<catalog {}>", entity.name()),
-                day,
-                source,
-            })?;
+            .map_err(catalog)?;
     }
     let (start, end) = crate::day::bounds(day);
     let mut read: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
