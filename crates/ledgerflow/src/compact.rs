@@ -165,7 +165,8 @@ async fn write_entity(
     let mut writer = catalog
         .batch
         .begin_partition(name, day, entity.schema())
-        .await?;
+        .await?
+        .sorted_by(entity.time_column())?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(engine)?;

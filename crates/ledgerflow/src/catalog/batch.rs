@@ -2,7 +2,9 @@
 //! file written after every data file is in place. An uncommitted partition
 //! is invisible: readers use the speed layer for that day instead.
 
-use arrow::datatypes::SchemaRef;
+use arrow::array::AsArray;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use chrono::NaiveDate;
 use object_store::buffered::BufWriter;
@@ -149,6 +151,8 @@ impl BatchLayer {
             rows_in_current: 0,
             written: Vec::new(),
             rows: 0,
+            sorted_by: None,
+            last_sorted: None,
         })
     }
 }
@@ -178,10 +182,28 @@ pub struct PartitionWriter {
     rows_in_current: usize,
     written: Vec<Path>,
     rows: u64,
+    /// The column the rows come in ascending order of (index, name).
+    sorted_by: Option<(usize, String)>,
+    /// Its value in the last row written.
+    last_sorted: Option<i64>,
 }
 
 impl PartitionWriter {
+    /// Declares that the rows come in ascending order of `column` (a time
+    /// column: the caller sorted them, or generates them in time order).
+    /// The files record it, so the query engine reads them as sorted; a row
+    /// out of order fails the write, so no file claims an order it lacks.
+    pub fn sorted_by(mut self, column: &str) -> Result<Self> {
+        let index = self
+            .schema
+            .index_of(column)
+            .map_err(|e| Error::data(self.files.describe(&self.prefix), e))?;
+        self.sorted_by = Some((index, column.to_string()));
+        Ok(self)
+    }
+
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.check_order(batch)?;
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.current.is_none() {
@@ -189,7 +211,10 @@ impl PartitionWriter {
                     .prefix
                     .clone()
                     .join(format!("part-{:05}.parquet", self.written.len()));
-                let writer = self.files.parquet_writer(&path, self.schema.clone())?;
+                let sorted_by = self.sorted_by.as_ref().map(|(index, _)| *index);
+                let writer = self
+                    .files
+                    .parquet_writer(&path, self.schema.clone(), sorted_by)?;
                 self.current = Some((path, writer));
                 self.rows_in_current = 0;
             }
@@ -205,6 +230,35 @@ impl PartitionWriter {
             if self.rows_in_current >= self.rows_per_file {
                 self.finish_file().await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Fails on the first row of `batch` that breaks the declared order.
+    fn check_order(&mut self, batch: &RecordBatch) -> Result<()> {
+        let Some((index, column)) = &self.sorted_by else {
+            return Ok(());
+        };
+        let describe = || self.files.describe(&self.prefix);
+        let values =
+            cast(batch.column(*index), &DataType::Int64).map_err(|e| Error::data(describe(), e))?;
+        let values = values.as_primitive::<Int64Type>();
+        for (row, value) in values.iter().enumerate() {
+            let in_order = match (value, self.last_sorted) {
+                (None, _) => false,
+                (Some(value), Some(last)) => value >= last,
+                (Some(_), None) => true,
+            };
+            if !in_order {
+                return Err(Error::data(
+                    describe(),
+                    format!(
+                        "row {} of the partition is out of `{column}` order (null, or earlier than the row before); nothing was committed",
+                        self.rows + row as u64
+                    ),
+                ));
+            }
+            self.last_sorted = value;
         }
         Ok(())
     }
@@ -249,5 +303,130 @@ impl PartitionWriter {
         let marker = serde_json::to_vec(&listed).expect("markers serialize");
         self.files.put(&self.marker, marker).await?;
         Ok(self.rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    fn layer(dir: &std::path::Path) -> BatchLayer {
+        BatchLayer {
+            files: PartitionStore::local(dir).unwrap(),
+            marker: "_SUCCESS".into(),
+            rows_per_file: 3,
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new(
+                "block_timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("n", DataType::Int64, false),
+        ]))
+    }
+
+    fn rows(times: &[Option<i64>]) -> RecordBatch {
+        let n: Vec<i64> = (0..times.len() as i64).collect();
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")),
+                Arc::new(Int64Array::from(n)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn day() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 10, 1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_sorted_partition_records_its_order_in_every_row_group_of_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = layer(dir.path());
+        let mut writer = batch
+            .begin_partition("transactions", day(), schema())
+            .await
+            .unwrap()
+            .sorted_by("block_timestamp")
+            .unwrap();
+        // Equal times (transactions of one block) are in order.
+        writer
+            .write(&rows(&[Some(1), Some(2), Some(2), Some(5)]))
+            .await
+            .unwrap();
+        writer.write(&rows(&[Some(5), Some(9)])).await.unwrap();
+        assert_eq!(writer.commit().await.unwrap(), 6);
+        let files = batch.list_day("transactions", day()).await.unwrap();
+        assert_eq!(files.len(), 2, "3 rows per file");
+        for meta in files {
+            let path = dir.path().join(meta.location.as_ref());
+            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            let groups = reader.metadata().row_groups();
+            assert!(!groups.is_empty());
+            for group in groups {
+                let sorting = group.sorting_columns().expect("the order is recorded");
+                assert_eq!(sorting.len(), 1);
+                assert_eq!(sorting[0].column_idx, 0);
+                assert!(!sorting[0].descending);
+            }
+        }
+
+        // Without the claim, nothing is recorded.
+        let mut writer = batch
+            .begin_partition("blocks", day(), schema())
+            .await
+            .unwrap();
+        writer.write(&rows(&[Some(3), Some(1)])).await.unwrap();
+        writer.commit().await.unwrap();
+        let meta = &batch.list_day("blocks", day()).await.unwrap()[0];
+        let path = dir.path().join(meta.location.as_ref());
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        assert!(reader.metadata().row_group(0).sorting_columns().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_row_out_of_the_claimed_order_fails_the_write_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = layer(dir.path());
+        for (second, bad_row) in [(vec![Some(4), Some(3)], 4), (vec![Some(7), None], 4)] {
+            let mut writer = batch
+                .begin_partition("transactions", day(), schema())
+                .await
+                .unwrap()
+                .sorted_by("block_timestamp")
+                .unwrap();
+            writer
+                .write(&rows(&[Some(1), Some(2), Some(4)]))
+                .await
+                .unwrap();
+            let err = writer.write(&rows(&second)).await.unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "row {bad_row} of the partition is out of `block_timestamp` order"
+                )),
+                "{err}"
+            );
+            assert!(err.contains("transactions"), "names the partition: {err}");
+            drop(writer);
+            assert!(!batch.is_committed("transactions", day()).await.unwrap());
+        }
+        let no_such = batch
+            .begin_partition("transactions", day(), schema())
+            .await
+            .unwrap()
+            .sorted_by("timestamp");
+        assert!(no_such.is_err());
     }
 }

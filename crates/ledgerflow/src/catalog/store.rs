@@ -20,6 +20,7 @@ use object_store::{
 };
 use parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
@@ -457,13 +458,27 @@ impl PartitionStore {
     }
 
     /// A streaming zstd Parquet writer to `path` (a multipart upload on S3:
-    /// the object appears only once the writer is closed).
+    /// the object appears only once the writer is closed). `sorted_by`
+    /// names a column the caller writes in ascending order, recorded as the
+    /// row groups' `sorting_columns`: DataFusion then knows the file's
+    /// order and aggregates over it as a stream (the realtime dashboard's
+    /// minutes). A false claim gives wrong results, so only a writer that
+    /// checks the order (`PartitionWriter`) passes one.
     pub fn parquet_writer(
         &self,
         path: &Path,
         schema: SchemaRef,
+        sorted_by: Option<usize>,
     ) -> Result<AsyncArrowWriter<BufWriter>> {
-        self.writer(path, schema, Self::properties(zstd()).build())
+        let sorting = sorted_by.map(|column| {
+            vec![SortingColumn {
+                column_idx: column as i32,
+                descending: false,
+                nulls_first: false,
+            }]
+        });
+        let props = Self::properties(zstd()).set_sorting_columns(sorting);
+        self.writer(path, schema, props.build())
     }
 
     /// The writer of ingested files: [`parquet_writer`](Self::parquet_writer)

@@ -190,7 +190,7 @@ async fn materialize(m: &MongoLayer, day: NaiveDate, spill_dir: &Path) -> Result
             .cursor(entity, MongoLayer::window_filter(entity, start, end))
             .await?;
         cursor.content = Some(Sha256::new());
-        let mut writer = store.parquet_writer(&path, entity.schema())?;
+        let mut writer = store.parquet_writer(&path, entity.schema(), None)?;
         while let Some(batch) = cursor.next_batch().await? {
             if entity == Entity::Blocks {
                 let canonical = push_headers(&batch, &mut headers);

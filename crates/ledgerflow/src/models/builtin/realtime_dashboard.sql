@@ -25,8 +25,7 @@ tx AS (
     WHERE block_timestamp >= $start AND block_timestamp < $end
 ),
 -- One row per address side of a transaction; the transaction's own
--- figures ride on its sender side only, so one aggregation gives both the
--- per-transaction sums and the distinct active addresses.
+-- figures ride on its sender side only.
 sides AS (
     SELECT minute, from_address AS address, 1 AS is_tx, moved,
            CAST(gas_price AS DOUBLE) AS gas_price
@@ -37,14 +36,29 @@ sides AS (
     FROM tx
     WHERE to_address IS NOT NULL
 ),
+-- One row per (minute, active address), so a minute's active addresses
+-- are a count of rows rather than a count(DISTINCT). Over files sorted
+-- by time (ledgerflow's own writers say so) this grouping streams minute
+-- by minute; a count(DISTINCT) held every minute's address set at once.
+per_address AS (
+    SELECT
+        minute,
+        address,
+        sum(is_tx) AS tx_count,
+        sum(moved) AS value_wei,
+        sum(gas_price) AS gas_price_sum,
+        count(gas_price) AS gas_price_count
+    FROM sides
+    GROUP BY minute, address
+),
 t AS (
     SELECT
         minute,
-        sum(is_tx) AS tx_count,
-        sum(moved) AS value_wei,
-        avg(gas_price) AS avg_gas_price_wei,
-        count(DISTINCT address) AS active_addresses
-    FROM sides
+        sum(tx_count) AS tx_count,
+        sum(value_wei) AS value_wei,
+        sum(gas_price_sum) / CAST(nullif(sum(gas_price_count), 0) AS DOUBLE) AS avg_gas_price_wei,
+        count(address) AS active_addresses
+    FROM per_address
     GROUP BY minute
 )
 SELECT
