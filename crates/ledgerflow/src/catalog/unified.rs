@@ -15,7 +15,7 @@ use datafusion::common::config::TableParquetOptions;
 use datafusion::common::JoinType;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{col, DataFrame, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectMeta;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -302,8 +302,6 @@ impl Catalog {
     /// than [`COPY_ABOVE_FILES`] files into one Parquet file per table in
     /// the spill dir (canonical rows only, uncompressed) and registers
     /// those instead; the copy lives as long as the returned directory.
-    /// The copy is sorted by time and registered as sorted, as a compacted
-    /// day's files say they are, so groupings by minute stream over it.
     /// The day's models then read it like a compacted day: each query
     /// otherwise opened every micro-batch file and ran the reorg join
     /// again (a mainnet day: ~0.7 s per query over 1,462 files).
@@ -360,10 +358,8 @@ impl Catalog {
             let original = ctx.table_provider(name).await.map_err(engine)?;
             let path = dir.path().join(format!("{name}.parquet"));
             let url = format!("file://{}", path.display());
-            let by_time = || vec![vec![col(entity.time_column()).sort(true, false)]];
             ctx.read_table(original.clone())
                 .and_then(|df| df.select_columns(&names))
-                .and_then(|df| df.sort(by_time().remove(0)))
                 .map_err(engine)?
                 .write_parquet(
                     &url,
@@ -373,12 +369,7 @@ impl Catalog {
                 .await
                 .map_err(engine)?;
             let copy = ctx
-                .read_parquet(
-                    url,
-                    ParquetReadOptions::default()
-                        .schema(&copied)
-                        .file_sort_order(by_time()),
-                )
+                .read_parquet(url, ParquetReadOptions::default().schema(&copied))
                 .await
                 .map_err(engine)?
                 .into_view();
