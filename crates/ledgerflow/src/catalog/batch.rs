@@ -182,8 +182,8 @@ pub struct PartitionWriter {
     rows_in_current: usize,
     written: Vec<Path>,
     rows: u64,
-    /// The column the rows come in ascending order of (index, name).
-    sorted_by: Option<(usize, String)>,
+    /// The index of the column the rows come in ascending order of.
+    sorted_by: Option<usize>,
     /// Its value in the last row written.
     last_sorted: Option<i64>,
 }
@@ -198,7 +198,7 @@ impl PartitionWriter {
             .schema
             .index_of(column)
             .map_err(|e| Error::data(self.files.describe(&self.prefix), e))?;
-        self.sorted_by = Some((index, column.to_string()));
+        self.sorted_by = Some(index);
         Ok(self)
     }
 
@@ -211,10 +211,9 @@ impl PartitionWriter {
                     .prefix
                     .clone()
                     .join(format!("part-{:05}.parquet", self.written.len()));
-                let sorted_by = self.sorted_by.as_ref().map(|(index, _)| *index);
-                let writer = self
-                    .files
-                    .parquet_writer(&path, self.schema.clone(), sorted_by)?;
+                let writer =
+                    self.files
+                        .parquet_writer(&path, self.schema.clone(), self.sorted_by)?;
                 self.current = Some((path, writer));
                 self.rows_in_current = 0;
             }
@@ -236,12 +235,13 @@ impl PartitionWriter {
 
     /// Fails on the first row of `batch` that breaks the declared order.
     fn check_order(&mut self, batch: &RecordBatch) -> Result<()> {
-        let Some((index, column)) = &self.sorted_by else {
+        let Some(index) = self.sorted_by else {
             return Ok(());
         };
+        let column = self.schema.field(index).name();
         let describe = || self.files.describe(&self.prefix);
         let values =
-            cast(batch.column(*index), &DataType::Int64).map_err(|e| Error::data(describe(), e))?;
+            cast(batch.column(index), &DataType::Int64).map_err(|e| Error::data(describe(), e))?;
         let values = values.as_primitive::<Int64Type>();
         for (row, value) in values.iter().enumerate() {
             let in_order = match (value, self.last_sorted) {
@@ -312,6 +312,7 @@ mod tests {
 
     use arrow::array::{Int64Array, TimestampMicrosecondArray};
     use arrow::datatypes::{Field, Schema, TimeUnit};
+    use parquet::file::metadata::SortingColumn;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     use super::*;
@@ -351,16 +352,32 @@ mod tests {
         NaiveDate::from_ymd_opt(2026, 10, 1).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_sorted_partition_records_its_order_in_every_row_group_of_every_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let batch = layer(dir.path());
-        let mut writer = batch
+    async fn sorted_writer(batch: &BatchLayer) -> PartitionWriter {
+        batch
             .begin_partition("transactions", day(), schema())
             .await
             .unwrap()
             .sorted_by("block_timestamp")
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The `sorting_columns` of each row group of a written file.
+    fn claims(dir: &std::path::Path, meta: &ObjectMeta) -> Vec<Option<Vec<SortingColumn>>> {
+        let path = dir.join(meta.location.as_ref());
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.sorting_columns().cloned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_sorted_partition_records_its_order_in_every_row_group_of_every_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = layer(dir.path());
+        let mut writer = sorted_writer(&batch).await;
         // Equal times (transactions of one block) are in order.
         writer
             .write(&rows(&[Some(1), Some(2), Some(2), Some(5)]))
@@ -371,12 +388,10 @@ mod tests {
         let files = batch.list_day("transactions", day()).await.unwrap();
         assert_eq!(files.len(), 2, "3 rows per file");
         for meta in files {
-            let path = dir.path().join(meta.location.as_ref());
-            let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
-            let groups = reader.metadata().row_groups();
+            let groups = claims(dir.path(), &meta);
             assert!(!groups.is_empty());
-            for group in groups {
-                let sorting = group.sorting_columns().expect("the order is recorded");
+            for sorting in groups {
+                let sorting = sorting.expect("the order is recorded");
                 assert_eq!(sorting.len(), 1);
                 assert_eq!(sorting[0].column_idx, 0);
                 assert!(!sorting[0].descending);
@@ -391,9 +406,7 @@ mod tests {
         writer.write(&rows(&[Some(3), Some(1)])).await.unwrap();
         writer.commit().await.unwrap();
         let meta = &batch.list_day("blocks", day()).await.unwrap()[0];
-        let path = dir.path().join(meta.location.as_ref());
-        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
-        assert!(reader.metadata().row_group(0).sorting_columns().is_none());
+        assert_eq!(claims(dir.path(), meta), [None]);
     }
 
     #[tokio::test]
@@ -401,12 +414,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let batch = layer(dir.path());
         for (second, bad_row) in [(vec![Some(4), Some(3)], 4), (vec![Some(7), None], 4)] {
-            let mut writer = batch
-                .begin_partition("transactions", day(), schema())
-                .await
-                .unwrap()
-                .sorted_by("block_timestamp")
-                .unwrap();
+            let mut writer = sorted_writer(&batch).await;
             writer
                 .write(&rows(&[Some(1), Some(2), Some(4)]))
                 .await
