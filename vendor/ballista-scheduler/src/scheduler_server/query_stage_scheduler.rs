@@ -525,6 +525,21 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan>
             QueryStageSchedulerEvent::ExecutorLost(executor_id, _) => {
                 match self.state.task_manager.executor_lost(&executor_id).await {
                     Ok(tasks) => {
+                        // ledgerflow patch: the tasks cancelled on surviving
+                        // executors give their vcores back now; their stages
+                        // were rolled back, so their statuses refund nothing.
+                        let freed: Vec<_> = tasks
+                            .iter()
+                            .filter(|t| t.executor_id != executor_id)
+                            .map(|t| (t.executor_id.clone(), t.vcores))
+                            .collect();
+                        if self.state.config.is_push_staged_scheduling()
+                            && !freed.is_empty()
+                            && let Err(e) =
+                                self.state.executor_manager.unbind_tasks(freed).await
+                        {
+                            warn!("Fail to refund cancelled tasks' vcores: {e:?}");
+                        }
                         if !tasks.is_empty()
                             && let Err(e) = self
                                 .state

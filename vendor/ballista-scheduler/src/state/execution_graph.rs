@@ -270,6 +270,23 @@ pub trait ExecutionGraph: Debug {
             .map(|ti| ti.vcores_consumed)
     }
 
+    /// ledgerflow patch: the vcores to refund for a task's status: those of
+    /// the task in the stage's current attempt only. A task of an attempt
+    /// that was rolled back was refunded when it was cancelled, and its
+    /// `task_id` (an append slot) may name another task of the new attempt.
+    fn status_vcores(
+        &self,
+        stage_id: usize,
+        stage_attempt_num: usize,
+        task_id: usize,
+    ) -> Option<u32> {
+        let stage = self.stages().get(&stage_id)?;
+        if stage.attempt_num() != stage_attempt_num {
+            return None;
+        }
+        self.task_vcores(stage_id, task_id)
+    }
+
     /// returns next task to run
     /// (used for testing only)
     #[cfg(test)]
@@ -332,6 +349,12 @@ pub struct RunningTaskInfo {
     pub stage_id: usize,
     /// The executor ID where this task is running.
     pub executor_id: String,
+    /// ledgerflow patch: the vcores the task holds on that executor. A task
+    /// cancelled because its stage was rolled back reports back to a stage
+    /// that no longer knows it, so its vcores are refunded when it is
+    /// cancelled; before, they leaked, and a surviving executor whose whole
+    /// budget leaked so took no task again: the job hung.
+    pub vcores: u32,
 }
 
 impl StaticExecutionGraph {
@@ -1247,11 +1270,12 @@ impl ExecutionGraph for StaticExecutionGraph {
                     stage
                         .running_tasks()
                         .into_iter()
-                        .map(|(task_id, stage_id, executor_id)| RunningTaskInfo {
+                        .map(|(task_id, stage_id, executor_id, vcores)| RunningTaskInfo {
                             task_id,
                             job_id: self.job_id.clone(),
                             stage_id,
                             executor_id,
+                            vcores,
                         })
                         .collect::<Vec<RunningTaskInfo>>()
                 } else {
@@ -1394,11 +1418,12 @@ impl ExecutionGraph for StaticExecutionGraph {
             let running_tasks = stage
                 .running_tasks()
                 .into_iter()
-                .map(|(task_id, stage_id, executor_id)| RunningTaskInfo {
+                .map(|(task_id, stage_id, executor_id, vcores)| RunningTaskInfo {
                     task_id,
                     job_id: self.job_id.clone(),
                     stage_id,
                     executor_id,
+                    vcores,
                 })
                 .collect();
             let output_links = stage.output_links.clone();

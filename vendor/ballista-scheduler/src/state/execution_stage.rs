@@ -113,6 +113,18 @@ impl ExecutionStage {
         }
     }
 
+    /// ledgerflow patch: the stage's attempt number, bumped each time the
+    /// stage is rolled back or run again.
+    pub fn attempt_num(&self) -> usize {
+        match self {
+            ExecutionStage::UnResolved(stage) => stage.stage_attempt_num,
+            ExecutionStage::Resolved(stage) => stage.stage_attempt_num,
+            ExecutionStage::Running(stage) => stage.stage_attempt_num,
+            ExecutionStage::Successful(stage) => stage.stage_attempt_num,
+            ExecutionStage::Failed(stage) => stage.stage_attempt_num,
+        }
+    }
+
     /// Get the output links for this stage. An empty slice means this is a
     /// final stage in the `ExecutionGraph`.
     pub fn output_links(&self) -> &[usize] {
@@ -803,14 +815,19 @@ impl RunningStage {
     /// Returns a vector of currently running tasks in this stage: tuples of
     /// `(task_id, stage_id, executor_id)`. `task_id` is the task's append
     /// slot in `task_infos`.
-    pub fn running_tasks(&self) -> Vec<(usize, usize, String)> {
+    /// ledgerflow patch: with the vcores each holds, which whoever cancels
+    /// the task must refund (see `RunningTaskInfo::vcores`).
+    pub fn running_tasks(&self) -> Vec<(usize, usize, String, u32)> {
         self.task_infos
             .iter()
             .enumerate()
             .filter_map(|(task_id, info)| match &info.task_status {
-                task_status::Status::Running(RunningTask { executor_id }) => {
-                    Some((task_id, self.stage_id, executor_id.clone()))
-                }
+                task_status::Status::Running(RunningTask { executor_id }) => Some((
+                    task_id,
+                    self.stage_id,
+                    executor_id.clone(),
+                    info.vcores_consumed,
+                )),
                 _ => None,
             })
             .collect()

@@ -532,9 +532,11 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> TaskManager<T, U>
             };
             let graph = graph_arc.read().await;
             for status in job_statuses {
-                if let Some(vcores) =
-                    graph.task_vcores(status.stage_id as usize, status.task_id as usize)
-                {
+                if let Some(vcores) = graph.status_vcores(
+                    status.stage_id as usize,
+                    status.stage_attempt_num as usize,
+                    status.task_id as usize,
+                ) {
                     total_vcores += vcores;
                 }
             }

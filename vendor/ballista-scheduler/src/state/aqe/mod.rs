@@ -1164,11 +1164,12 @@ impl ExecutionGraph for AdaptiveExecutionGraph {
                     stage
                         .running_tasks()
                         .into_iter()
-                        .map(|(task_id, stage_id, executor_id)| RunningTaskInfo {
+                        .map(|(task_id, stage_id, executor_id, vcores)| RunningTaskInfo {
                             task_id,
                             job_id: self.job_id.clone(),
                             stage_id,
                             executor_id,
+                            vcores,
                         })
                         .collect::<Vec<RunningTaskInfo>>()
                 } else {
@@ -1314,11 +1315,12 @@ impl ExecutionGraph for AdaptiveExecutionGraph {
             let running_tasks = stage
                 .running_tasks()
                 .into_iter()
-                .map(|(task_id, stage_id, executor_id)| RunningTaskInfo {
+                .map(|(task_id, stage_id, executor_id, vcores)| RunningTaskInfo {
                     task_id,
                     job_id: self.job_id.clone(),
                     stage_id,
                     executor_id,
+                    vcores,
                 })
                 .collect();
             self.stages.insert(
