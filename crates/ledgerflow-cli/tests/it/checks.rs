@@ -47,8 +47,8 @@ async fn a_double_counting_model_fails_its_reconciliation_and_writes_nothing() {
         edit(
             &p,
             "models/block_daily_metrics.sql",
-            "count(*) AS tx_count,",
-            "2 * count(*) AS tx_count,",
+            "coalesce(sum(tx_sent), 0) AS tx_count,",
+            "2 * coalesce(sum(tx_sent), 0) AS tx_count,",
         );
         let out = p.expect(&["run", "--date", "2026-11-02"], 1);
         let text = format!("{}{}", stdout(&out), stderr(&out));

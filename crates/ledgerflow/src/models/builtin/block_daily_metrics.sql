@@ -29,39 +29,38 @@ WITH b AS (
     FROM blocks
     WHERE "timestamp" >= $start AND "timestamp" < $end
 ),
-t AS (
-    SELECT
-        count(*) AS tx_count,
-        count(*) FILTER (WHERE receipt_status = 0) AS failed_tx_count,
-        count(*) FILTER (WHERE to_address IS NULL) AS contract_creation_count,
-        -- A failed transaction moves no value, but its fee is paid.
-        sum(value) FILTER (WHERE receipt_status IS DISTINCT FROM 0) AS total_value_wei,
-        sum(CAST(receipt_gas_used AS DECIMAL(38, 0)) * CAST(gas_price AS DECIMAL(38, 0))) AS total_fees_wei
-    FROM transactions
-    WHERE block_timestamp >= $start AND block_timestamp < $end
-),
+-- The transaction figures come from `user_activity_agg` too: every
+-- transaction is one sent side there (a null sender included, as its own
+-- row), and one received side unless it created a contract. So the day's
+-- transactions are not read a second time.
 a AS (
     SELECT
-        count(*) FILTER (WHERE tx_sent > 0) AS unique_senders,
-        count(*) FILTER (WHERE tx_received > 0) AS unique_receivers
+        coalesce(sum(tx_sent), 0) AS tx_count,
+        coalesce(sum(failed_tx_sent), 0) AS failed_tx_count,
+        coalesce(sum(tx_sent) - sum(tx_received), 0) AS contract_creation_count,
+        -- A failed transaction moves no value (value_sent_wei is 0 for
+        -- it), but its fee is paid.
+        sum(value_sent_wei) AS total_value_wei,
+        sum(fees_paid_wei) AS total_fees_wei,
+        count(*) FILTER (WHERE address IS NOT NULL AND tx_sent > 0) AS unique_senders,
+        count(*) FILTER (WHERE address IS NOT NULL AND tx_received > 0) AS unique_receivers
     FROM user_activity_agg
-    WHERE address IS NOT NULL
 )
 SELECT
     CAST($day AS DATE) AS day,
     b.block_count,
     b.first_block,
     b.last_block,
-    t.tx_count,
-    t.failed_tx_count,
-    t.contract_creation_count,
+    a.tx_count,
+    a.failed_tx_count,
+    a.contract_creation_count,
     b.total_gas_used,
     b.avg_gas_used_ratio,
     b.avg_base_fee_per_gas,
-    CAST(coalesce(t.total_value_wei, 0) AS DECIMAL(38, 0)) AS total_value_wei,
-    CAST(coalesce(t.total_fees_wei, 0) AS DECIMAL(38, 0)) AS total_fees_wei,
+    CAST(coalesce(a.total_value_wei, 0) AS DECIMAL(38, 0)) AS total_value_wei,
+    CAST(coalesce(a.total_fees_wei, 0) AS DECIMAL(38, 0)) AS total_fees_wei,
     a.unique_senders,
     a.unique_receivers,
     b.avg_block_time_s
-FROM b CROSS JOIN t CROSS JOIN a
+FROM b CROSS JOIN a
 WHERE b.block_count > 0
