@@ -77,7 +77,7 @@ memory_limit = "1 GiB"
 spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
-# parallel_models = 1       # independent models run at once
+# parallel_models = 1       # model queries at once (writes overlap the next)
 # parallel_days = 1         # backfill days in flight (queries overlap writes)
 # release_memory = "bounded" # freed memory kept under memory_limit x days + 128 MiB; "lazy" | "eager"
 

@@ -5,9 +5,9 @@
 use std::process::Output;
 
 use ledgerflow::generate::chain::GenParams;
-use ledgerflow_testkit::project::{parquet_files, stdout, string_column, TestProject};
+use ledgerflow_testkit::project::{parquet_files, stdout, string_column, Paused, TestProject};
 use ledgerflow_testkit::reference::{self, generated_day};
-use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq};
+use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq, Serving};
 
 use crate::{d, project, SINKS};
 
@@ -213,4 +213,53 @@ async fn transactions_of_blocks_not_yet_landed_are_not_counted() {
         daily[0].tx_count < all_txs,
         "the unlanded block's transactions were counted"
     );
+}
+
+/// A model's write holds no query slot (`parallel_models = 1`): the model
+/// others read (`user_activity_agg`) runs first, and while the database
+/// takes its rows (paused mid-COPY here) `realtime_dashboard`'s query runs
+/// and its day is written; `block_daily_metrics` waits for its upstream.
+/// The numbers still equal the reference.
+#[tokio::test]
+async fn the_next_query_runs_while_a_model_is_written() {
+    let p = project(Serving::Postgres).await;
+    let [d1, _, d3] = THREE_DAYS;
+    generate_three_days(&p);
+    let backfill = Paused::start(
+        &p,
+        &["backfill", "--from", d1, "--to", d3],
+        "during_copy:user_activity_agg",
+        &[],
+    );
+    let state = |runs: &[(String, chrono::NaiveDate, String)], model: &str| {
+        runs.iter()
+            .find(|(m, day, _)| m == model && *day == d(d1))
+            .map(|(_, _, s)| s.clone())
+    };
+    let started = std::time::Instant::now();
+    let runs = loop {
+        let runs = p.db.runs().await;
+        if state(&runs, "realtime_dashboard").as_deref() == Some("success") {
+            break runs;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "realtime_dashboard did not run while user_activity_agg was written: {runs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        state(&runs, "user_activity_agg").as_deref(),
+        Some("running"),
+        "{runs:?}"
+    );
+    assert_ne!(
+        state(&runs, "block_daily_metrics").as_deref(),
+        Some("success"),
+        "{runs:?}"
+    );
+    let out = backfill.release();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_three_days_equal_the_reference(&p).await;
+    p.drop_db().await;
 }

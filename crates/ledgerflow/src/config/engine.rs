@@ -19,8 +19,10 @@ pub struct EngineConfig {
     /// Rows per Arrow batch. Default: 8192.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// How many independent models run at once (query and write). One
-    /// query already uses every core of a small machine. Default: 1.
+    /// How many model queries run at once. One query already uses every
+    /// core of a small machine. A model's checks and write hold no slot,
+    /// so the next query overlaps them. Locally the slots are shared by
+    /// the days in flight. Default: 1.
     #[serde(default = "default_parallel_models")]
     pub parallel_models: usize,
     /// Days of a `backfill` in flight at once: a day's queries run while

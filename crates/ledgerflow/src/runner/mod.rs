@@ -171,6 +171,10 @@ pub struct Runner {
     pub checks: Vec<SqlCheck>,
     /// Where the day's model queries execute (`engine.mode`).
     pub queries: crate::engine::Queries,
+    /// `engine.parallel_models` query slots shared by the days in flight
+    /// when the queries run here: a query already takes every core, so
+    /// the days overlap one another's writes, not their queries.
+    local_queries: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runner {
@@ -189,6 +193,7 @@ impl Runner {
         let catalog = Catalog::open(&config)?;
         let sink = sinks::open(&config).await?;
         let queries = crate::engine::Queries::open(&config)?;
+        let local_queries = Arc::new(tokio::sync::Semaphore::new(config.engine.parallel_models));
         let runner = Runner {
             config,
             catalog,
@@ -196,6 +201,7 @@ impl Runner {
             models,
             checks,
             queries,
+            local_queries,
         };
         Ok(runner)
     }
@@ -387,11 +393,20 @@ impl Runner {
         let _heartbeat = self.heartbeat(ids.clone());
         // Models run in waves: a wave holds the models whose upstreams in
         // this run are done; within a wave at most `engine.parallel_models`
-        // run at once (query and write). Measured on 2 cores, overlapping a
-        // large COPY with other models' queries gained nothing (the database
-        // server needs the same cores), so the default is one at a time.
+        // queries run at once, and a model's checks and write hold no slot.
+        // On 2 cores against PostgreSQL, the next query during a large COPY
+        // took a mainnet week from 14.5-15.4 s to 12.2-12.9 s; two queries
+        // at once gained nothing (they share the cores).
         let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
+        // A cluster runs each day's queries beside the other days'.
+        let own_queries;
+        let queries: &tokio::sync::Semaphore = match self.queries.remote() {
+            Some(_) => {
+                own_queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
+                &own_queries
+            }
+            None => &self.local_queries,
+        };
         let outputs = std::sync::Mutex::new(models::Outputs::new());
         let deferred = std::sync::Mutex::new(Vec::new());
         let day_commit = self.config.run.commit == CommitMode::Day;
@@ -406,6 +421,9 @@ impl Runner {
                     .iter()
                     .all(|d| !in_run.contains(d.as_str()) || done.contains(d.as_str()))
             });
+            // Models others read go first: the next wave waits for them.
+            let mut wave = wave;
+            wave.sort_by_key(|&i| !models::dag::is_read_by(&models[i].name, models));
             if wave.is_empty() {
                 let e = Error::Usage("models have a dependency cycle (see `depends_on`)".into());
                 self.close_after_error(&ids, &e).await;
@@ -418,7 +436,7 @@ impl Runner {
                     &input_error,
                     &plan,
                     &ctx,
-                    &queries,
+                    queries,
                     &source_down,
                     &outputs,
                     day_commit.then_some(&deferred),
@@ -797,6 +815,11 @@ impl Runner {
             .await?;
         // Held (and counted in the pool) until the query that read them ran.
         drop(upstream_outputs);
+        // The rest (waiting for this model's earlier days, the checks over
+        // the output, the write) is not a query: the next query may run.
+        // (A permit held while waiting for an earlier day that needs one
+        // would deadlock the days in flight.)
+        drop(permit);
         if let Some(turns) = run.turns {
             // The query overlapped the earlier days; the checks and the
             // write wait for this model's earlier days to be over.
@@ -850,7 +873,6 @@ impl Runner {
             return Ok((0, compute_s, 0.0));
         }
         let rows = self.sink.write(req).await?;
-        drop(permit);
         let write_s = started.elapsed().as_secs_f64() - compute_s;
         tracing::info!(model = %model.name, day = %plan.day, layer = plan.layer.as_str(), rows, compute_s, write_s, "model written");
         Ok((rows, compute_s, write_s))
