@@ -356,16 +356,14 @@ impl Catalog {
             let copied = Arc::new(expected.project(&columns).map_err(arrow)?);
             let names: Vec<&str> = copied.fields().iter().map(|f| f.name().as_str()).collect();
             let original = ctx.table_provider(name).await.map_err(engine)?;
-            let path = dir.path().join(format!("{name}.parquet"));
-            let url = format!("file://{}", path.display());
+            // A directory of files, one per partition of the read: each
+            // written by its own thread.
+            let path = dir.path().join(name);
+            let url = format!("file://{}/", path.display());
             ctx.read_table(original.clone())
                 .and_then(|df| df.select_columns(&names))
                 .map_err(engine)?
-                .write_parquet(
-                    &url,
-                    DataFrameWriteOptions::new().with_single_file_output(true),
-                    Some(options.clone()),
-                )
+                .write_parquet(&url, DataFrameWriteOptions::new(), Some(options.clone()))
                 .await
                 .map_err(engine)?;
             let copy = ctx
