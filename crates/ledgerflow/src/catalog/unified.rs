@@ -299,8 +299,8 @@ impl Catalog {
     }
 
     /// Rewrites the tables `ctx` registered for a landing speed day of more
-    /// than [`COPY_ABOVE_FILES`] files into one Parquet file per table in
-    /// the spill dir (canonical rows only, uncompressed) and registers
+    /// than [`COPY_ABOVE_FILES`] files into Parquet files (a directory per
+    /// table) in the spill dir (canonical rows only, uncompressed) and registers
     /// those instead; the copy lives as long as the returned directory.
     /// The day's models then read it like a compacted day: each query
     /// otherwise opened every micro-batch file and ran the reorg join
