@@ -80,28 +80,47 @@ fn bind(graph: &mut StaticExecutionGraph, on: &ExecutorMetadata) -> Option<TaskD
 /// What an executor reports for a task that finished: one shuffle file per
 /// output partition.
 fn finished(task: TaskDescription, on: &ExecutorMetadata) -> protobuf::TaskStatus {
-    let partitions = (0..task.get_output_partition_number())
-        .map(|p| ShuffleWritePartition {
-            partition_id: p as u64,
-            num_batches: 1,
-            num_rows: 1,
-            num_bytes: 1,
-            file_id: Some(task.key.task_id as u64),
-            is_sort_shuffle: false,
-        })
-        .collect();
+    successful(
+        &on.id,
+        task.key.job_id.as_ref(),
+        task.key.stage_id as u32,
+        task.stage_attempt_num as u32,
+        task.key.task_id as u32,
+        task.get_output_partition_number() as u64,
+    )
+}
+
+/// The status of a task that finished on `executor`, with one shuffle file
+/// for each of `outputs` partitions.
+fn successful(
+    executor: &str,
+    job_id: &str,
+    stage_id: u32,
+    stage_attempt_num: u32,
+    task_id: u32,
+    outputs: u64,
+) -> protobuf::TaskStatus {
     protobuf::TaskStatus {
-        task_id: task.key.task_id as u32,
-        job_id: task.key.job_id.clone().into(),
-        stage_id: task.key.stage_id as u32,
-        stage_attempt_num: task.stage_attempt_num as u32,
+        task_id,
+        job_id: job_id.to_string(),
+        stage_id,
+        stage_attempt_num,
         launch_time: 0,
         start_exec_time: 0,
         end_exec_time: 0,
         metrics: vec![],
         status: Some(task_status::Status::Successful(protobuf::SuccessfulTask {
-            executor_id: on.id.clone(),
-            partitions,
+            executor_id: executor.to_string(),
+            partitions: (0..outputs)
+                .map(|p| ShuffleWritePartition {
+                    partition_id: p,
+                    num_batches: 1,
+                    num_rows: 1,
+                    num_bytes: 1,
+                    file_id: Some(u64::from(task_id)),
+                    is_sort_shuffle: false,
+                })
+                .collect(),
             runtime_stats: vec![],
             task_column_stats: vec![],
             window_state: vec![],
@@ -117,25 +136,29 @@ const COUNT_OF_GROUPS: &str =
 /// A grouped aggregate: two stages, the final one of four partitions.
 const GROUPS: &str = "SELECT address, sum(value) FROM t GROUP BY address";
 
-async fn graph(sql: &str) -> StaticExecutionGraph {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+/// Table `t` (address, value): one row per partition, addressed as given.
+fn table(addresses: &[&str]) -> MemTable {
     let schema = Arc::new(Schema::new(vec![
         Field::new("address", DataType::Utf8, false),
         Field::new("value", DataType::Int64, false),
     ]));
-    let batch = |a: &str| {
-        RecordBatch::try_new(
+    let partition = |a: &&str| {
+        vec![RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![a])),
+                Arc::new(StringArray::from(vec![*a])),
                 Arc::new(Int64Array::from(vec![1])),
             ],
         )
-        .unwrap()
+        .unwrap()]
     };
-    let table =
-        MemTable::try_new(schema.clone(), vec![vec![batch("a")], vec![batch("b")]]).unwrap();
-    ctx.register_table("t", Arc::new(table)).unwrap();
+    MemTable::try_new(schema.clone(), addresses.iter().map(partition).collect()).unwrap()
+}
+
+async fn graph(sql: &str) -> StaticExecutionGraph {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(4));
+    ctx.register_table("t", Arc::new(table(&["a", "b"])))
+        .unwrap();
     let plan = ctx
         .sql(sql)
         .await
@@ -322,31 +345,15 @@ fn finished_set(
 ) -> Vec<protobuf::TaskStatus> {
     set.task_ids
         .iter()
-        .map(|t| protobuf::TaskStatus {
-            task_id: t.task_id,
-            job_id: set.job_id.clone(),
-            stage_id: set.stage_id,
-            stage_attempt_num: set.stage_attempt_num,
-            launch_time: 0,
-            start_exec_time: 0,
-            end_exec_time: 0,
-            metrics: vec![],
-            status: Some(task_status::Status::Successful(protobuf::SuccessfulTask {
-                executor_id: executor.to_string(),
-                partitions: (0..outputs)
-                    .map(|p| ShuffleWritePartition {
-                        partition_id: p,
-                        num_batches: 1,
-                        num_rows: 1,
-                        num_bytes: 1,
-                        file_id: Some(u64::from(t.task_id)),
-                        is_sort_shuffle: false,
-                    })
-                    .collect(),
-                runtime_stats: vec![],
-                task_column_stats: vec![],
-                window_state: vec![],
-            })),
+        .map(|t| {
+            successful(
+                executor,
+                &set.job_id,
+                set.stage_id,
+                set.stage_attempt_num,
+                t.task_id,
+                outputs,
+            )
         })
         .collect()
 }
@@ -417,23 +424,8 @@ async fn a_task_cancelled_by_an_executor_loss_gives_its_vcores_back_once() {
         .create_or_update_session("session", &session)
         .await
         .unwrap();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("address", DataType::Utf8, false),
-        Field::new("value", DataType::Int64, false),
-    ]));
-    let partition = |a: &str| {
-        vec![RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(StringArray::from(vec![a])),
-                Arc::new(Int64Array::from(vec![1])),
-            ],
-        )
-        .unwrap()]
-    };
-    let table =
-        MemTable::try_new(schema.clone(), ["a", "b", "c", "d"].map(partition).to_vec()).unwrap();
-    ctx.register_table("t", Arc::new(table)).unwrap();
+    ctx.register_table("t", Arc::new(table(&["a", "b", "c", "d"])))
+        .unwrap();
     let submit = |name: &'static str| {
         let (server, ctx) = (server.clone(), ctx.clone());
         async move {

@@ -415,14 +415,13 @@ impl Runner {
         let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
         let mut remaining: Vec<usize> = (0..models.len()).collect();
         while !remaining.is_empty() {
-            let (wave, rest): (Vec<usize>, Vec<usize>) = remaining.iter().partition(|&&i| {
+            let (mut wave, rest): (Vec<usize>, Vec<usize>) = remaining.iter().partition(|&&i| {
                 models[i]
                     .depends_on
                     .iter()
                     .all(|d| !in_run.contains(d.as_str()) || done.contains(d.as_str()))
             });
             // Models others read go first: the next wave waits for them.
-            let mut wave = wave;
             wave.sort_by_key(|&i| !models::dag::is_read_by(&models[i].name, models));
             if wave.is_empty() {
                 let e = Error::Usage("models have a dependency cycle (see `depends_on`)".into());
