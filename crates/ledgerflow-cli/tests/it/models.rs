@@ -158,7 +158,35 @@ async fn a_speed_day_of_many_micro_batches_is_read_through_a_copy() {
         let log = ledgerflow_testkit::project::stderr(&out);
         assert!(out.status.success(), "{log}");
         assert!(log.contains("speed day copied for its models"), "{log}");
-        assert!(log.contains("blocks 5/10, transactions 7/13"), "{log}");
+        assert!(log.contains("blocks 5/10 ("), "{log}");
+        assert!(log.contains("transactions 7/13 ("), "{log}");
+        // Orphans dropped, the canonical rows came in time order: the
+        // engine was told so and aggregated the minutes as a stream.
+        assert!(log.contains("rows, in time order), transactions"), "{log}");
+        assert!(log.contains("rows, in time order)\""), "{log}");
+        assert_three_days_equal_the_reference(&p).await;
+
+        // Data the generator never makes: the day's first transactions
+        // arrive last. The copy sees it out of time order, says nothing of
+        // an order, and the numbers are the same.
+        let landing = p
+            .path()
+            .join(format!("data/landing/transactions/date={}", THREE_DAYS[2]));
+        let files = parquet_files(&landing);
+        let (first, last) = (&files[0], &files[files.len() - 1]);
+        let aside = landing.join("aside.tmp");
+        std::fs::rename(first, &aside).unwrap();
+        std::fs::rename(last, first).unwrap();
+        std::fs::rename(&aside, last).unwrap();
+        let out = p
+            .cmd(&["run", "--date", THREE_DAYS[2], "--force"])
+            .env("LEDGERFLOW_LOG", "info")
+            .output()
+            .unwrap();
+        let log = ledgerflow_testkit::project::stderr(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("transactions 7/13 ("), "{log}");
+        assert!(!log.contains("rows, in time order)\""), "{log}");
         assert_three_days_equal_the_reference(&p).await;
         let spill = p.path().join(".ledgerflow/spill");
         let left: Vec<_> = std::fs::read_dir(&spill)

@@ -4,18 +4,16 @@
 //! reorg rule applied. So no day is ever counted twice, even while a day
 //! exists in both layers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::NaiveDate;
 use datafusion::catalog::TableProvider;
-use datafusion::common::config::TableParquetOptions;
 use datafusion::common::JoinType;
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::MemTable;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{col, DataFrame, ParquetReadOptions, SessionContext};
 use object_store::ObjectMeta;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -24,7 +22,8 @@ use super::batch::BatchLayer;
 use super::copied_table::CopiedTable;
 use super::reorg;
 use super::schema::{self, Entity};
-use super::speed::{Scratch, SpeedLayer};
+use super::speed::copy::TableCopy;
+use super::speed::{self, Scratch, SpeedLayer};
 use super::store::PartitionStore;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -295,13 +294,16 @@ impl Catalog {
     /// Whether [`copy_speed_day`](Self::copy_speed_day) copies `plan`'s day:
     /// a landing day of more than [`COPY_ABOVE_FILES`] files.
     pub fn copies(&self, plan: &DayPlan) -> bool {
-        plan.layer == Layer::Speed && plan.scratch.is_none() && plan.file_count() > COPY_ABOVE_FILES
+        matches!(self.speed, SpeedLayer::Landing(_))
+            && plan.layer == Layer::Speed
+            && plan.scratch.is_none()
+            && plan.file_count() > COPY_ABOVE_FILES
     }
 
-    /// Rewrites the tables `ctx` registered for a landing speed day of more
-    /// than [`COPY_ABOVE_FILES`] files into Parquet files (a directory per
-    /// table) in the spill dir (canonical rows only, uncompressed) and registers
-    /// those instead; the copy lives as long as the returned directory.
+    /// Copies a landing speed day of more than [`COPY_ABOVE_FILES`] files
+    /// into Parquet files in the spill dir (canonical rows only,
+    /// [`super::speed::copy`]) and registers those in `ctx` instead of the
+    /// micro-batches; the copy lives as long as the returned directory.
     /// The day's models then read it like a compacted day: each query
     /// otherwise opened every micro-batch file and ran the reorg join
     /// again (a mainnet day: ~0.7 s per query over 1,462 files).
@@ -319,20 +321,18 @@ impl Catalog {
         if !self.copies(plan) {
             return Ok(None);
         }
+        let SpeedLayer::Landing(landing) = &self.speed else {
+            return Ok(None);
+        };
         let started = std::time::Instant::now();
         let dir = crate::engine::scratch_dir(&self.spill_dir, "speed-copy-")?;
-        let mut options = TableParquetOptions::default();
-        // Read two or three times within the run, then deleted: no
-        // compression, dictionaries or statistics to pay for.
-        options.global.compression = Some("uncompressed".into());
-        options.global.dictionary_enabled = Some(false);
-        options.global.statistics_enabled = Some("none".into());
-        options.global.max_row_group_size = 32 * 1024;
+        let canonical: Arc<HashSet<String>> = Arc::new(plan.canonical.iter().cloned().collect());
+        let parts = ctx.state().config().target_partitions();
         let mut copied_columns = Vec::new();
         for entity in Entity::ALL {
-            if plan.files.get(&entity).is_none_or(Vec::is_empty) {
+            let Some(files) = plan.files.get(&entity).filter(|f| !f.is_empty()) else {
                 continue;
-            }
+            };
             let name = entity.name();
             let expected = entity.schema();
             let columns: Vec<usize> = match read.map(|r| r.get(name)) {
@@ -346,31 +346,43 @@ impl Catalog {
                     .collect(),
             };
             let whole = columns.len() == expected.fields().len();
-            copied_columns.push(format!(
-                "{name} {}/{}",
-                columns.len(),
-                expected.fields().len()
-            ));
             let engine = |e| self.engine_error(&format!("<catalog {name}>"), plan, e);
             let arrow = |e: arrow::error::ArrowError| engine(e.into());
-            let copied = Arc::new(expected.project(&columns).map_err(arrow)?);
-            let names: Vec<&str> = copied.fields().iter().map(|f| f.name().as_str()).collect();
-            let original = ctx.table_provider(name).await.map_err(engine)?;
-            // A directory of files, one per partition of the read: each
-            // written by its own thread.
+            let schema = Arc::new(expected.project(&columns).map_err(arrow)?);
             let path = dir.path().join(name);
+            let copy = TableCopy {
+                files: files.clone(),
+                schema: schema.clone(),
+                hash_column: entity.block_hash_column(),
+                time_column: entity.time_column(),
+                canonical: canonical.clone(),
+            };
+            let done = speed::copy::copy_table(&landing.files, copy, &path, parts).await?;
+            copied_columns.push(format!(
+                "{name} {}/{} ({} rows{})",
+                columns.len(),
+                expected.fields().len(),
+                done.rows,
+                if done.time_ordered {
+                    ", in time order"
+                } else {
+                    ""
+                },
+            ));
+            let mut options = ParquetReadOptions::default().schema(&schema);
+            if done.time_ordered {
+                // Observed, not assumed (see `copy_table`): the engine then
+                // aggregates by minute as a stream, as over a compacted day.
+                options = options
+                    .file_sort_order(vec![vec![col(entity.time_column()).sort(true, false)]]);
+            }
             let url = format!("file://{}/", path.display());
-            ctx.read_table(original.clone())
-                .and_then(|df| df.select_columns(&names))
-                .map_err(engine)?
-                .write_parquet(&url, DataFrameWriteOptions::new(), Some(options.clone()))
-                .await
-                .map_err(engine)?;
             let copy = ctx
-                .read_parquet(url, ParquetReadOptions::default().schema(&copied))
+                .read_parquet(url, options)
                 .await
                 .map_err(engine)?
                 .into_view();
+            let original = ctx.table_provider(name).await.map_err(engine)?;
             ctx.deregister_table(name).map_err(engine)?;
             let table: Arc<dyn TableProvider> = if whole {
                 copy

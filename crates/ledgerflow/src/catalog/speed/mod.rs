@@ -5,6 +5,7 @@
 //! reorg rules, validation and registration are one code path.
 
 pub mod bson_arrow;
+pub mod copy;
 pub mod landing;
 pub mod mongo;
 
