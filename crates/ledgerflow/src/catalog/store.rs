@@ -610,19 +610,30 @@ impl PartitionStore {
         meta: &ObjectMeta,
         columns: &[&str],
     ) -> Result<Vec<RecordBatch>> {
+        self.read_columns_stream(meta, columns)
+            .await?
+            .try_collect()
+            .await
+            .map_err(|e| self.parquet_error(meta, e))
+    }
+
+    /// Streams a few columns of a file, a row group at a time.
+    #[allow(deprecated)]
+    pub async fn read_columns_stream(
+        &self,
+        meta: &ObjectMeta,
+        columns: &[&str],
+    ) -> Result<
+        parquet::arrow::async_reader::ParquetRecordBatchStream<
+            parquet::arrow::async_reader::ParquetObjectReader,
+        >,
+    > {
         let failed = |e| self.parquet_error(meta, e);
-        let reader = self.reader(meta);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        let builder = ParquetRecordBatchStreamBuilder::new(self.reader(meta))
             .await
             .map_err(failed)?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
-        builder
-            .with_projection(mask)
-            .build()
-            .map_err(failed)?
-            .try_collect()
-            .await
-            .map_err(failed)
+        builder.with_projection(mask).build().map_err(failed)
     }
 }
 

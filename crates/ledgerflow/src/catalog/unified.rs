@@ -356,6 +356,7 @@ impl Catalog {
                 hash_column: entity.block_hash_column(),
                 time_column: entity.time_column(),
                 canonical: canonical.clone(),
+                read_whole_below: speed::copy::READ_WHOLE_BELOW,
             };
             let done = speed::copy::copy_table(&landing.files, copy, &path, parts).await?;
             copied_columns.push(format!(

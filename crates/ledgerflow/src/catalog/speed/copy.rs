@@ -22,7 +22,7 @@ use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use futures::StreamExt;
 use object_store::ObjectMeta;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -32,6 +32,10 @@ use crate::error::{Error, Result};
 
 /// Files fetched ahead of the one being decoded, per part.
 const FETCH_AHEAD: usize = 4;
+/// A micro-batch up to this size is read whole in one request; a larger
+/// one is streamed a row group at a time, so a landing writer of large
+/// files cannot make the copy hold [`FETCH_AHEAD`] of them per part.
+pub const READ_WHOLE_BELOW: u64 = 8 << 20;
 /// Rows per row group of a copied file.
 const ROW_GROUP_ROWS: usize = 32 * 1024;
 
@@ -47,6 +51,20 @@ pub struct TableCopy {
     /// The table's time column (one of `schema`'s): checked for order.
     pub time_column: &'static str,
     pub canonical: Arc<HashSet<String>>,
+    /// [`READ_WHOLE_BELOW`] but in tests.
+    pub read_whole_below: u64,
+}
+
+impl TableCopy {
+    /// The file columns a part reads: the copied ones and the block's.
+    fn read_columns(&self) -> Vec<&str> {
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .chain([self.hash_column])
+            .collect()
+    }
 }
 
 /// What [`copy_table`] wrote.
@@ -106,6 +124,7 @@ pub async fn copy_table(
 /// One part's outcome.
 struct Part {
     rows: u64,
+    /// Every time seen so far at or after the one before, none null.
     ordered: bool,
     /// First and last time of the part (when it has rows).
     span: Option<(i64, i64)>,
@@ -153,66 +172,78 @@ async fn copy_part(
         Some(props),
     )
     .map_err(written)?;
-    let mut order = TimeOrder::default();
-    let mut rows = 0u64;
+    let mut part = Part::default();
     let files = &table.files[range];
-    let fetches: Vec<_> = files.iter().map(|meta| fetch(store, meta)).collect();
+    let fetches: Vec<_> = files
+        .iter()
+        .map(|meta| fetch(store, meta, table.read_whole_below))
+        .collect();
     let mut fetched = futures::stream::iter(fetches).buffered(FETCH_AHEAD);
     let mut metas = files.iter();
-    while let Some(bytes) = fetched.next().await {
+    while let Some(whole) = fetched.next().await {
         let meta = metas.next().expect("one fetch per file");
-        for batch in decode(store, meta, bytes?, table)? {
+        let mut put = |batch: RecordBatch| -> Result<()> {
             let batch = keep_canonical(&batch, table)
                 .and_then(|b| conform(&b, &table.schema))
                 .map_err(|e| Error::data(store.describe(&meta.location), e))?;
-            if batch.num_rows() == 0 {
-                continue;
+            if batch.num_rows() > 0 {
+                part.observe(batch.column_by_name(table.time_column).expect("copied"));
+                part.rows += batch.num_rows() as u64;
+                writer.write(&batch).map_err(written)?;
             }
-            order.observe(batch.column_by_name(table.time_column).expect("copied"));
-            rows += batch.num_rows() as u64;
-            writer.write(&batch).map_err(written)?;
+            Ok(())
+        };
+        match whole? {
+            Some(bytes) => {
+                for batch in decode(store, meta, bytes, table)? {
+                    put(batch.map_err(|e| store.parquet_error(meta, e.into()))?)?;
+                }
+            }
+            None => {
+                let mut stream = store
+                    .read_columns_stream(meta, &table.read_columns())
+                    .await?;
+                while let Some(batch) = stream.next().await {
+                    put(batch.map_err(|e| store.parquet_error(meta, e))?)?;
+                }
+            }
         }
     }
     writer.close().map_err(written)?;
-    Ok(Part {
-        rows,
-        ordered: order.ordered,
-        span: order.span,
-    })
+    Ok(part)
 }
 
-async fn fetch(store: &PartitionStore, meta: &ObjectMeta) -> Result<bytes::Bytes> {
-    store
+/// The whole file if it is small enough to read in one request.
+async fn fetch(
+    store: &PartitionStore,
+    meta: &ObjectMeta,
+    whole_below: u64,
+) -> Result<Option<bytes::Bytes>> {
+    if meta.size > whole_below {
+        return Ok(None);
+    }
+    let bytes = store
         .get(&meta.location)
         .await?
         .ok_or_else(|| Error::CorruptFile {
             file: store.describe(&meta.location),
             message: "listed for the day, then gone before it was read".into(),
-        })
+        })?;
+    Ok(Some(bytes))
 }
 
-/// The file's batches: the columns to copy and the block column.
+/// The file's batches, one at a time: the columns to copy and the block
+/// column.
 fn decode(
     store: &PartitionStore,
     meta: &ObjectMeta,
     bytes: bytes::Bytes,
     table: &TableCopy,
-) -> Result<Vec<RecordBatch>> {
+) -> Result<ParquetRecordBatchReader> {
     let failed = |e| store.parquet_error(meta, e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(failed)?;
-    let wanted = table
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .chain([table.hash_column]);
-    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted);
-    builder
-        .with_projection(mask)
-        .build()
-        .map_err(failed)?
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| failed(e.into()))
+    let mask = ProjectionMask::columns(builder.parquet_schema(), table.read_columns());
+    builder.with_projection(mask).build().map_err(failed)
 }
 
 /// `batch` without the rows whose block is not canonical (a null block
@@ -268,22 +299,17 @@ fn conform(
     RecordBatch::try_new(schema.clone(), columns)
 }
 
-/// Whether the times seen so far never went down (and none was null).
-struct TimeOrder {
-    ordered: bool,
-    span: Option<(i64, i64)>,
-}
-
-impl Default for TimeOrder {
+impl Default for Part {
     fn default() -> Self {
         Self {
+            rows: 0,
             ordered: true,
             span: None,
         }
     }
 }
 
-impl TimeOrder {
+impl Part {
     fn observe(&mut self, times: &dyn Array) {
         if !self.ordered {
             return;
@@ -345,14 +371,14 @@ mod tests {
     #[test]
     fn time_order_is_observed_across_batches() {
         use arrow::array::TimestampMicrosecondArray;
-        let mut order = TimeOrder::default();
+        let mut order = Part::default();
         order.observe(&TimestampMicrosecondArray::from(vec![1, 2, 2]));
         order.observe(&TimestampMicrosecondArray::from(vec![3, 5]));
         assert!(order.ordered);
         assert_eq!(order.span, Some((1, 5)));
         order.observe(&TimestampMicrosecondArray::from(vec![4]));
         assert!(!order.ordered, "4 after 5");
-        let mut nulls = TimeOrder::default();
+        let mut nulls = Part::default();
         nulls.observe(&TimestampMicrosecondArray::from(vec![Some(1), None]));
         assert!(!nulls.ordered);
     }
@@ -462,17 +488,19 @@ mod tests {
             .schema()
             .project(&[3, 9])
             .unwrap();
-        let copy = |files: Vec<ObjectMeta>| TableCopy {
+        // Whole files, and streamed as if they were large.
+        let copy = |files: Vec<ObjectMeta>, read_whole_below| TableCopy {
             files,
             schema: Arc::new(schema.clone()),
             hash_column: "block_hash",
             time_column: "block_timestamp",
             canonical: Arc::new(["c1", "c2", "c3"].map(String::from).into_iter().collect()),
+            read_whole_below,
         };
         let files = landed(&store, &[0, 1, 2]).await;
-        for parts in [1, 2, 3] {
-            let dir = tmp.path().join(format!("in-order-{parts}"));
-            let done = copy_table(&store, copy(files.clone()), &dir, parts)
+        for (parts, whole) in [(1, READ_WHOLE_BELOW), (2, READ_WHOLE_BELOW), (3, 0), (2, 0)] {
+            let dir = tmp.path().join(format!("in-order-{parts}-{whole}"));
+            let done = copy_table(&store, copy(files.clone(), whole), &dir, parts)
                 .await
                 .unwrap();
             assert_eq!(done.rows, 5);
@@ -487,9 +515,9 @@ mod tests {
         // The last micro-batch arrived first: the same rows, not in order.
         let late = PartitionStore::local(&tmp.path().join("late")).unwrap();
         let files = landed(&late, &[2, 0, 1]).await;
-        for parts in [1, 2] {
-            let dir = tmp.path().join(format!("late-{parts}"));
-            let done = copy_table(&late, copy(files.clone()), &dir, parts)
+        for (parts, whole) in [(1, READ_WHOLE_BELOW), (2, 0)] {
+            let dir = tmp.path().join(format!("late-{parts}-{whole}"));
+            let done = copy_table(&late, copy(files.clone(), whole), &dir, parts)
                 .await
                 .unwrap();
             assert_eq!(done.rows, 5);
@@ -520,6 +548,7 @@ mod tests {
             hash_column: "block_hash",
             time_column: "block_timestamp",
             canonical: Arc::new(HashSet::new()),
+            read_whole_below: READ_WHOLE_BELOW,
         };
         let err = copy_table(&store, table, &tmp.path().join("copy"), 2)
             .await
