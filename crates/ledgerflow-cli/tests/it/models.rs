@@ -160,8 +160,9 @@ async fn a_speed_day_of_many_micro_batches_is_read_through_a_copy() {
         assert!(log.contains("speed day copied for its models"), "{log}");
         assert!(log.contains("blocks 5/10 ("), "{log}");
         assert!(log.contains("transactions 7/13 ("), "{log}");
-        // Orphans dropped, the canonical rows came in time order: the
-        // engine was told so and aggregated the minutes as a stream.
+        // Orphans dropped, the canonical rows came in time order: the copy
+        // was registered with that order (the numbers below are read
+        // through it).
         assert!(log.contains("rows, in time order), transactions"), "{log}");
         assert!(log.contains("rows, in time order)\""), "{log}");
         assert_three_days_equal_the_reference(&p).await;

@@ -1,5 +1,6 @@
 //! A landing day's micro-batches copied into local Parquet for one run:
-//! each file read whole in one request and decoded here, its rows of
+//! each file read whole in one request (streamed if over 8 MiB) and
+//! decoded here, its rows of
 //! orphaned or not-yet-landed blocks dropped, the columns the models read
 //! written uncompressed, a file per part of the day. DataFusion's scan of
 //! the same 1,462 files (a head, a footer read and a ranged read per
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
-use arrow::compute::{cast, filter_record_batch};
+use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use futures::StreamExt;
 use object_store::ObjectMeta;
@@ -34,7 +35,8 @@ use crate::error::{Error, Result};
 const FETCH_AHEAD: usize = 4;
 /// A micro-batch up to this size is read whole in one request; a larger
 /// one is streamed a row group at a time, so a landing writer of large
-/// files cannot make the copy hold [`FETCH_AHEAD`] of them per part.
+/// files cannot make the copy hold [`FETCH_AHEAD`] of them per part (it
+/// then holds one row group's columns).
 pub const READ_WHOLE_BELOW: u64 = 8 << 20;
 /// Rows per row group of a copied file.
 const ROW_GROUP_ROWS: usize = 32 * 1024;
@@ -93,32 +95,47 @@ pub async fn copy_table(
         .enumerate()
     {
         let (store, table) = (store.clone(), table.clone());
-        let path = dir.join(format!("part-{n:03}.parquet"));
+        let path = dir.join(format!("part-{n:05}.parquet"));
         running.spawn(async move { (n, copy_part(&store, &table, range, &path).await) });
     }
     let mut done = Vec::new();
-    // Dropping the set on an error aborts the other parts.
     while let Some(joined) = running.join_next().await {
-        let (n, part) =
-            joined.map_err(|e| Error::data(format!("copying into {}", dir.display()), e))?;
-        done.push((n, part?));
+        let part = joined
+            .map_err(|e| Error::data(format!("copying into {}", dir.display()), e))
+            .and_then(|(n, part)| Ok((n, part?)));
+        match part {
+            Ok(part) => done.push(part),
+            Err(e) => {
+                // The other parts stopped and gone before the caller
+                // removes their directory.
+                running.shutdown().await;
+                return Err(e);
+            }
+        }
     }
     done.sort_by_key(|(n, _)| *n);
-    let rows = done.iter().map(|(_, p)| p.rows).sum();
-    let mut time_ordered = true;
+    let parts: Vec<Part> = done.into_iter().map(|(_, p)| p).collect();
+    Ok(Copied {
+        rows: parts.iter().map(|p| p.rows).sum(),
+        time_ordered: in_time_order(&parts),
+    })
+}
+
+/// Whether `parts`, in order, hold their rows in time order: each in
+/// order, each starting at or after the one before ended (empty ones
+/// skipped).
+fn in_time_order(parts: &[Part]) -> bool {
     let mut last: Option<i64> = None;
-    for (_, part) in done.iter().filter(|(_, p)| p.rows > 0) {
+    for part in parts.iter().filter(|p| p.rows > 0) {
         let (Some((first, end)), true) = (part.span, part.ordered) else {
-            time_ordered = false;
-            break;
+            return false;
         };
         if last.is_some_and(|l| l > first) {
-            time_ordered = false;
-            break;
+            return false;
         }
         last = Some(end);
     }
-    Ok(Copied { rows, time_ordered })
+    true
 }
 
 /// One part's outcome.
@@ -182,8 +199,11 @@ async fn copy_part(
     let mut metas = files.iter();
     while let Some(whole) = fetched.next().await {
         let meta = metas.next().expect("one fetch per file");
+        let mut file_row = 0u64;
         let mut put = |batch: RecordBatch| -> Result<()> {
-            let batch = keep_canonical(&batch, table)
+            let first_row = file_row;
+            file_row += batch.num_rows() as u64;
+            let batch = keep_canonical(&batch, table, first_row)
                 .and_then(|b| conform(&b, &table.schema))
                 .map_err(|e| Error::data(store.describe(&meta.location), e))?;
             if batch.num_rows() > 0 {
@@ -222,12 +242,17 @@ async fn fetch(
     if meta.size > whole_below {
         return Ok(None);
     }
+    // Gone since the listing (landing retention, say): a store error, as
+    // a streamed read of it would be, which a retry lists afresh.
     let bytes = store
         .get(&meta.location)
         .await?
-        .ok_or_else(|| Error::CorruptFile {
-            file: store.describe(&meta.location),
-            message: "listed for the day, then gone before it was read".into(),
+        .ok_or_else(|| Error::ObjectStore {
+            location: store.describe(&meta.location),
+            cause: object_store::Error::NotFound {
+                path: meta.location.to_string(),
+                source: "listed for the day, then gone before it was read".into(),
+            },
         })?;
     Ok(Some(bytes))
 }
@@ -246,22 +271,30 @@ fn decode(
     builder.with_projection(mask).build().map_err(failed)
 }
 
-/// `batch` without the rows whose block is not canonical (a null block
-/// counts as not canonical, as in the engine's join).
+/// `batch` without the rows whose block is not canonical. A row without
+/// a block is bad input (the engine refuses a null in the non-null
+/// column), named by its row in the file: `first_row` is the batch's.
 fn keep_canonical(
     batch: &RecordBatch,
     table: &TableCopy,
+    first_row: u64,
 ) -> std::result::Result<RecordBatch, arrow::error::ArrowError> {
     let column = batch.column_by_name(table.hash_column).ok_or_else(|| {
         arrow::error::ArrowError::SchemaError(format!("no column {}", table.hash_column))
     })?;
-    let column = cast(column, &DataType::Utf8)?;
+    let column = cast_strictly(column, &DataType::Utf8)?;
     let hashes = column.as_string::<i32>();
     let mut keep = Vec::with_capacity(hashes.len());
     let mut last: Option<(&str, bool)> = None;
-    for hash in hashes.iter() {
+    for (i, hash) in hashes.iter().enumerate() {
         keep.push(match (hash, last) {
-            (None, _) => false,
+            (None, _) => {
+                return Err(arrow::error::ArrowError::InvalidArgumentError(format!(
+                    "row {}: column {} is null (every row names its block)",
+                    first_row + i as u64 + 1,
+                    table.hash_column
+                )))
+            }
             (Some(h), Some((seen, kept))) if seen == h => kept,
             (Some(h), _) => {
                 let kept = table.canonical.contains(h);
@@ -292,11 +325,24 @@ fn conform(
             if column.data_type() == field.data_type() {
                 Ok(column.clone())
             } else {
-                cast(column, field.data_type())
+                cast_strictly(column, field.data_type())
             }
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// A cast that fails on a value the type cannot hold, as the engine's
+/// does, instead of making it null.
+fn cast_strictly(
+    column: &arrow::array::ArrayRef,
+    to: &DataType,
+) -> std::result::Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
+    let options = CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    cast_with_options(column, to, &options)
 }
 
 impl Default for Part {
@@ -383,8 +429,9 @@ mod tests {
         assert!(!nulls.ordered);
     }
 
-    /// Micro-batch files of transactions as a file may hold them: a null
-    /// block hash (nullable column), a narrower integer type, an orphan.
+    /// Micro-batch files of transactions as a file may hold them: a
+    /// nullable block hash column, a narrower integer type, orphans; file 3
+    /// has a row without its block.
     async fn landed(store: &PartitionStore, order: &[usize]) -> Vec<ObjectMeta> {
         use arrow::array::{Int32Array, StringArray, TimestampMicrosecondArray};
         use arrow::datatypes::{Field, Schema};
@@ -399,18 +446,23 @@ mod tests {
             Field::new("hash", DataType::Utf8, false),
         ]));
         // (block, time, gas) per file, in time order file after file.
-        let files: [&[(Option<&str>, i64, i32)]; 3] = [
+        let files: [&[(Option<&str>, i64, i32)]; 4] = [
             &[
                 (Some("c1"), 10, 1),
                 (Some("o1"), 11, 2),
                 (Some("c1"), 12, 3),
             ],
-            &[(None, 20, 4), (Some("c2"), 21, 5), (Some("c2"), 22, 6)],
+            &[
+                (Some("o1"), 20, 4),
+                (Some("c2"), 21, 5),
+                (Some("c2"), 22, 6),
+            ],
             &[
                 (Some("o2"), 30, 7),
                 (Some("o2"), 31, 8),
                 (Some("c3"), 32, 9),
             ],
+            &[(Some("c3"), 33, 10), (None, 34, 11)],
         ];
         for (seq, &n) in order.iter().enumerate() {
             let rows = files[n];
@@ -508,7 +560,7 @@ mod tests {
             assert_eq!(
                 read_back(&dir),
                 vec![(10, 1), (12, 3), (21, 5), (22, 6), (32, 9)],
-                "no orphan, no null block; gas price read as Int64"
+                "no orphan; gas price read as Int64"
             );
         }
 
@@ -526,6 +578,56 @@ mod tests {
                 read_back(&dir),
                 vec![(32, 9), (10, 1), (12, 3), (21, 5), (22, 6)]
             );
+        }
+    }
+
+    #[test]
+    fn parts_are_in_time_order_only_end_to_start() {
+        let part = |rows, ordered, span| Part {
+            rows,
+            ordered,
+            span,
+        };
+        assert!(in_time_order(&[
+            part(2, true, Some((1, 5))),
+            part(0, true, None),
+            part(3, true, Some((5, 9)))
+        ]));
+        assert!(!in_time_order(&[
+            part(2, true, Some((6, 8))),
+            part(0, true, None),
+            part(3, true, Some((5, 9)))
+        ]));
+        assert!(!in_time_order(&[part(2, false, Some((1, 5)))]));
+        assert!(in_time_order(&[]));
+    }
+
+    #[tokio::test]
+    async fn a_row_without_its_block_is_named_by_file_row_and_column() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = PartitionStore::local(&tmp.path().join("landing")).unwrap();
+        let files = landed(&store, &[0, 3]).await;
+        for whole in [READ_WHOLE_BELOW, 0] {
+            let table = TableCopy {
+                files: files.clone(),
+                schema: Arc::new(
+                    crate::catalog::schema::Entity::Transactions
+                        .schema()
+                        .project(&[3, 9])
+                        .unwrap(),
+                ),
+                hash_column: "block_hash",
+                time_column: "block_timestamp",
+                canonical: Arc::new(HashSet::from(["c3".to_string()])),
+                read_whole_below: whole,
+            };
+            let dir = tmp.path().join(format!("copy-{whole}"));
+            let err = copy_table(&store, table, &dir, 2)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("001.parquet"), "{err}");
+            assert!(err.contains("row 2: column block_hash is null"), "{err}");
         }
     }
 
