@@ -34,9 +34,23 @@ fn blocking_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
 }
 
+/// `ledgerflow runs | head` ends as any Unix tool does, by SIGPIPE, instead
+/// of a panic: Rust ignores SIGPIPE, so printing to the closed pipe fails
+/// and `println!` panics with a backtrace. Not for the services, which keep
+/// running when whatever read their output has gone.
+fn die_on_closed_stdout() {
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Schedule(_) | Command::Realtime(_));
+    if !daemon && !matches!(cli.command, Command::Serve(_) | Command::Cluster(_)) {
+        die_on_closed_stdout();
+    }
     allocator::tune(&cli.command);
     init_logging(cli.log_format, log_level(daemon, cli.quiet, cli.verbose));
     let runtime = match tokio::runtime::Builder::new_multi_thread()

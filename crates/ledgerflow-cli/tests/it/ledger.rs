@@ -1,7 +1,8 @@
 //! Open ledger rows of processes that died, here or on another host: a row
 //! whose heartbeat expired is closed by any invocation; a live run's
 //! heartbeat keeps it open however long it takes; a PID reused by another
-//! process does not keep a dead run's row alive.
+//! process does not keep a dead run's row alive. And the ledger's listing
+//! piped into a reader that stops early ends as a Unix tool does.
 
 use std::time::Duration;
 
@@ -113,4 +114,28 @@ async fn a_live_run_outlasting_its_lease_keeps_its_row() {
         assert_eq!(done["state"], "success", "{done}");
         p.drop_db().await;
     }
+}
+
+/// `ledgerflow runs | head`: the listing meets a closed pipe and ends by
+/// SIGPIPE, not with a panic and its backtrace on the terminal.
+#[tokio::test]
+async fn the_listing_into_a_closed_pipe_ends_by_sigpipe_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let p = project(ledgerflow_testkit::serving::Serving::Sqlite).await;
+    p.generate(DAY, DAY, "0.005", &[], &[]);
+    p.ok(&["run", "--date", DAY]);
+    // The reading end is closed before the listing starts: its first
+    // write fails, whatever the timing.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = p
+        .cmd(&["runs"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = ledgerflow_testkit::project::stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    const SIGPIPE: i32 = 13;
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?} {err}", out.status);
 }
