@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
-use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use futures::StreamExt;
 use object_store::ObjectMeta;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -28,6 +28,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
+use crate::catalog::batch::first_out_of_order;
 use crate::catalog::store::PartitionStore;
 use crate::error::{Error, Result};
 
@@ -127,7 +128,7 @@ pub async fn copy_table(
 fn in_time_order(parts: &[Part]) -> bool {
     let mut last: Option<i64> = None;
     for part in parts.iter().filter(|p| p.rows > 0) {
-        let (Some((first, end)), true) = (part.span, part.ordered) else {
+        let (Some(first), Some(end), true) = (part.first, part.last, part.ordered) else {
             return false;
         };
         if last.is_some_and(|l| l > first) {
@@ -143,8 +144,9 @@ struct Part {
     rows: u64,
     /// Every time seen so far at or after the one before, none null.
     ordered: bool,
-    /// First and last time of the part (when it has rows).
-    span: Option<(i64, i64)>,
+    /// First and last time of the part (while it is in order).
+    first: Option<i64>,
+    last: Option<i64>,
 }
 
 /// Contiguous ranges of `files` of about equal bytes, at most `parts`.
@@ -335,7 +337,7 @@ fn conform(
 /// A cast that fails on a value the type cannot hold, as the engine's
 /// does, instead of making it null.
 fn cast_strictly(
-    column: &arrow::array::ArrayRef,
+    column: &dyn Array,
     to: &DataType,
 ) -> std::result::Result<arrow::array::ArrayRef, arrow::error::ArrowError> {
     let options = CastOptions {
@@ -350,43 +352,37 @@ impl Default for Part {
         Self {
             rows: 0,
             ordered: true,
-            span: None,
+            first: None,
+            last: None,
         }
     }
 }
 
 impl Part {
+    /// Follows the time column: still in order (none null, none earlier
+    /// than the one before) and where the part starts and ends.
     fn observe(&mut self, times: &dyn Array) {
         if !self.ordered {
             return;
         }
-        let Some(times) = times.as_primitive_opt::<TimestampMicrosecondType>() else {
+        let Ok(values) = cast_strictly(times, &DataType::Int64) else {
             self.ordered = false;
             return;
         };
-        if times.null_count() > 0 {
+        let values = values.as_primitive::<Int64Type>();
+        if self.first.is_none() {
+            self.first = values.iter().next().flatten();
+        }
+        if first_out_of_order(values, &mut self.last).is_some() {
             self.ordered = false;
-            return;
         }
-        let values = times.values();
-        let (Some(&first), Some(&end)) = (values.first(), values.last()) else {
-            return;
-        };
-        let mut previous = self.span.map_or(first, |(_, end)| end);
-        for &t in values.iter() {
-            if t < previous {
-                self.ordered = false;
-                return;
-            }
-            previous = t;
-        }
-        self.span = Some((self.span.map_or(first, |(start, _)| start), end));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::datatypes::TimestampMicrosecondType;
 
     fn meta(size: u64) -> ObjectMeta {
         ObjectMeta {
@@ -421,7 +417,7 @@ mod tests {
         order.observe(&TimestampMicrosecondArray::from(vec![1, 2, 2]));
         order.observe(&TimestampMicrosecondArray::from(vec![3, 5]));
         assert!(order.ordered);
-        assert_eq!(order.span, Some((1, 5)));
+        assert_eq!((order.first, order.last), (Some(1), Some(5)));
         order.observe(&TimestampMicrosecondArray::from(vec![4]));
         assert!(!order.ordered, "4 after 5");
         let mut nulls = Part::default();
@@ -499,6 +495,20 @@ mod tests {
             .unwrap()
     }
 
+    /// A copy of the transactions' time and gas price, keeping the rows of
+    /// the `canonical` blocks.
+    fn gas_copy(files: Vec<ObjectMeta>, canonical: &[&str], read_whole_below: u64) -> TableCopy {
+        let schema = crate::catalog::schema::Entity::Transactions.schema();
+        TableCopy {
+            files,
+            schema: Arc::new(schema.project(&[3, 9]).unwrap()),
+            hash_column: "block_hash",
+            time_column: "block_timestamp",
+            canonical: Arc::new(canonical.iter().map(|h| h.to_string()).collect()),
+            read_whole_below,
+        }
+    }
+
     /// The copy's rows, part after part: (time, gas price).
     fn read_back(dir: &Path) -> Vec<(i64, i64)> {
         let mut parts: Vec<_> = std::fs::read_dir(dir)
@@ -536,19 +546,8 @@ mod tests {
     async fn a_copy_keeps_canonical_rows_cast_and_says_whether_they_are_in_time_order() {
         let tmp = tempfile::tempdir().unwrap();
         let store = PartitionStore::local(&tmp.path().join("landing")).unwrap();
-        let schema = crate::catalog::schema::Entity::Transactions
-            .schema()
-            .project(&[3, 9])
-            .unwrap();
         // Whole files, and streamed as if they were large.
-        let copy = |files: Vec<ObjectMeta>, read_whole_below| TableCopy {
-            files,
-            schema: Arc::new(schema.clone()),
-            hash_column: "block_hash",
-            time_column: "block_timestamp",
-            canonical: Arc::new(["c1", "c2", "c3"].map(String::from).into_iter().collect()),
-            read_whole_below,
-        };
+        let copy = |files, read_whole_below| gas_copy(files, &["c1", "c2", "c3"], read_whole_below);
         let files = landed(&store, &[0, 1, 2]).await;
         for (parts, whole) in [(1, READ_WHOLE_BELOW), (2, READ_WHOLE_BELOW), (3, 0), (2, 0)] {
             let dir = tmp.path().join(format!("in-order-{parts}-{whole}"));
@@ -583,10 +582,11 @@ mod tests {
 
     #[test]
     fn parts_are_in_time_order_only_end_to_start() {
-        let part = |rows, ordered, span| Part {
+        let part = |rows, ordered, span: Option<(i64, i64)>| Part {
             rows,
             ordered,
-            span,
+            first: span.map(|(first, _)| first),
+            last: span.map(|(_, last)| last),
         };
         assert!(in_time_order(&[
             part(2, true, Some((1, 5))),
@@ -608,19 +608,7 @@ mod tests {
         let store = PartitionStore::local(&tmp.path().join("landing")).unwrap();
         let files = landed(&store, &[0, 3]).await;
         for whole in [READ_WHOLE_BELOW, 0] {
-            let table = TableCopy {
-                files: files.clone(),
-                schema: Arc::new(
-                    crate::catalog::schema::Entity::Transactions
-                        .schema()
-                        .project(&[3, 9])
-                        .unwrap(),
-                ),
-                hash_column: "block_hash",
-                time_column: "block_timestamp",
-                canonical: Arc::new(HashSet::from(["c3".to_string()])),
-                read_whole_below: whole,
-            };
+            let table = gas_copy(files.clone(), &["c3"], whole);
             let dir = tmp.path().join(format!("copy-{whole}"));
             let err = copy_table(&store, table, &dir, 2)
                 .await
@@ -639,19 +627,7 @@ mod tests {
         let bad = object_store::path::Path::from("transactions/009.parquet");
         store.put(&bad, b"not parquet".to_vec()).await.unwrap();
         files.push(store.head(&bad).await.unwrap().unwrap());
-        let table = TableCopy {
-            files,
-            schema: Arc::new(
-                crate::catalog::schema::Entity::Transactions
-                    .schema()
-                    .project(&[3, 9])
-                    .unwrap(),
-            ),
-            hash_column: "block_hash",
-            time_column: "block_timestamp",
-            canonical: Arc::new(HashSet::new()),
-            read_whole_below: READ_WHOLE_BELOW,
-        };
+        let table = gas_copy(files, &[], READ_WHOLE_BELOW);
         let err = copy_table(&store, table, &tmp.path().join("copy"), 2)
             .await
             .unwrap_err()
