@@ -138,6 +138,18 @@ CROSS JOIN (SELECT count(DISTINCT hash) AS hashes FROM blocks
 WHERE m.tx_count <> t.hashes OR m.block_count <> b.hashes
 ";
 
+/// `run --date day --force` at info level, successful: its log.
+fn rerun_logged(p: &TestProject, day: &str) -> String {
+    let out = p
+        .cmd(&["run", "--date", day, "--force"])
+        .env("LEDGERFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    let log = ledgerflow_testkit::project::stderr(&out);
+    assert!(out.status.success(), "{log}");
+    log
+}
+
 /// A speed day of one block per micro-batch (~170 files, more than
 /// `COPY_ABOVE_FILES`) is read through its one-run copy of the columns the
 /// models read: the numbers are the reference's, reorgs included, a check
@@ -150,13 +162,7 @@ async fn a_speed_day_of_many_micro_batches_is_read_through_a_copy() {
         load_three_days_with(&p, &["--blocks-per-file", "1"], &[]);
         assert_three_days_equal_the_reference(&p).await;
         // The same day again, logged: it went through the copy.
-        let out = p
-            .cmd(&["run", "--date", THREE_DAYS[2], "--force"])
-            .env("LEDGERFLOW_LOG", "info")
-            .output()
-            .unwrap();
-        let log = ledgerflow_testkit::project::stderr(&out);
-        assert!(out.status.success(), "{log}");
+        let log = rerun_logged(&p, THREE_DAYS[2]);
         assert!(log.contains("speed day copied for its models"), "{log}");
         assert!(log.contains("blocks 5/10 ("), "{log}");
         assert!(log.contains("transactions 7/13 ("), "{log}");
@@ -179,13 +185,7 @@ async fn a_speed_day_of_many_micro_batches_is_read_through_a_copy() {
         std::fs::rename(first, &aside).unwrap();
         std::fs::rename(last, first).unwrap();
         std::fs::rename(&aside, last).unwrap();
-        let out = p
-            .cmd(&["run", "--date", THREE_DAYS[2], "--force"])
-            .env("LEDGERFLOW_LOG", "info")
-            .output()
-            .unwrap();
-        let log = ledgerflow_testkit::project::stderr(&out);
-        assert!(out.status.success(), "{log}");
+        let log = rerun_logged(&p, THREE_DAYS[2]);
         assert!(log.contains("transactions 7/13 ("), "{log}");
         assert!(!log.contains("rows, in time order)\""), "{log}");
         assert_three_days_equal_the_reference(&p).await;
