@@ -45,10 +45,19 @@ fn die_on_closed_stdout() {
     }
 }
 
+/// Serves others until stopped: a closed log reader must not kill it.
+fn is_server(command: &Command) -> bool {
+    #[cfg(feature = "ballista")]
+    if matches!(command, Command::Cluster(_)) {
+        return true;
+    }
+    matches!(command, Command::Serve(_))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Schedule(_) | Command::Realtime(_));
-    if !daemon && !matches!(cli.command, Command::Serve(_) | Command::Cluster(_)) {
+    if !daemon && !is_server(&cli.command) {
         die_on_closed_stdout();
     }
     allocator::tune(&cli.command);
