@@ -5,6 +5,7 @@
 //! or REAL column would turn a 38-digit value into a float.
 
 mod coordination;
+mod key_order;
 
 pub use coordination::Sqlite;
 
@@ -288,8 +289,13 @@ fn write_in(tx: &rusqlite::Transaction<'_>, target: &str, req: &WriteRequest) ->
             placeholders.join(", ")
         );
         let mut stmt = tx.prepare(&insert).map_err(|e| fail("inserting", e))?;
-        for (i, batch) in req.batches.iter().enumerate() {
-            let arrays = values::batch_columns(batch)
+        // In key order, the key's index grows at its end instead of taking
+        // each row on a random page.
+        let order =
+            key_order::write_order(req).map_err(|m| serving(target, format!("{context}: {m}")))?;
+        for (i, batch) in key_order::in_order(&req.batches, order.as_deref()).enumerate() {
+            let batch = batch.map_err(|m| serving(target, format!("{context}: {m}")))?;
+            let arrays = values::batch_columns(&batch)
                 .map_err(|m| serving(target, format!("{context}: {m}")))?;
             for row in 0..batch.num_rows() {
                 inserted += stmt
@@ -985,6 +991,27 @@ mod tests {
         assert_eq!(types[0], ("day".into(), "TEXT".into(), true, 1));
         assert_eq!(types[1], ("address".into(), "TEXT".into(), true, 2));
         assert_eq!(types[6], ("v".into(), "TEXT".into(), false, 0));
+    }
+
+    /// The day's rows are inserted in key order: rowids follow the key.
+    #[tokio::test]
+    async fn rows_are_inserted_in_key_order() {
+        let (_dir, sink) = fresh().await;
+        let d = fixtures::day(3);
+        let batches = vec![
+            fixtures::activity(d, &[(Some("0x09"), 1, 1), (Some("0x05"), 2, 2)]),
+            fixtures::activity(d, &[(Some("0x07"), 3, 3), (Some("0x01"), 4, 4)]),
+        ];
+        let id = sink
+            .ledger_insert(&fixtures::running("activity", d))
+            .await
+            .unwrap();
+        let req = fixtures::replace("activity", d, batches, id);
+        assert_eq!(sink.write(req).await.unwrap(), 4);
+        let rows: Vec<String> = query(&sink, "SELECT address FROM activity ORDER BY rowid", |r| {
+            r.get(0)
+        });
+        assert_eq!(rows, ["0x01", "0x05", "0x07", "0x09"]);
     }
 
     #[tokio::test]
