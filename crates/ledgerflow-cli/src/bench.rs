@@ -641,12 +641,22 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         );
         if p.days.len() >= 5 {
             // A flat per-day cost: the last days cost what the first did.
-            let mean = |d: &[f64]| d.iter().sum::<f64>() / d.len() as f64;
             let (first, last) = (mean(&p.days[..5]), mean(&p.days[p.days.len() - 5..]));
             println!(
                 "  per day: first 5 {first:.2} s, last 5 {last:.2} s ({:+.0}%)",
                 100.0 * (last / first - 1.0)
             );
+            // The fitted line uses every day: one noisy day moves it less
+            // than it moves a mean of five.
+            if let Some(slope) = trend(&p.days) {
+                let span = (p.days.len() - 1) as f64;
+                println!(
+                    "  per day: trend {:+.1} ms a day, {:+.1}% of the mean day over the {} days",
+                    1000.0 * slope,
+                    100.0 * slope * span / mean(&p.days),
+                    p.days.len()
+                );
+            }
         }
         println!();
     }
@@ -712,5 +722,41 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
             "| {} | {} | {wall:.2} | {cpu:.2} | {rss:.0} | {rows} | {c:.2} | {w:.2} |",
             p.name, p.target
         );
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// The least-squares slope of `values` against their index (seconds per
+/// day for a backfill's days); `None` for fewer than two.
+fn trend(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let x_mean = (values.len() - 1) as f64 / 2.0;
+    let y_mean = mean(values);
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, y) in values.iter().enumerate() {
+        let dx = i as f64 - x_mean;
+        num += dx * (y - y_mean);
+        den += dx * dx;
+    }
+    Some(num / den)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trend;
+
+    #[test]
+    fn the_trend_is_the_fitted_slope() {
+        assert_eq!(trend(&[2.0]), None);
+        assert_eq!(trend(&[2.0, 2.0, 2.0]), Some(0.0));
+        let line: Vec<f64> = (0..30).map(|i| 2.0 + 0.01 * i as f64).collect();
+        assert!((trend(&line).unwrap() - 0.01).abs() < 1e-12);
+        // Noise around a flat line: one slow day in the middle moves no slope.
+        assert!(trend(&[2.0, 2.1, 1.9, 3.0, 1.9, 2.1, 2.0]).unwrap().abs() < 1e-9);
     }
 }
