@@ -641,7 +641,7 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         );
         if p.days.len() >= 5 {
             // A flat per-day cost: the last days cost what the first did.
-            let (first, last) = (mean(&p.days[..5]), mean(&p.days[p.days.len() - 5..]));
+            let (first, last) = first_and_last_5(&p.days);
             println!(
                 "  per day: first 5 {first:.2} s, last 5 {last:.2} s ({:+.0}%)",
                 100.0 * (last / first - 1.0)
@@ -676,6 +676,21 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         };
         let (wall, rss) = (m.wall_s, m.rss_mib);
         println!("target, one day into PostgreSQL in <= 3 s and <= 1.5 GiB: {verdict} ({wall:.2} s, {rss:.0} MiB){note}\n");
+    }
+    // Issue 25's month: the per-day cost does not grow with the range.
+    for p in phases.iter().filter(|p| p.days.len() >= 30) {
+        let (first, last) = first_and_last_5(&p.days);
+        // Judged as printed: rounded to 0.1%.
+        let change = (1000.0 * (last / first - 1.0)).round() / 10.0;
+        let verdict = if change.abs() <= 10.0 {
+            "met"
+        } else {
+            "MISSED"
+        };
+        println!(
+            "target, {} ({}): the last 5 days within 10% of the first 5: {verdict} ({change:+.1}%: {first:.2} s -> {last:.2} s)\n",
+            p.name, p.target
+        );
     }
     for (off, on) in against_again(phases, " checks off") {
         let cost = on.m.wall_s - off.m.wall_s;
@@ -723,6 +738,11 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
             p.name, p.target
         );
     }
+}
+
+/// The mean of the first 5 and of the last 5 of `days` (at least 5).
+fn first_and_last_5(days: &[f64]) -> (f64, f64) {
+    (mean(&days[..5]), mean(&days[days.len() - 5..]))
 }
 
 fn mean(values: &[f64]) -> f64 {

@@ -7,6 +7,7 @@ mod atomicity;
 mod bad_input;
 #[cfg(feature = "ballista")]
 mod ballista;
+mod bench;
 mod chain;
 mod checks;
 mod compact;
