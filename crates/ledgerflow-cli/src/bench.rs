@@ -641,13 +641,10 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
         );
         if p.days.len() >= 5 {
             // A flat per-day cost: the last days cost what the first did.
-            let (first, last) = first_and_last_5(&p.days);
-            println!(
-                "  per day: first 5 {first:.2} s, last 5 {last:.2} s ({:+.0}%)",
-                100.0 * (last / first - 1.0)
-            );
-            // The fitted line uses every day: one noisy day moves it less
-            // than it moves a mean of five.
+            let (first, last, change) = first_and_last_5(&p.days);
+            println!("  per day: first 5 {first:.2} s, last 5 {last:.2} s ({change:+.1}%)");
+            // The fitted line uses every day: over a month, one noisy day
+            // at either end moves it less than it moves a mean of five.
             if let Some(slope) = trend(&p.days) {
                 let span = (p.days.len() - 1) as f64;
                 println!(
@@ -679,9 +676,7 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
     }
     // Issue 25's month: the per-day cost does not grow with the range.
     for p in phases.iter().filter(|p| p.days.len() >= 30) {
-        let (first, last) = first_and_last_5(&p.days);
-        // Judged as printed: rounded to 0.1%.
-        let change = (1000.0 * (last / first - 1.0)).round() / 10.0;
+        let (first, last, change) = first_and_last_5(&p.days);
         let verdict = if change.abs() <= 10.0 {
             "met"
         } else {
@@ -740,9 +735,12 @@ fn report(args: &BenchArgs, work: &Path, gen: &Measure, batch_bytes: u64, phases
     }
 }
 
-/// The mean of the first 5 and of the last 5 of `days` (at least 5).
-fn first_and_last_5(days: &[f64]) -> (f64, f64) {
-    (mean(&days[..5]), mean(&days[days.len() - 5..]))
+/// The mean of the first 5 and of the last 5 of `days` (at least 5), and
+/// the change from one to the other in percent, rounded to 0.1 as printed
+/// (a verdict is judged on what it shows).
+fn first_and_last_5(days: &[f64]) -> (f64, f64, f64) {
+    let (first, last) = (mean(&days[..5]), mean(&days[days.len() - 5..]));
+    (first, last, (1000.0 * (last / first - 1.0)).round() / 10.0)
 }
 
 fn mean(values: &[f64]) -> f64 {

@@ -6,13 +6,16 @@
 //! otherwise (a decimal stored as text) just loses the gain.
 //!
 //! Not used for PostgreSQL: its index is built once over the staged
-//! partition, and the sort that saves (~70 ms a day) costs the client more
-//! than that (docs/decisions.md).
+//! partition, and the 60-210 ms a day presorted input saves there cost the
+//! client more (docs/decisions.md).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
-use arrow::compute::interleave_record_batch;
+use arrow::array::Array;
+use arrow::compute::interleave;
+use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 
 use crate::sinks::values::{Column, Datum};
@@ -40,13 +43,19 @@ pub(super) fn write_order(req: &WriteRequest) -> Result<Option<Vec<RowAt>>, Stri
         .filter(|k| *k != replaced)
         .filter_map(|k| req.schema.index_of(k).ok())
         .collect();
-    if columns.is_empty() || req.batches.iter().map(RecordBatch::num_rows).sum::<usize>() < 2 {
+    let too_many = |n: usize| u32::try_from(n).is_err();
+    if columns.is_empty()
+        || too_many(req.batches.len())
+        || req.batches.iter().any(|b| too_many(b.num_rows()))
+        || req.batches.iter().map(RecordBatch::num_rows).sum::<usize>() < 2
+    {
         return Ok(None);
     }
     key_order(&req.batches, &columns).map(Some)
 }
 
-/// Every row of `batches` ordered by the columns at `key`: text bytewise
+/// Every row of `batches` ordered by the columns at `key` (at least one;
+/// fewer than 2^32 batches and rows per batch): text bytewise
 /// (SQLite's `BINARY`), numbers, dates and times by value (their text forms
 /// sort the same way), nulls first. Ties keep no particular order.
 pub(super) fn key_order(batches: &[RecordBatch], key: &[usize]) -> Result<Vec<RowAt>, String> {
@@ -64,11 +73,7 @@ pub(super) fn key_order(batches: &[RecordBatch], key: &[usize]) -> Result<Vec<Ro
     // a memcmp behind two dynamic lookups).
     let mut rows: Vec<(u64, u32, u32)> = Vec::with_capacity(total);
     for (b, cols) in columns.iter().enumerate() {
-        let Some(first) = cols.first() else {
-            return Ok((0..batches.len())
-                .flat_map(|b| (0..batches[b].num_rows()).map(move |r| (b, r)))
-                .collect());
-        };
+        let first = &cols[0];
         for r in 0..batches[b].num_rows() {
             rows.push((prefix(datum(first, r)), b as u32, r as u32));
         }
@@ -94,10 +99,30 @@ pub(super) fn reordered<'a>(
     batches: &'a [RecordBatch],
     order: &'a [RowAt],
 ) -> impl Iterator<Item = Result<RecordBatch, String>> + 'a {
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    order
-        .chunks(CHUNK)
-        .map(move |rows| interleave_record_batch(&refs, rows).map_err(|e| e.to_string()))
+    // Every field nullable: batches of one output may disagree on it (the
+    // first saying non-null, a later one holding a null), and the rows the
+    // insert then refuses should fail there, as unsorted ones do.
+    let schema = batches.first().map(|b| {
+        let fields: Vec<_> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        Arc::new(Schema::new(fields))
+    });
+    order.chunks(CHUNK).map(move |rows| {
+        let schema = schema.clone().expect("rows to order come from a batch");
+        let columns = (0..schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(c).as_ref()).collect();
+                interleave(&arrays, rows)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+    })
 }
 
 /// The batches of a write in the order the sink sends them: `batches` as
@@ -236,6 +261,28 @@ mod tests {
         ];
         want.sort_by(|a, b| a.0.map(str::as_bytes).cmp(&b.0.map(str::as_bytes)));
         assert_eq!(got, want.iter().map(|r| r.1).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_that_disagree_on_nullability_are_reordered() {
+        let strict = Schema::new(vec![
+            Field::new("address", DataType::Utf8View, false),
+            Field::new("n", DataType::Int64, false),
+        ]);
+        let first = RecordBatch::try_new(
+            Arc::new(strict),
+            vec![
+                Arc::new(StringViewArray::from(vec!["b"])),
+                Arc::new(Int64Array::from(vec![1])),
+            ],
+        )
+        .unwrap();
+        let second = batch(&[None, Some("a")], &[2, 3]);
+        let got = rows(&[first, second], &[0]);
+        assert_eq!(
+            got,
+            vec![(None, 2), (Some("a".into()), 3), (Some("b".into()), 1)]
+        );
     }
 
     #[test]

@@ -210,12 +210,24 @@ fn write_all(conn: &mut Connection, target: &str, reqs: &[WriteRequest]) -> Resu
     let context = format!("writing {}", tables.join(", "));
     let fail =
         |step: &str, e: rusqlite::Error| sqlite_error(target, &format!("{context}: {step}"), &e);
+    // Sorted before BEGIN IMMEDIATE: the write lock is not held for it.
+    let orders = reqs
+        .iter()
+        .map(|req| {
+            key_order::write_order(req).map_err(|m| {
+                serving(
+                    target,
+                    format!("writing {} for {}: {m}", req.table, req.day),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| fail("BEGIN", e))?;
     let mut written = Vec::with_capacity(reqs.len());
-    for req in reqs {
-        written.push(write_in(&tx, target, req)?);
+    for (req, order) in reqs.iter().zip(&orders) {
+        written.push(write_in(&tx, target, req, order.as_deref())?);
     }
     for req in reqs {
         failpoint::hit_blocking("before_commit", &req.table);
@@ -224,9 +236,16 @@ fn write_all(conn: &mut Connection, target: &str, reqs: &[WriteRequest]) -> Resu
     Ok(written)
 }
 
-/// One request inside `tx` (which holds the database's write lock).
-fn write_in(tx: &rusqlite::Transaction<'_>, target: &str, req: &WriteRequest) -> Result<u64> {
+/// One request inside `tx` (which holds the database's write lock), its
+/// rows inserted in `order` when there is one.
+fn write_in(
+    tx: &rusqlite::Transaction<'_>,
+    target: &str,
+    req: &WriteRequest,
+    order: Option<&[key_order::RowAt]>,
+) -> Result<u64> {
     let context = format!("writing {} for {}", req.table, req.day);
+    let invalid = |m: String| serving(target, format!("{context}: {m}"));
     let fail =
         |step: &str, e: rusqlite::Error| sqlite_error(target, &format!("{context}: {step}"), &e);
     let table = quote(&req.table);
@@ -258,8 +277,7 @@ fn write_in(tx: &rusqlite::Transaction<'_>, target: &str, req: &WriteRequest) ->
                 .prepare(&delete)
                 .map_err(|e| fail("deleting the minutes", e))?;
             for &m in minutes {
-                let text = values::timestamp_text(m)
-                    .map_err(|m| serving(target, format!("{context}: {m}")))?;
+                let text = values::timestamp_text(m).map_err(invalid)?;
                 stmt.execute([text])
                     .map_err(|e| fail("deleting the minutes", e))?;
             }
@@ -289,14 +307,11 @@ fn write_in(tx: &rusqlite::Transaction<'_>, target: &str, req: &WriteRequest) ->
             placeholders.join(", ")
         );
         let mut stmt = tx.prepare(&insert).map_err(|e| fail("inserting", e))?;
-        // In key order, the key's index grows at its end instead of taking
-        // each row on a random page.
-        let order =
-            key_order::write_order(req).map_err(|m| serving(target, format!("{context}: {m}")))?;
-        for (i, batch) in key_order::in_order(&req.batches, order.as_deref()).enumerate() {
-            let batch = batch.map_err(|m| serving(target, format!("{context}: {m}")))?;
-            let arrays = values::batch_columns(&batch)
-                .map_err(|m| serving(target, format!("{context}: {m}")))?;
+        // In key order, each row lands in the key's index beside the one
+        // before instead of on a random page.
+        for (i, batch) in key_order::in_order(&req.batches, order).enumerate() {
+            let batch = batch.map_err(invalid)?;
+            let arrays = values::batch_columns(&batch).map_err(invalid)?;
             for row in 0..batch.num_rows() {
                 inserted += stmt
                     .execute(params_from_iter(
