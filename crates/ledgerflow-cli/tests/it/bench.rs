@@ -7,26 +7,16 @@
 #[test]
 fn bench_measures_a_month_and_judges_its_per_day_cost() {
     let work = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(crate::bin())
-        .args([
-            "bench",
-            "--scale",
-            "0.01",
-            "--days",
-            "30",
-            "--postgres",
-            "none",
-        ])
-        .arg("--dir")
-        .arg(work.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "bench",
+        "--scale",
+        "0.01",
+        "--days",
+        "30",
+        "--postgres",
+        "none",
+    ];
+    let text = crate::bench_stdout(&args, work.path());
     let phases: Vec<&str> = text
         .lines()
         .filter(|l| l.contains(" -> SQLite: "))

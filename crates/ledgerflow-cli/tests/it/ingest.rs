@@ -507,17 +507,8 @@ async fn readiness_skips_with_99_or_waits_for_the_missing_batches() {
 #[test]
 fn bench_ingest_splits_its_data_over_archives_and_loads_them_all() {
     let work = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(crate::bin())
-        .args(["bench-ingest", "--mb", "2", "--archives", "3", "--dir"])
-        .arg(work.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = ["bench-ingest", "--mb", "2", "--archives", "3"];
+    let text = crate::bench_stdout(&args, work.path());
     let archives = std::fs::read_dir(work.path().join("dumps"))
         .unwrap()
         .count();

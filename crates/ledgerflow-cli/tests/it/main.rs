@@ -37,6 +37,24 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ledgerflow")))
 }
 
+/// Runs `ledgerflow ARGS --dir DIR` (a `bench*` command, which makes its
+/// own project there) and returns its stdout, once it has succeeded.
+pub fn bench_stdout(args: &[&str], dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// `2026-11-05` as a date.
 pub fn d(s: &str) -> chrono::NaiveDate {
     s.parse().unwrap()

@@ -193,10 +193,9 @@ fn compare(a: Datum<'_>, b: Datum<'_>) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
-    use arrow::array::{Array, AsArray, Decimal128Array, Int64Array, StringViewArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::{AsArray, Decimal128Array, Int64Array, StringViewArray};
+    use arrow::datatypes::{DataType, Field};
 
     fn batch(names: &[Option<&str>], n: &[i64]) -> RecordBatch {
         let schema = Schema::new(vec![
