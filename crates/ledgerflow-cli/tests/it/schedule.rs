@@ -188,8 +188,11 @@ async fn ticks_run_in_dag_order_with_retries_in_the_ledger() {
             .parse::<chrono::DateTime<chrono::Utc>>()
             .unwrap()
     };
+    // DAG order: the dependent reads its upstream's output as soon as it
+    // exists, and is written only after its upstream is.
     assert!(
-        at(&dep[2]["started_at"]) >= at(&daily[2]["finished_at"]),
+        at(&dep[2]["started_at"]) >= at(&daily[2]["started_at"])
+            && at(&dep[2]["finished_at"]) >= at(&daily[2]["finished_at"]),
         "DAG order"
     );
     // Models that succeeded on attempt 1 are not re-run by the retries.

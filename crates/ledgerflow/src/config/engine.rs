@@ -76,13 +76,20 @@ impl EngineConfig {
     }
 
     /// The resident memory `release_memory = "bounded"` keeps the process
-    /// under: each day in flight's `memory_limit`, plus
-    /// [`RESIDENT_OVERHEAD`].
+    /// under: a `memory_limit` for each query that can run at once, plus
+    /// [`RESIDENT_OVERHEAD`]. Locally the days in flight share
+    /// `parallel_models` query slots, and a day waiting for its slot holds
+    /// little (its write's rows, let go once copied); on a cluster each
+    /// day in flight has its queries running.
     pub fn resident_budget(&self) -> ByteSize {
+        let queries = match self.mode {
+            EngineMode::Local => self.days_in_flight().min(self.parallel_models),
+            EngineMode::Ballista => self.days_in_flight(),
+        };
         ByteSize::b(
             self.memory_limit
                 .as_u64()
-                .saturating_mul(self.days_in_flight() as u64)
+                .saturating_mul(queries.max(1) as u64)
                 .saturating_add(RESIDENT_OVERHEAD.as_u64()),
         )
     }

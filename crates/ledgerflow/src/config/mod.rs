@@ -599,9 +599,23 @@ url = "sqlite://serving.db"
             let c = Config::parse(&text, Path::new("l.toml")).unwrap();
             assert_eq!(c.engine.release_memory, mode);
         }
-        let text = format!("{MINIMAL}\n[engine]\nmemory_limit = \"512 MiB\"\nparallel_days = 2\n");
-        let c = Config::parse(&text, Path::new("l.toml")).unwrap();
-        assert_eq!(c.engine.resident_budget(), ByteSize::mib(2 * 512 + 128));
+        // Locally the days in flight share the query slots.
+        let budget = |engine: &str| {
+            let text = format!("{MINIMAL}\n[engine]\nmemory_limit = \"512 MiB\"\n{engine}\n");
+            Config::parse(&text, Path::new("l.toml"))
+                .unwrap()
+                .engine
+                .resident_budget()
+        };
+        assert_eq!(budget("parallel_days = 2"), ByteSize::mib(512 + 128));
+        assert_eq!(
+            budget("parallel_days = 3\nparallel_models = 2"),
+            ByteSize::mib(2 * 512 + 128)
+        );
+        assert_eq!(
+            budget("parallel_days = 1\nparallel_models = 2"),
+            ByteSize::mib(512 + 128)
+        );
         let text = format!("{MINIMAL}\n[engine]\nrelease_memory = \"soon\"\n");
         let err = Config::parse(&text, Path::new("l.toml"))
             .unwrap_err()

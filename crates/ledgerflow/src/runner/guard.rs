@@ -28,10 +28,9 @@ pub(super) struct Output<'a> {
 }
 
 impl Runner {
-    /// Evaluates and records every check of `model` on `out`. `Err` only
-    /// when the results cannot be recorded, or (as
-    /// [`Error::CheckFailed`]) when a check of severity `error` failed.
-    pub(super) async fn guard(
+    /// Every check of `model` on `out` (none with `run.checks = false`),
+    /// recorded nowhere yet: see [`judge`](Self::judge).
+    pub(super) async fn evaluate(
         &self,
         model: &ModelSpec,
         out: &Output<'_>,
@@ -39,10 +38,24 @@ impl Runner {
         if !self.config.run.checks {
             return Ok(Vec::new());
         }
-        let results = self.evaluate_checks(model, out).await?;
+        self.evaluate_checks(model, out).await
+    }
+
+    /// Records `results` of `model` on `day`. `Err` only when they cannot
+    /// be recorded, or (as [`Error::CheckFailed`]) when a check of
+    /// severity `error` failed.
+    pub(super) async fn judge(
+        &self,
+        model: &ModelSpec,
+        day: NaiveDate,
+        results: Vec<CheckResult>,
+    ) -> Result<Vec<CheckResult>> {
+        if results.is_empty() {
+            return Ok(results);
+        }
         self.record_checks(&results).await?;
         for r in results.iter().filter(|r| r.status == CheckStatus::Warn) {
-            tracing::warn!(model = %model.name, day = %out.day, "{}", r.summary());
+            tracing::warn!(model = %model.name, day = %day, "{}", r.summary());
         }
         let failures: Vec<String> = results
             .iter()
@@ -52,7 +65,7 @@ impl Runner {
         if !failures.is_empty() {
             return Err(Error::CheckFailed {
                 model: model.name.clone(),
-                day: out.day,
+                day,
                 failures: failures.join("; "),
             });
         }

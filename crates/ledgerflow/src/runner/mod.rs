@@ -6,6 +6,8 @@
 
 mod check_day;
 mod guard;
+mod progress;
+mod slots;
 pub mod turns;
 
 pub use check_day::{CheckOptions, RealtimePosition};
@@ -64,8 +66,10 @@ struct Run<'a> {
     /// The write's version, drawn before the day was planned.
     version: i64,
     /// Limits the queries running at once (`engine.parallel_models`).
-    queries: &'a tokio::sync::Semaphore,
+    queries: &'a slots::QuerySlots,
     outputs: &'a std::sync::Mutex<models::Outputs>,
+    /// The day's other models: when this one may read and write.
+    progress: &'a progress::DayProgress,
     /// The run's models: an output is kept only if one of them reads it.
     in_run: &'a [ModelSpec],
     /// Under `run.commit = "day"`: writes held for one transaction at the
@@ -174,7 +178,7 @@ pub struct Runner {
     /// `engine.parallel_models` query slots shared by the days in flight
     /// when the queries run here: a query already takes every core, so
     /// the days overlap one another's writes, not their queries.
-    local_queries: Arc<tokio::sync::Semaphore>,
+    local_queries: Arc<slots::QuerySlots>,
 }
 
 impl Runner {
@@ -193,7 +197,7 @@ impl Runner {
         let catalog = Catalog::open(&config)?;
         let sink = sinks::open(&config).await?;
         let queries = crate::engine::Queries::open(&config)?;
-        let local_queries = Arc::new(tokio::sync::Semaphore::new(config.engine.parallel_models));
+        let local_queries = Arc::new(slots::QuerySlots::new(config.engine.parallel_models));
         let runner = Runner {
             config,
             catalog,
@@ -391,18 +395,19 @@ impl Runner {
             );
         }
         let _heartbeat = self.heartbeat(ids.clone());
-        // Models run in waves: a wave holds the models whose upstreams in
-        // this run are done; within a wave at most `engine.parallel_models`
-        // queries run at once, and a model's checks and write hold no slot.
-        // On 2 cores against PostgreSQL, the next query during a large COPY
-        // took a mainnet week from 14.5-15.4 s to 12.2-12.9 s; two queries
-        // at once gained nothing (they share the cores).
-        let in_run: BTreeSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        // Every model runs at once, each waiting for what it needs: its
+        // query for its upstreams' outputs and a query slot, its write for
+        // its upstreams' runs to be over (`progress`). At most
+        // `engine.parallel_models` queries run at once (day by day, see
+        // `slots`); a model's checks and write hold no slot. On 2 cores
+        // against PostgreSQL, the next query during a large COPY took a
+        // mainnet week from 14.5-15.4 s to 12.2-12.9 s; two queries at once
+        // gained nothing (they share the cores).
         // A cluster runs each day's queries beside the other days'.
         let own_queries;
-        let queries: &tokio::sync::Semaphore = match self.queries.remote() {
+        let queries: &slots::QuerySlots = match self.queries.remote() {
             Some(_) => {
-                own_queries = tokio::sync::Semaphore::new(self.config.engine.parallel_models);
+                own_queries = slots::QuerySlots::new(self.config.engine.parallel_models);
                 &own_queries
             }
             None => &self.local_queries,
@@ -410,126 +415,95 @@ impl Runner {
         let outputs = std::sync::Mutex::new(models::Outputs::new());
         let deferred = std::sync::Mutex::new(Vec::new());
         let day_commit = self.config.run.commit == CommitMode::Day;
-        let mut failed: BTreeSet<String> = BTreeSet::new();
-        let mut done: BTreeSet<&str> = BTreeSet::new();
-        let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
-        let mut remaining: Vec<usize> = (0..models.len()).collect();
-        while !remaining.is_empty() {
-            let (mut wave, rest): (Vec<usize>, Vec<usize>) = remaining.iter().partition(|&&i| {
-                models[i]
-                    .depends_on
-                    .iter()
-                    .all(|d| !in_run.contains(d.as_str()) || done.contains(d.as_str()))
-            });
-            // Models others read go first: the next wave waits for them.
-            wave.sort_by_key(|&i| !models::dag::is_read_by(&models[i].name, models));
-            if wave.is_empty() {
-                let e = Error::Usage("models have a dependency cycle (see `depends_on`)".into());
-                self.close_after_error(&ids, &e).await;
-                return Err(e);
-            }
-            let runs = wave.iter().map(|&i| {
-                let (model, id) = (&models[i], ids[i]);
-                let (failed, input_error, plan, ctx, queries, source_down, outputs, deferred) = (
-                    &failed,
-                    &input_error,
-                    &plan,
-                    &ctx,
-                    queries,
-                    &source_down,
-                    &outputs,
-                    day_commit.then_some(&deferred),
-                );
-                async move {
-                    let started = Instant::now();
-                    let upstream = model.depends_on.iter().find(|d| failed.contains(*d));
-                    let status = if let Some(reason) = &source_down {
-                        self.close(id, RunState::Skipped, None, reason.clone())
-                            .await?;
-                        RunStatus::Unavailable {
-                            reason: reason.clone(),
-                        }
-                    } else if let Some((error, retry)) = input_error {
-                        self.close(id, RunState::Failed, None, error.clone())
-                            .await?;
-                        RunStatus::Failed {
-                            error: error.clone(),
-                            retry: *retry,
-                        }
-                    } else if let Some(up) = upstream {
-                        let reason = format!("upstream model `{up}` failed");
-                        self.close(id, RunState::Skipped, None, reason).await?;
-                        RunStatus::UpstreamFailed {
-                            upstream: up.clone(),
-                        }
-                    } else {
-                        let plan = plan.as_ref().expect("no input error means a plan");
-                        let ctx = ctx.as_ref().expect("no input error means a session");
-                        let run = Run {
-                            ctx,
-                            plan,
-                            id,
-                            version,
-                            queries,
-                            outputs,
-                            in_run: models,
-                            deferred,
-                            index: i,
-                            turns: opts.turns.as_deref(),
-                        };
-                        self.run_model(model, opts, &run).await?
-                    };
-                    Ok::<_, Error>((i, status, started.elapsed().as_secs_f64()))
-                }
-            });
-            for result in futures::future::join_all(runs).await {
-                let (i, status, seconds) = match result {
-                    Ok(r) => r,
-                    Err(e) => {
-                        self.close_after_error(&ids, &e).await;
-                        return Err(e);
+        let progress = progress::DayProgress::new(models);
+        if let Some(model) = progress.cycle() {
+            let e = Error::Usage(format!(
+                "models have a dependency cycle through `{model}` (see `depends_on`)"
+            ));
+            self.close_after_error(&ids, &e).await;
+            return Err(e);
+        }
+        let runs = models.iter().enumerate().map(|(i, model)| {
+            let id = ids[i];
+            let (input_error, plan, ctx, queries, source_down, outputs, progress, deferred) = (
+                &input_error,
+                &plan,
+                &ctx,
+                queries,
+                &source_down,
+                &outputs,
+                &progress,
+                day_commit.then_some(&deferred),
+            );
+            async move {
+                let over = progress::Over::new(progress, &model.name);
+                let started = Instant::now();
+                let status = if let Some(reason) = source_down {
+                    self.close(id, RunState::Skipped, None, reason.clone())
+                        .await?;
+                    RunStatus::Unavailable {
+                        reason: reason.clone(),
                     }
+                } else if let Some((error, retry)) = input_error {
+                    self.close(id, RunState::Failed, None, error.clone())
+                        .await?;
+                    RunStatus::Failed {
+                        error: error.clone(),
+                        retry: *retry,
+                    }
+                } else if let Some(up) = progress.readable(&model.name).await {
+                    self.close(id, RunState::Skipped, None, upstream_failed(&up))
+                        .await?;
+                    RunStatus::UpstreamFailed { upstream: up }
+                } else {
+                    let plan = plan.as_ref().expect("no input error means a plan");
+                    let ctx = ctx.as_ref().expect("no input error means a session");
+                    let run = Run {
+                        ctx,
+                        plan,
+                        id,
+                        version,
+                        queries,
+                        outputs,
+                        progress,
+                        in_run: models,
+                        deferred,
+                        index: i,
+                        turns: opts.turns.as_deref(),
+                    };
+                    self.run_model(model, opts, &run).await?
                 };
                 // A skipped model's dependents are skipped too, transitively.
-                if matches!(
+                over.set(matches!(
                     status,
                     RunStatus::Failed { .. }
                         | RunStatus::Unavailable { .. }
                         | RunStatus::UpstreamFailed { .. }
-                ) {
-                    failed.insert(models[i].name.clone());
-                }
-                done.insert(models[i].name.as_str());
-                // An output is dropped once its last dependent in this run
-                // has read it: a day holds no more than the models in flight
-                // need.
-                outputs
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .retain(|name| {
-                        let read_later = models.iter().any(|m| {
-                            m.depends_on.iter().any(|d| d == name)
-                                && !done.contains(m.name.as_str())
-                        });
-                        // The session's table of a dropped output holds its
-                        // rows too.
-                        if let (false, Some(ctx)) = (read_later, &ctx) {
-                            let _ = ctx.deregister_table(name);
-                        }
-                        read_later
-                    });
+                ));
+                // Past its reads however it ended.
+                release_reads(progress, outputs, ctx.as_deref(), &model.name);
                 if let (Some(turns), false) = (&opts.turns, day_commit) {
-                    turns.model_done(&models[i].name, day);
+                    turns.model_done(&model.name, day);
                 }
-                reports[i] = Some(RunReport {
-                    model: models[i].name.clone(),
-                    day,
-                    layer,
-                    status,
-                    seconds,
-                });
+                Ok::<_, Error>((i, status, started.elapsed().as_secs_f64()))
             }
-            remaining = rest;
+        });
+        let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
+        for result in futures::future::join_all(runs).await {
+            let (i, status, seconds) = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    self.close_after_error(&ids, &e).await;
+                    return Err(e);
+                }
+            };
+            reports[i] = Some(RunReport {
+                model: models[i].name.clone(),
+                day,
+                layer,
+                status,
+                seconds,
+            });
         }
         let held = deferred
             .into_inner()
@@ -724,11 +698,20 @@ impl Runner {
             )
             .await?;
         match self.execute(model, run).await {
-            Ok((rows, compute_s, write_s)) => Ok(RunStatus::Success {
+            Ok(Executed::Written {
+                rows,
+                compute_s,
+                write_s,
+            }) => Ok(RunStatus::Success {
                 rows,
                 compute_s,
                 write_s,
             }),
+            Ok(Executed::UpstreamFailed(upstream)) => {
+                self.close(id, RunState::Skipped, None, upstream_failed(&upstream))
+                    .await?;
+                Ok(RunStatus::UpstreamFailed { upstream })
+            }
             Err(e @ Error::Superseded { .. }) => {
                 let reason = e.to_string();
                 tracing::warn!(model = %model.name, day = %plan.day, "{reason}");
@@ -748,13 +731,12 @@ impl Runner {
         }
     }
 
-    async fn execute(&self, model: &ModelSpec, run: &Run<'_>) -> Result<(u64, f64, f64)> {
+    async fn execute(&self, model: &ModelSpec, run: &Run<'_>) -> Result<Executed> {
         let (ctx, plan, run_id) = (run.ctx, run.plan, run.id);
         let permit = run
             .queries
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+            .acquire((plan.day, query_rank(model, run.in_run)))
+            .await;
         let started = Instant::now();
         if crate::failpoint::fail_now("model_error", &model.name) {
             return Err(Error::Serving {
@@ -819,27 +801,11 @@ impl Runner {
         // (A permit held while waiting for an earlier day that needs one
         // would deadlock the days in flight.)
         drop(permit);
-        if let Some(turns) = run.turns {
-            // The query overlapped the earlier days; the checks and the
-            // write wait for this model's earlier days to be over.
-            turns.wait(&model.name, plan.day).await;
-        }
-        self.guard(
-            model,
-            &guard::Output {
-                ctx,
-                day: plan.day,
-                run_id: Some(run_id),
-                schema: &schema,
-                batches: &batches,
-            },
-        )
-        .await?;
-        let compute_s = started.elapsed().as_secs_f64();
         // Kept for the models of this run that read this one (their query
         // then scans these rows instead of recomputing them), if the day's
         // memory pool can hold it.
-        if self.queries.remote().is_none() && models::dag::is_read_by(&model.name, run.in_run) {
+        let local = self.queries.remote().is_none();
+        if local && models::dag::is_read_by(&model.name, run.in_run) {
             run.outputs
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -850,6 +816,39 @@ impl Runner {
                     batches.clone(),
                 );
         }
+        if let Some(turns) = run.turns {
+            // The query overlapped the earlier days; the checks and the
+            // write wait for this model's earlier days to be over.
+            turns.wait(&model.name, plan.day).await;
+        }
+        let out = guard::Output {
+            ctx,
+            day: plan.day,
+            run_id: Some(run_id),
+            schema: &schema,
+            batches: &batches,
+        };
+        // The checks read the upstreams' outputs too (a SQL check may join
+        // them); then they can go, before this model's write.
+        let checked = self.evaluate(model, &out).await;
+        release_reads(run.progress, run.outputs, Some(ctx), &model.name);
+        let results = checked?;
+        // Its readers may read it from now on, while it is written (its SQL
+        // checks, which put the output in the session under its name, are
+        // over). On a cluster they wait for the write, each recomputing it
+        // inside its own plan.
+        if local {
+            run.progress.output_ready(&model.name);
+        }
+        let compute_s = started.elapsed().as_secs_f64();
+        // Written only after the models it read are: if one of them failed
+        // (its checks, its write), this one is skipped, as if it had not
+        // run (its check results unrecorded).
+        if let Some(up) = run.progress.upstreams_over(&model.name).await {
+            return Ok(Executed::UpstreamFailed(up));
+        }
+        self.judge(model, plan.day, results).await?;
+        let writing = Instant::now();
         crate::failpoint::hit("before_write", &model.name).await;
         let req = WriteRequest {
             table: model.name.clone(),
@@ -869,12 +868,20 @@ impl Runner {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((run.index, req));
-            return Ok((0, compute_s, 0.0));
+            return Ok(Executed::Written {
+                rows: 0,
+                compute_s,
+                write_s: 0.0,
+            });
         }
         let rows = self.sink.write(req).await?;
-        let write_s = started.elapsed().as_secs_f64() - compute_s;
+        let write_s = writing.elapsed().as_secs_f64();
         tracing::info!(model = %model.name, day = %plan.day, layer = plan.layer.as_str(), rows, compute_s, write_s, "model written");
-        Ok((rows, compute_s, write_s))
+        Ok(Executed::Written {
+            rows,
+            compute_s,
+            write_s,
+        })
     }
 
     /// Runs `days` oldest first, up to `engine.parallel_days` at once: a
@@ -963,5 +970,61 @@ impl Runner {
             }
         }
         Ok(out)
+    }
+}
+
+/// What [`Runner::execute`] did with a model whose query ran.
+enum Executed {
+    Written {
+        rows: u64,
+        compute_s: f64,
+        write_s: f64,
+    },
+    /// Not written: a model it read failed after its query read it.
+    UpstreamFailed(String),
+}
+
+/// The ledger's reason for a model skipped after `upstream` failed.
+fn upstream_failed(upstream: &str) -> String {
+    format!("upstream model `{upstream}` failed")
+}
+
+/// A model's place in its day's queue for a query slot: the models whose
+/// output others read first (their readers wait for them), then those
+/// reading one (the output goes once they have), then the rest.
+fn query_rank(model: &ModelSpec, in_run: &[ModelSpec]) -> u8 {
+    if models::dag::is_read_by(&model.name, in_run) {
+        0
+    } else if model
+        .depends_on
+        .iter()
+        .any(|d| in_run.iter().any(|m| &m.name == d))
+    {
+        1
+    } else {
+        2
+    }
+}
+
+/// `model` reads its upstreams no more: the outputs no model of the day
+/// reads now are dropped, with the session's tables over them.
+fn release_reads(
+    progress: &progress::DayProgress,
+    outputs: &std::sync::Mutex<models::Outputs>,
+    ctx: Option<&SessionContext>,
+    model: &str,
+) {
+    let free = progress.past_reads(model);
+    if free.is_empty() {
+        return;
+    }
+    outputs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|name| !free.iter().any(|f| f == name));
+    if let Some(ctx) = ctx {
+        for name in &free {
+            let _ = ctx.deregister_table(name.as_str());
+        }
     }
 }

@@ -7,13 +7,18 @@ use super::*;
 impl PostgresSink {
     /// One request's staging, COPY, replace or upsert, ledger row and
     /// checkpoint inside `tx`, whose caller holds the table's write lock.
-    /// `n` tells apart the temp staging tables of one transaction.
+    /// `n` tells apart the temp staging tables of one transaction. The
+    /// request's rows are let go once copied: the index build and swap
+    /// that follow are the server's, and the next query can have the
+    /// memory meanwhile.
     pub(super) async fn write_in(
         &self,
         tx: &Transaction<'_>,
-        req: &WriteRequest,
+        req: &mut WriteRequest,
         n: usize,
     ) -> Result<u64> {
+        let batches = std::mem::take(&mut req.batches);
+        let req = &*req;
         let context = format!("writing {}.{} for {}", self.schema, req.table, req.day);
         let fail =
             |step: &str, e: &(dyn StdError + 'static)| self.fail(&format!("{context}: {step}"), e);
@@ -81,7 +86,7 @@ impl PostgresSink {
         buf.put_i32(0); // flags
         buf.put_i32(0); // header extension length
         let mut row_no = 0u64;
-        for (i, batch) in req.batches.iter().enumerate() {
+        for (i, batch) in batches.iter().enumerate() {
             let arrays = values::batch_columns(batch)
                 .map_err(|m| self.message(format!("{context}: {m}")))?;
             for row in 0..batch.num_rows() {
@@ -106,6 +111,7 @@ impl PostgresSink {
             .await
             .map_err(|e| fail("COPY", &e))?;
         let copied = copy.as_mut().finish().await.map_err(|e| fail("COPY", &e))?;
+        drop(batches);
 
         let written = match (&req.mode, &swap) {
             (WriteMode::ReplaceDay { .. }, Some((_, key))) => {
@@ -478,7 +484,8 @@ impl MetricWriter for PostgresSink {
                 .await?;
         }
         let mut written = Vec::with_capacity(reqs.len());
-        for (n, req) in reqs.iter().enumerate() {
+        let mut reqs = reqs;
+        for (n, req) in reqs.iter_mut().enumerate() {
             written.push(self.write_in(&tx, req, n).await?);
         }
         for req in &reqs {
