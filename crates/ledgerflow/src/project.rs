@@ -78,8 +78,8 @@ spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
 # parallel_models = 1       # model queries at once (writes overlap the next)
-# parallel_days = 1         # backfill days in flight (queries overlap writes)
-# release_memory = "bounded" # freed memory kept under memory_limit x days + 128 MiB; "lazy" | "eager"
+# parallel_days = 2         # backfill days in flight (a day's queries overlap the day before's writes)
+# release_memory = "bounded" # freed memory kept under memory_limit x parallel_models + 128 MiB; "lazy" | "eager"
 
 # [ledger]
 # lease = "1m"              # an open run without a heartbeat this long is abandoned

@@ -27,10 +27,11 @@ pub struct EngineConfig {
     pub parallel_models: usize,
     /// Days of a `backfill` in flight at once: a day's queries run while
     /// the day before is written; each model's days still commit oldest
-    /// first. Each day in flight has its own `memory_limit`. Pays off when
-    /// the writes are the client's (SQLite) or the database has cores of
-    /// its own. Default: 1 locally, 2 on a Ballista cluster (set it to the
-    /// cluster's executor slots / 2).
+    /// first. Each day in flight has its own `memory_limit` pool; locally
+    /// they share the `parallel_models` query slots, the oldest day's
+    /// queries first, so a later day's query fills an earlier day's write.
+    /// Default: 2 (on a Ballista cluster, set it to the executors' slots /
+    /// 2).
     #[serde(default)]
     pub parallel_days: Option<usize>,
     /// Where the day's model queries run: "local" (this process) or
@@ -70,8 +71,7 @@ impl EngineConfig {
     /// `engine.parallel_days`, or its default for the mode.
     pub fn days_in_flight(&self) -> usize {
         self.parallel_days.unwrap_or(match self.mode {
-            EngineMode::Local => 1,
-            EngineMode::Ballista => 2,
+            EngineMode::Local | EngineMode::Ballista => 2,
         })
     }
 

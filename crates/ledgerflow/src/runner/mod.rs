@@ -65,8 +65,9 @@ struct Run<'a> {
     id: i64,
     /// The write's version, drawn before the day was planned.
     version: i64,
-    /// Limits the queries running at once (`engine.parallel_models`).
-    queries: &'a slots::QuerySlots,
+    /// This model's place in the queue for a query slot
+    /// (`engine.parallel_models`).
+    ticket: &'a slots::Ticket<'a>,
     outputs: &'a std::sync::Mutex<models::Outputs>,
     /// The day's other models: when this one may read and write.
     progress: &'a progress::DayProgress,
@@ -423,71 +424,86 @@ impl Runner {
             self.close_after_error(&ids, &e).await;
             return Err(e);
         }
-        let runs = models.iter().enumerate().map(|(i, model)| {
-            let id = ids[i];
-            let (input_error, plan, ctx, queries, source_down, outputs, progress, deferred) = (
-                &input_error,
-                &plan,
-                &ctx,
-                queries,
-                &source_down,
-                &outputs,
-                &progress,
-                day_commit.then_some(&deferred),
-            );
-            async move {
-                let over = progress::Over::new(progress, &model.name);
-                let started = Instant::now();
-                let status = if let Some(reason) = source_down {
-                    self.close(id, RunState::Skipped, None, reason.clone())
-                        .await?;
-                    RunStatus::Unavailable {
-                        reason: reason.clone(),
-                    }
-                } else if let Some((error, retry)) = input_error {
-                    self.close(id, RunState::Failed, None, error.clone())
-                        .await?;
-                    RunStatus::Failed {
-                        error: error.clone(),
-                        retry: *retry,
-                    }
-                } else if let Some(up) = progress.readable(&model.name).await {
-                    self.close(id, RunState::Skipped, None, upstream_failed(&up))
-                        .await?;
-                    RunStatus::UpstreamFailed { upstream: up }
-                } else {
-                    let plan = plan.as_ref().expect("no input error means a plan");
-                    let ctx = ctx.as_ref().expect("no input error means a session");
-                    let run = Run {
-                        ctx,
-                        plan,
-                        id,
-                        version,
-                        queries,
-                        outputs,
-                        progress,
-                        in_run: models,
-                        deferred,
-                        index: i,
-                        turns: opts.turns.as_deref(),
+        // Every model's place in the queue for a query slot, taken now: a
+        // slot waits for the models of higher priority (see `slots`).
+        let tickets: Vec<slots::Ticket<'_>> = models
+            .iter()
+            .map(|m| {
+                let priority = (day, query_rank(m, models));
+                queries.ticket(priority, !progress.reads_any(&m.name))
+            })
+            .collect();
+        let runs = models
+            .iter()
+            .zip(tickets)
+            .enumerate()
+            .map(|(i, (model, ticket))| {
+                let id = ids[i];
+                let (input_error, plan, ctx, source_down, outputs, progress, deferred) = (
+                    &input_error,
+                    &plan,
+                    &ctx,
+                    &source_down,
+                    &outputs,
+                    &progress,
+                    day_commit.then_some(&deferred),
+                );
+                async move {
+                    let over = progress::Over::new(progress, &model.name);
+                    let started = Instant::now();
+                    let status = if let Some(reason) = source_down {
+                        self.close(id, RunState::Skipped, None, reason.clone())
+                            .await?;
+                        RunStatus::Unavailable {
+                            reason: reason.clone(),
+                        }
+                    } else if let Some((error, retry)) = input_error {
+                        self.close(id, RunState::Failed, None, error.clone())
+                            .await?;
+                        RunStatus::Failed {
+                            error: error.clone(),
+                            retry: *retry,
+                        }
+                    } else if let Some(up) = progress.readable(&model.name).await {
+                        self.close(id, RunState::Skipped, None, upstream_failed(&up))
+                            .await?;
+                        RunStatus::UpstreamFailed { upstream: up }
+                    } else {
+                        let plan = plan.as_ref().expect("no input error means a plan");
+                        let ctx = ctx.as_ref().expect("no input error means a session");
+                        ticket.can_run();
+                        let run = Run {
+                            ctx,
+                            plan,
+                            id,
+                            version,
+                            ticket: &ticket,
+                            outputs,
+                            progress,
+                            in_run: models,
+                            deferred,
+                            index: i,
+                            turns: opts.turns.as_deref(),
+                        };
+                        self.run_model(model, opts, &run).await?
                     };
-                    self.run_model(model, opts, &run).await?
-                };
-                // A skipped model's dependents are skipped too, transitively.
-                over.set(matches!(
-                    status,
-                    RunStatus::Failed { .. }
-                        | RunStatus::Unavailable { .. }
-                        | RunStatus::UpstreamFailed { .. }
-                ));
-                // Past its reads however it ended.
-                release_reads(progress, outputs, ctx.as_deref(), &model.name);
-                if let (Some(turns), false) = (&opts.turns, day_commit) {
-                    turns.model_done(&model.name, day);
+                    // Its place in the queue goes, however it ended.
+                    drop(ticket);
+                    // A skipped model's dependents are skipped too, transitively.
+                    over.set(matches!(
+                        status,
+                        RunStatus::Failed { .. }
+                            | RunStatus::Unavailable { .. }
+                            | RunStatus::UpstreamFailed { .. }
+                    ));
+                    // Past its reads however it ended.
+                    release_reads(progress, outputs, ctx.as_deref(), &model.name);
+                    if let (Some(turns), false) = (&opts.turns, day_commit) {
+                        turns.model_done(&model.name, day);
+                    }
+                    Ok::<_, Error>((i, status, started.elapsed().as_secs_f64()))
                 }
-                Ok::<_, Error>((i, status, started.elapsed().as_secs_f64()))
-            }
-        });
+            });
         let mut reports: Vec<Option<RunReport>> = vec![None; models.len()];
         for result in futures::future::join_all(runs).await {
             let (i, status, seconds) = match result {
@@ -733,10 +749,7 @@ impl Runner {
 
     async fn execute(&self, model: &ModelSpec, run: &Run<'_>) -> Result<Executed> {
         let (ctx, plan, run_id) = (run.ctx, run.plan, run.id);
-        let permit = run
-            .queries
-            .acquire((plan.day, query_rank(model, run.in_run)))
-            .await;
+        let permit = run.ticket.acquire().await;
         let started = Instant::now();
         if crate::failpoint::fail_now("model_error", &model.name) {
             return Err(Error::Serving {

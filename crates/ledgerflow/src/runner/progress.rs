@@ -66,6 +66,11 @@ impl DayProgress {
         }
     }
 
+    /// Whether `model` reads another model of the run.
+    pub fn reads_any(&self, model: &str) -> bool {
+        self.upstreams.get(model).is_some_and(|ups| !ups.is_empty())
+    }
+
     /// A model on a dependency cycle within the run, if there is one (its
     /// models would wait for each other forever).
     pub fn cycle(&self) -> Option<String> {
@@ -239,11 +244,15 @@ mod tests {
     #[tokio::test]
     async fn a_dependent_reads_once_the_output_exists_and_writes_once_the_run_is_over() {
         let p = DayProgress::new(&models());
+        assert!(p.reads_any("bdm") && !p.reads_any("rt"));
         assert_eq!(p.readable("rt").await, None, "no upstreams in the run");
         assert!(pending(p.readable("bdm")).await);
         p.output_ready("ua");
         assert_eq!(p.readable("bdm").await, None);
-        assert!(pending(p.upstreams_over("bdm")).await, "ua is being written");
+        assert!(
+            pending(p.upstreams_over("bdm")).await,
+            "ua is being written"
+        );
         assert!(pending(p.readable("both")).await, "bdm has no output yet");
         p.over("ua", false);
         assert_eq!(p.upstreams_over("bdm").await, None);
@@ -272,7 +281,12 @@ mod tests {
         assert_eq!(DayProgress::new(&models()).cycle(), None);
         // An upstream outside the run is no cycle.
         assert_eq!(DayProgress::new(&[model("b", &["a"])]).cycle(), None);
-        let looped = [model("a", &["c"]), model("b", &["a"]), model("c", &["b"]), model("d", &[])];
+        let looped = [
+            model("a", &["c"]),
+            model("b", &["a"]),
+            model("c", &["b"]),
+            model("d", &[]),
+        ];
         assert_eq!(DayProgress::new(&looped).cycle().as_deref(), Some("a"));
     }
 

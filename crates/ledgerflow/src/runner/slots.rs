@@ -1,12 +1,16 @@
 //! Query slots (`engine.parallel_models`) handed out by priority: the
 //! oldest day in flight first, and within a day the models whose output
-//! others read, then the models that read one. With days in flight, day
-//! N+1's first query then takes the slot only when day N has no query
-//! waiting: it fills the time day N spends in PostgreSQL's COPY and index
-//! build instead of sitting beside day N's own queries (and their memory).
-//! Served first come, first served among equals.
+//! others read, then the models that read one. Every model of a day takes
+//! its ticket when the day starts, so a slot waits for a model of higher
+//! priority that has not asked yet (its ledger round trips) instead of
+//! going to whoever asks first. A ticket whose model cannot run yet (its
+//! upstreams' outputs do not exist) is passed over until it can. With days
+//! in flight, day N+1's first query takes the slot only when day N has no
+//! query that can run: it fills the time day N spends in PostgreSQL's COPY
+//! and index build instead of sitting beside day N's queries (and their
+//! memory). Served first come, first served among equals.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::NaiveDate;
@@ -24,8 +28,9 @@ pub struct QuerySlots {
 #[derive(Debug)]
 struct State {
     free: usize,
-    /// Waiting tickets: (priority, arrival).
-    waiting: BTreeSet<(Priority, u64)>,
+    /// Tickets not yet served, by (priority, arrival): whether each can
+    /// run.
+    waiting: BTreeMap<(Priority, u64), bool>,
     arrivals: u64,
 }
 
@@ -33,12 +38,12 @@ struct State {
 #[derive(Debug)]
 pub struct Slot<'a>(&'a QuerySlots);
 
-/// A ticket in the queue, taken out if its waiter is dropped (a run
-/// aborted while it waited holds nothing back).
-struct Ticket<'a> {
+/// A model's place in the queue, taken out when served or dropped (a run
+/// that ends without its query holds nothing back).
+#[derive(Debug)]
+pub struct Ticket<'a> {
     slots: &'a QuerySlots,
     key: (Priority, u64),
-    queued: bool,
 }
 
 impl QuerySlots {
@@ -46,7 +51,7 @@ impl QuerySlots {
         QuerySlots {
             state: Mutex::new(State {
                 free: slots,
-                waiting: BTreeSet::new(),
+                waiting: BTreeMap::new(),
                 arrivals: 0,
             }),
             changed: Notify::new(),
@@ -57,34 +62,59 @@ impl QuerySlots {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits for a slot: one is free and no waiter comes before this one.
+    /// A place in the queue at `priority`; `can_run` says whether the
+    /// model could run its query now (else see [`Ticket::can_run`]).
+    pub fn ticket(&self, priority: Priority, can_run: bool) -> Ticket<'_> {
+        let mut state = self.state();
+        state.arrivals += 1;
+        let key = (priority, state.arrivals);
+        state.waiting.insert(key, can_run);
+        drop(state);
+        self.changed.notify_waiters();
+        Ticket { slots: self, key }
+    }
+
+    /// A ticket that can run, served at once if it is first.
+    #[cfg(test)]
     pub async fn acquire(&self, priority: Priority) -> Slot<'_> {
-        let mut ticket = {
-            let mut state = self.state();
-            state.arrivals += 1;
-            let key = (priority, state.arrivals);
-            state.waiting.insert(key);
-            Ticket {
-                slots: self,
-                key,
-                queued: true,
-            }
-        };
+        let ticket = self.ticket(priority, true);
+        ticket.acquire().await
+    }
+}
+
+impl<'a> Ticket<'a> {
+    /// Its model can run its query now: later tickets no longer pass it.
+    pub fn can_run(&self) {
+        if let Some(can) = self.slots.state().waiting.get_mut(&self.key) {
+            *can = true;
+        }
+        self.slots.changed.notify_waiters();
+    }
+
+    /// Waits for a slot: one is free and no ticket before this one can
+    /// run. Marks this one as able to run.
+    pub async fn acquire(&self) -> Slot<'a> {
+        self.can_run();
+        let slots = self.slots;
         loop {
-            let changed = self.changed.notified();
+            let changed = slots.changed.notified();
             tokio::pin!(changed);
             // Registered before the look, so a change in between wakes it.
             changed.as_mut().enable();
             {
-                let mut state = self.state();
-                if state.free > 0 && state.waiting.first() == Some(&ticket.key) {
+                let mut state = slots.state();
+                let first = state
+                    .waiting
+                    .iter()
+                    .find(|(_, &can)| can)
+                    .map(|(key, _)| *key);
+                if state.free > 0 && first == Some(self.key) {
                     state.free -= 1;
-                    state.waiting.remove(&ticket.key);
-                    ticket.queued = false;
+                    state.waiting.remove(&self.key);
                     drop(state);
-                    // Another free slot may be the next waiter's now.
-                    self.changed.notify_waiters();
-                    return Slot(self);
+                    // Another free slot may be the next ticket's now.
+                    slots.changed.notify_waiters();
+                    return Slot(slots);
                 }
             }
             changed.await;
@@ -101,8 +131,7 @@ impl Drop for Slot<'_> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        if self.queued {
-            self.slots.state().waiting.remove(&self.key);
+        if self.slots.state().waiting.remove(&self.key).is_some() {
             self.slots.changed.notify_waiters();
         }
     }
@@ -124,10 +153,8 @@ mod tests {
     async fn served(slots: usize, arrivals: &[Priority]) -> Vec<Priority> {
         let q = Arc::new(QuerySlots::new(slots));
         let held: Vec<_> = (0..slots).map(|_| q.clone()).collect();
-        let blockers: Vec<Slot<'_>> = futures::future::join_all(
-            held.iter().map(|q| q.acquire((day(1), 0))),
-        )
-        .await;
+        let blockers: Vec<Slot<'_>> =
+            futures::future::join_all(held.iter().map(|q| q.acquire((day(1), 0)))).await;
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for &p in arrivals {
@@ -158,7 +185,13 @@ mod tests {
         ];
         assert_eq!(
             served(1, &arrivals).await,
-            vec![(day(2), 0), (day(2), 1), (day(2), 2), (day(2), 2), (day(3), 0)]
+            vec![
+                (day(2), 0),
+                (day(2), 1),
+                (day(2), 2),
+                (day(2), 2),
+                (day(3), 0)
+            ]
         );
     }
 
@@ -180,6 +213,42 @@ mod tests {
             .await
             .expect("the freed slot is taken");
         drop(a);
+    }
+
+    #[tokio::test]
+    async fn a_free_slot_waits_for_a_ticket_before_it_that_can_run() {
+        let q = QuerySlots::new(1);
+        // Taken at the day's start: `first` can run but has not asked yet
+        // (its ledger round trips), `blocked` cannot run yet.
+        let first = q.ticket((day(1), 0), true);
+        let blocked = q.ticket((day(1), 1), false);
+        let later = q.ticket((day(1), 2), true);
+        let later_slot = later.acquire();
+        tokio::pin!(later_slot);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), later_slot.as_mut())
+                .await
+                .is_err(),
+            "the slot waits for `first`"
+        );
+        let slot = first.acquire().await;
+        drop(slot);
+        // `blocked` cannot run: `later` passes it.
+        let slot = tokio::time::timeout(Duration::from_secs(5), later_slot)
+            .await
+            .expect("a ticket that cannot run is passed over");
+        let blocked_slot = blocked.acquire();
+        tokio::pin!(blocked_slot);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), blocked_slot.as_mut())
+                .await
+                .is_err(),
+            "the slot is held"
+        );
+        drop(slot);
+        tokio::time::timeout(Duration::from_secs(5), blocked_slot)
+            .await
+            .expect("served once it can run and the slot is free");
     }
 
     #[tokio::test]
