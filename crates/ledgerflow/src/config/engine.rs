@@ -30,8 +30,8 @@ pub struct EngineConfig {
     /// first. Each day in flight has its own `memory_limit` pool; locally
     /// they share the `parallel_models` query slots, the oldest day's
     /// queries first, so a later day's query fills an earlier day's write.
-    /// Default: 2 (on a Ballista cluster, set it to the executors' slots /
-    /// 2).
+    /// Default: 1 locally, 2 on a Ballista cluster (set it to the
+    /// executors' slots / 2).
     #[serde(default)]
     pub parallel_days: Option<usize>,
     /// Where the day's model queries run: "local" (this process) or
@@ -68,10 +68,14 @@ pub enum EngineMode {
 }
 
 impl EngineConfig {
-    /// `engine.parallel_days`, or its default (2: measured faster than 1
-    /// locally as on a cluster).
+    /// `engine.parallel_days`, or its default for the mode: locally 1 (on
+    /// 2 cores two days in flight were no faster over a month, and peaked
+    /// higher), on a cluster 2.
     pub fn days_in_flight(&self) -> usize {
-        self.parallel_days.unwrap_or(2)
+        self.parallel_days.unwrap_or(match self.mode {
+            EngineMode::Local => 1,
+            EngineMode::Ballista => 2,
+        })
     }
 
     /// The resident memory `release_memory = "bounded"` keeps the process

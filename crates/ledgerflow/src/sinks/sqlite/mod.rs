@@ -10,7 +10,7 @@ mod key_order;
 pub use coordination::Sqlite;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::DataType;
@@ -39,8 +39,12 @@ const VERSION_SEQ: &str = "ledgerflow_version_seq";
 pub struct SqliteSink {
     path: PathBuf,
     /// SQLite allows one writer; writes through one sink take turns here
-    /// and other processes wait up to the busy timeout.
-    conn: Arc<Mutex<Connection>>,
+    /// and other processes wait up to the busy timeout. An async lock: a
+    /// call waiting for its turn holds no blocking thread (with one per
+    /// core, a model's write and the next model's waiting ledger update
+    /// held both, and the file reads of the query beside them stalled
+    /// until the write was over).
+    conn: Arc<tokio::sync::Mutex<Connection>>,
 }
 
 /// The page cache of a sink's connection, in KiB as `PRAGMA cache_size`
@@ -67,7 +71,7 @@ impl SqliteSink {
             .map_err(fail)?;
         Ok(SqliteSink {
             path: path.to_owned(),
-            conn: Arc::new(Mutex::new(conn)),
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
         })
     }
 
@@ -78,21 +82,18 @@ impl SqliteSink {
         T: Send + 'static,
         F: FnOnce(&mut Connection, &str) -> Result<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
+        let mut conn = Arc::clone(&self.conn).lock_owned().await;
         let target = self.path.display().to_string();
-        tokio::task::spawn_blocking(move || {
-            // A panic mid-transaction rolled it back while unwinding, so the
-            // connection behind a poisoned lock is still consistent.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn, &target)
-        })
-        .await
-        .map_err(|e| {
-            serving(
-                &self.path.display().to_string(),
-                format!("SQLite worker: {e}"),
-            )
-        })?
+        // A panic mid-transaction rolls it back while unwinding and drops
+        // the guard: the connection stays consistent for the next call.
+        tokio::task::spawn_blocking(move || f(&mut conn, &target))
+            .await
+            .map_err(|e| {
+                serving(
+                    &self.path.display().to_string(),
+                    format!("SQLite worker: {e}"),
+                )
+            })?
     }
 }
 
@@ -926,7 +927,7 @@ mod tests {
         sql: &str,
         f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
     ) -> Vec<T> {
-        let conn = sink.conn.lock().unwrap();
+        let conn = sink.conn.try_lock().expect("no call in flight");
         let mut stmt = conn.prepare(sql).unwrap();
         stmt.query_map([], f)
             .unwrap()
