@@ -79,8 +79,8 @@ impl EngineConfig {
     }
 
     /// The resident memory `release_memory = "bounded"` keeps the process
-    /// under: a `memory_limit` for each query that can run at once, plus
-    /// [`RESIDENT_OVERHEAD`]. Locally the days in flight share
+    /// under: a `memory_limit` for each day pool that can have a query
+    /// running at once, plus [`RESIDENT_OVERHEAD`]. Locally the days in flight share
     /// `parallel_models` query slots, and a day waiting for its slot holds
     /// little (its write's rows, let go once copied); on a cluster each
     /// day in flight has its queries running.

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::unified::{Catalog, DayPlan, Layer};
 use crate::checks::sql::SqlCheck;
+use crate::checks::CheckResult;
 use crate::config::{CommitMode, Config, UnavailablePolicy};
 use crate::error::{Error, Result, Retry};
 use crate::ledger::{NewRun, RunOutcome, RunState};
@@ -696,6 +697,13 @@ impl Runner {
                 .last_success_fingerprint(&model.name, plan.day)
                 .await?;
             if last.as_deref() == Some(fingerprint.as_str()) {
+                // Its readers recompute it from its upstreams' outputs:
+                // only if those are written.
+                if let Some(upstream) = run.progress.upstreams_over(&model.name).await {
+                    self.close(id, RunState::Skipped, None, upstream_failed(&upstream))
+                        .await?;
+                    return Ok(RunStatus::UpstreamFailed { upstream });
+                }
                 let reason =
                     "inputs and SQL unchanged since the last success (use --force to re-run)"
                         .to_string();
@@ -848,10 +856,13 @@ impl Runner {
         let results = checked?;
         // Its readers may read it from now on, while it is written (its SQL
         // checks, which put the output in the session under its name, are
-        // over). On a cluster they wait for the write, each recomputing it
-        // inside its own plan.
-        if local {
+        // over), unless a check already failed it. On a cluster they wait
+        // for the write, each recomputing it inside its own plan.
+        if local && !results.iter().any(CheckResult::blocks) {
             run.progress.output_ready(&model.name);
+            if run.progress.unread(&model.name) {
+                drop_outputs(run.outputs, Some(ctx), &[model.name.clone()]);
+            }
         }
         let compute_s = started.elapsed().as_secs_f64();
         // Written only after the models it read are: if one of them failed
@@ -1027,16 +1038,24 @@ fn release_reads(
     ctx: Option<&SessionContext>,
     model: &str,
 ) {
-    let free = progress.past_reads(model);
-    if free.is_empty() {
+    drop_outputs(outputs, ctx, &progress.past_reads(model));
+}
+
+/// Drops the outputs `names` with the session's tables over them.
+fn drop_outputs(
+    outputs: &std::sync::Mutex<models::Outputs>,
+    ctx: Option<&SessionContext>,
+    names: &[String],
+) {
+    if names.is_empty() {
         return;
     }
     outputs
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .retain(|name| !free.iter().any(|f| f == name));
+        .retain(|name| !names.iter().any(|f| f == name));
     if let Some(ctx) = ctx {
-        for name in &free {
+        for name in names {
             let _ = ctx.deregister_table(name.as_str());
         }
     }

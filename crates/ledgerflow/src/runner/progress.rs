@@ -26,6 +26,9 @@ pub struct DayProgress {
     changed: Notify,
     /// Each model's upstreams in this run.
     upstreams: HashMap<String, Vec<String>>,
+    /// Each model's upstreams in this run and theirs: what its plan and
+    /// its SQL checks find in the session.
+    reads: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -40,7 +43,7 @@ struct State {
 impl DayProgress {
     pub fn new(models: &[ModelSpec]) -> DayProgress {
         let in_run: HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
-        let upstreams = models
+        let upstreams: HashMap<String, Vec<String>> = models
             .iter()
             .map(|m| {
                 let ups = m
@@ -56,6 +59,20 @@ impl DayProgress {
             .iter()
             .map(|m| (m.name.clone(), Stage::Started))
             .collect();
+        let reads = models
+            .iter()
+            .map(|m| {
+                let mut seen: Vec<String> = Vec::new();
+                let mut next: Vec<&String> = upstreams[&m.name].iter().collect();
+                while let Some(up) = next.pop() {
+                    if !seen.contains(up) {
+                        seen.push(up.clone());
+                        next.extend(upstreams[up].iter());
+                    }
+                }
+                (m.name.clone(), seen)
+            })
+            .collect();
         DayProgress {
             state: Mutex::new(State {
                 stages,
@@ -63,6 +80,7 @@ impl DayProgress {
             }),
             changed: Notify::new(),
             upstreams,
+            reads,
         }
     }
 
@@ -158,21 +176,39 @@ impl DayProgress {
     }
 
     /// `model` reads its upstreams no more; returns the outputs no model
-    /// of the run will read now (each once).
+    /// of the run will read now (each once). An output not yet made is
+    /// its maker's to let go ([`unread`](Self::unread)): its own checks
+    /// may have it in the session.
     pub fn past_reads(&self, model: &str) -> Vec<String> {
         let mut state = self.state();
         state.past_reads.insert(model.to_string());
         let mut free = Vec::new();
-        for up in self.upstreams.get(model).into_iter().flatten() {
-            let still_read = self
-                .upstreams
-                .iter()
-                .any(|(reader, ups)| ups.contains(up) && !state.past_reads.contains(reader));
-            if !still_read && state.released.insert(up.clone()) {
+        for up in self.reads.get(model).into_iter().flatten() {
+            if state.stages.get(up) == Some(&Stage::Started) {
+                continue;
+            }
+            if !self.still_read(&state, up) && state.released.insert(up.clone()) {
                 free.push(up.clone());
             }
         }
         free
+    }
+
+    /// Whether `model`'s output, just made, has no reader left (each that
+    /// had one was skipped before its read): then it goes at once, once.
+    pub fn unread(&self, model: &str) -> bool {
+        let mut state = self.state();
+        let read_by_any = self
+            .reads
+            .values()
+            .any(|ups| ups.iter().any(|u| u == model));
+        read_by_any && !self.still_read(&state, model) && state.released.insert(model.to_string())
+    }
+
+    fn still_read(&self, state: &State, output: &str) -> bool {
+        self.reads.iter().any(|(reader, ups)| {
+            ups.iter().any(|u| u == output) && !state.past_reads.contains(reader)
+        })
     }
 }
 
@@ -293,11 +329,42 @@ mod tests {
     #[tokio::test]
     async fn an_output_is_let_go_when_its_last_reader_is_past_its_reads() {
         let p = DayProgress::new(&models());
+        p.output_ready("ua");
+        p.output_ready("bdm");
         assert!(p.past_reads("rt").is_empty());
         assert!(p.past_reads("bdm").is_empty(), "`both` reads ua too");
         let mut free = p.past_reads("both");
         free.sort();
         assert_eq!(free, vec!["bdm".to_string(), "ua".to_string()]);
         assert!(p.past_reads("both").is_empty(), "each once");
+        assert!(!p.unread("ua"), "already let go");
+    }
+
+    /// A reader of a reader finds the first output in the session too
+    /// (its plan binds upstreams transitively); an output not made yet is
+    /// let go by its maker, after its own checks.
+    #[tokio::test]
+    async fn transitive_readers_hold_an_output_and_a_skipped_reader_leaves_it_to_its_maker() {
+        let chain = [
+            model("a", &[]),
+            model("b", &["a"]),
+            model("c", &["b"]),
+            model("e", &["a"]),
+        ];
+        let p = DayProgress::new(&chain);
+        p.output_ready("a");
+        p.output_ready("b");
+        assert!(p.past_reads("e").is_empty(), "c reads a through b");
+        assert!(p.past_reads("b").is_empty(), "c reads b and a");
+        let mut free = p.past_reads("c");
+        free.sort();
+        assert_eq!(free, vec!["a".to_string(), "b".to_string()]);
+
+        let p = DayProgress::new(&[model("a", &[]), model("f", &[]), model("d", &["a", "f"])]);
+        // d is skipped (f failed) while a is still being checked.
+        assert!(p.past_reads("d").is_empty(), "a is not made yet");
+        p.output_ready("a");
+        assert!(p.unread("a"), "its only reader is gone");
+        assert!(!p.unread("a"), "once");
     }
 }
