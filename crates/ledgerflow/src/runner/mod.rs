@@ -697,6 +697,8 @@ impl Runner {
                 .last_success_fingerprint(&model.name, plan.day)
                 .await?;
             if last.as_deref() == Some(fingerprint.as_str()) {
+                // No query: its place in the queue goes before it waits.
+                run.ticket.withdraw();
                 // Its readers recompute it from its upstreams' outputs:
                 // only if those are written.
                 if let Some(upstream) = run.progress.upstreams_over(&model.name).await {

@@ -91,6 +91,13 @@ impl<'a> Ticket<'a> {
         self.slots.changed.notify_waiters();
     }
 
+    /// Leaves the queue: its model will not query (it was skipped).
+    pub fn withdraw(&self) {
+        if self.slots.state().waiting.remove(&self.key).is_some() {
+            self.slots.changed.notify_waiters();
+        }
+    }
+
     /// Waits for a slot: one is free and no ticket before this one can
     /// run. Marks this one as able to run.
     pub async fn acquire(&self) -> Slot<'a> {
@@ -131,9 +138,7 @@ impl Drop for Slot<'_> {
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        if self.slots.state().waiting.remove(&self.key).is_some() {
-            self.slots.changed.notify_waiters();
-        }
+        self.withdraw();
     }
 }
 
@@ -233,7 +238,8 @@ mod tests {
         );
         let slot = first.acquire().await;
         drop(slot);
-        // `blocked` cannot run: `later` passes it.
+        first.withdraw(); // served already: nothing to take out
+                          // `blocked` cannot run: `later` passes it.
         let slot = tokio::time::timeout(Duration::from_secs(5), later_slot)
             .await
             .expect("a ticket that cannot run is passed over");
