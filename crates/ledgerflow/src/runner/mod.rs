@@ -863,7 +863,7 @@ impl Runner {
         if local && !results.iter().any(CheckResult::blocks) {
             run.progress.output_ready(&model.name);
             if run.progress.unread(&model.name) {
-                drop_outputs(run.outputs, Some(ctx), &[model.name.clone()]);
+                drop_outputs(run.outputs, Some(ctx), std::slice::from_ref(&model.name));
             }
         }
         let compute_s = started.elapsed().as_secs_f64();
