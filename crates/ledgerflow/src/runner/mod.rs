@@ -430,7 +430,7 @@ impl Runner {
         let tickets: Vec<slots::Ticket<'_>> = models
             .iter()
             .map(|m| {
-                let priority = (day, query_rank(m, models));
+                let priority = (day, query_rank(m, models, &progress));
                 queries.ticket(priority, !progress.reads_any(&m.name))
             })
             .collect();
@@ -466,9 +466,7 @@ impl Runner {
                             retry: *retry,
                         }
                     } else if let Some(up) = progress.readable(&model.name).await {
-                        self.close(id, RunState::Skipped, None, upstream_failed(&up))
-                            .await?;
-                        RunStatus::UpstreamFailed { upstream: up }
+                        self.skip_upstream_failed(id, up).await?
                     } else {
                         let plan = plan.as_ref().expect("no input error means a plan");
                         let ctx = ctx.as_ref().expect("no input error means a session");
@@ -660,6 +658,13 @@ impl Runner {
         Ok(DaySession { ctx, _copy: copy })
     }
 
+    /// Closes ledger row `id` as skipped because `upstream` failed.
+    async fn skip_upstream_failed(&self, id: i64, upstream: String) -> Result<RunStatus> {
+        let reason = format!("upstream model `{upstream}` failed");
+        self.close(id, RunState::Skipped, None, reason).await?;
+        Ok(RunStatus::UpstreamFailed { upstream })
+    }
+
     /// Moves ledger row `id` to a final state without data.
     async fn close(
         &self,
@@ -702,9 +707,7 @@ impl Runner {
                 // Its readers recompute it from its upstreams' outputs:
                 // only if those are written.
                 if let Some(upstream) = run.progress.upstreams_over(&model.name).await {
-                    self.close(id, RunState::Skipped, None, upstream_failed(&upstream))
-                        .await?;
-                    return Ok(RunStatus::UpstreamFailed { upstream });
+                    return self.skip_upstream_failed(id, upstream).await;
                 }
                 let reason =
                     "inputs and SQL unchanged since the last success (use --force to re-run)"
@@ -733,11 +736,7 @@ impl Runner {
                 compute_s,
                 write_s,
             }),
-            Ok(Executed::UpstreamFailed(upstream)) => {
-                self.close(id, RunState::Skipped, None, upstream_failed(&upstream))
-                    .await?;
-                Ok(RunStatus::UpstreamFailed { upstream })
-            }
+            Ok(Executed::UpstreamFailed(upstream)) => self.skip_upstream_failed(id, upstream).await,
             Err(e @ Error::Superseded { .. }) => {
                 let reason = e.to_string();
                 tracing::warn!(model = %model.name, day = %plan.day, "{reason}");
@@ -1010,22 +1009,13 @@ enum Executed {
     UpstreamFailed(String),
 }
 
-/// The ledger's reason for a model skipped after `upstream` failed.
-fn upstream_failed(upstream: &str) -> String {
-    format!("upstream model `{upstream}` failed")
-}
-
 /// A model's place in its day's queue for a query slot: the models whose
 /// output others read first (their readers wait for them), then those
 /// reading one (the output goes once they have), then the rest.
-fn query_rank(model: &ModelSpec, in_run: &[ModelSpec]) -> u8 {
+fn query_rank(model: &ModelSpec, in_run: &[ModelSpec], progress: &progress::DayProgress) -> u8 {
     if models::dag::is_read_by(&model.name, in_run) {
         0
-    } else if model
-        .depends_on
-        .iter()
-        .any(|d| in_run.iter().any(|m| &m.name == d))
-    {
+    } else if progress.reads_any(&model.name) {
         1
     } else {
         2

@@ -153,6 +153,20 @@ mod tests {
         NaiveDate::from_ymd_opt(2026, 10, d).unwrap()
     }
 
+    /// Whether `f` is still waiting after a moment.
+    async fn waits<T>(f: std::pin::Pin<&mut impl std::future::Future<Output = T>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), f)
+            .await
+            .is_err()
+    }
+
+    /// `f`'s output, which must come soon.
+    async fn soon<T>(f: impl std::future::Future<Output = T>, what: &str) -> T {
+        tokio::time::timeout(Duration::from_secs(5), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what}"))
+    }
+
     /// Queues waiters in `arrivals` order behind a held slot, releases it,
     /// and returns the order they were served in.
     async fn served(slots: usize, arrivals: &[Priority]) -> Vec<Priority> {
@@ -207,16 +221,9 @@ mod tests {
         let b = q.acquire((day(2), 0)).await;
         let third = q.acquire((day(1), 0));
         tokio::pin!(third);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), third.as_mut())
-                .await
-                .is_err(),
-            "no slot free"
-        );
+        assert!(waits(third.as_mut()).await, "no slot free");
         drop(b);
-        tokio::time::timeout(Duration::from_secs(5), third)
-            .await
-            .expect("the freed slot is taken");
+        soon(third, "the freed slot is taken").await;
         drop(a);
     }
 
@@ -231,30 +238,20 @@ mod tests {
         let later_slot = later.acquire();
         tokio::pin!(later_slot);
         assert!(
-            tokio::time::timeout(Duration::from_millis(20), later_slot.as_mut())
-                .await
-                .is_err(),
+            waits(later_slot.as_mut()).await,
             "the slot waits for `first`"
         );
         let slot = first.acquire().await;
         drop(slot);
-        first.withdraw(); // served already: nothing to take out
-                          // `blocked` cannot run: `later` passes it.
-        let slot = tokio::time::timeout(Duration::from_secs(5), later_slot)
-            .await
-            .expect("a ticket that cannot run is passed over");
+        // Served already: nothing to take out.
+        first.withdraw();
+        // `blocked` cannot run: `later` passes it.
+        let slot = soon(later_slot, "a ticket that cannot run is passed over").await;
         let blocked_slot = blocked.acquire();
         tokio::pin!(blocked_slot);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), blocked_slot.as_mut())
-                .await
-                .is_err(),
-            "the slot is held"
-        );
+        assert!(waits(blocked_slot.as_mut()).await, "the slot is held");
         drop(slot);
-        tokio::time::timeout(Duration::from_secs(5), blocked_slot)
-            .await
-            .expect("served once it can run and the slot is free");
+        soon(blocked_slot, "served once it can run and the slot is free").await;
     }
 
     #[tokio::test]
@@ -265,16 +262,10 @@ mod tests {
             // An earlier day's waiter, dropped while it waits.
             let early = q.acquire((day(1), 0));
             tokio::pin!(early);
-            assert!(
-                tokio::time::timeout(Duration::from_millis(10), early.as_mut())
-                    .await
-                    .is_err()
-            );
+            assert!(waits(early.as_mut()).await, "the slot is held");
         }
         let later = q.acquire((day(9), 0));
         drop(held);
-        tokio::time::timeout(Duration::from_secs(5), later)
-            .await
-            .expect("served though an earlier ticket was queued once");
+        soon(later, "served though an earlier ticket was queued once").await;
     }
 }
