@@ -78,7 +78,7 @@ spill_dir = ".ledgerflow/spill"
 # target_partitions = 2     # default: number of cores
 # batch_size = 8192
 # parallel_models = 1       # model queries at once (writes overlap the next)
-# parallel_days = 1         # backfill days in flight (a day's queries fill the day before's writes)
+# parallel_days = 2         # backfill days in flight (a day's queries fill the day before's writes)
 # release_memory = "bounded" # freed memory kept under memory_limit x min(parallel_days, parallel_models) + 128 MiB; "lazy" | "eager"
 
 # [ledger]

@@ -22,7 +22,7 @@ fn bench_measures_a_month_and_judges_its_per_day_cost() {
         .filter(|l| l.contains(" -> SQLite: "))
         .collect();
     assert_eq!(phases.len(), 3, "{text}");
-    assert!(phases[1].starts_with("30 days (") && phases[2].contains("two in flight"));
+    assert!(phases[1].starts_with("30 days (") && phases[2].contains("one at a time"));
     assert_eq!(text.matches("  per day: first 5 ").count(), 2, "{text}");
     assert_eq!(text.matches("  per day: trend ").count(), 2, "{text}");
 

@@ -107,7 +107,7 @@ async fn runs_and_backfills_are_idempotent() {
     }
 }
 
-/// `engine.parallel_days = 2`: while day 1 is held before a model's write,
+/// `engine.parallel_days = 2` (the default): while day 1 is held before a model's write,
 /// day 2 has started (its ledger rows are there) but commits that model
 /// only after day 1 has; every model's days commit oldest first; a SIGKILL
 /// in the middle of overlapping days leaves whole (model, day)s that a rerun
@@ -115,7 +115,7 @@ async fn runs_and_backfills_are_idempotent() {
 #[tokio::test]
 async fn pipelined_days_commit_in_order_per_model() {
     let p = project(Serving::Postgres).await;
-    p.set_config("# parallel_days = 1", "parallel_days = 2");
+    p.set_config("# parallel_days = 2", "parallel_days = 2");
     p.generate("2026-11-01", "2026-11-04", "0.005", &[], &[]);
     let backfill = ["backfill", "--from", "2026-11-01", "--to", "2026-11-04"];
     let runs = || -> Vec<serde_json::Value> {

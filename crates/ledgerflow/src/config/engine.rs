@@ -68,14 +68,12 @@ pub enum EngineMode {
 }
 
 impl EngineConfig {
-    /// `engine.parallel_days`, or its default for the mode: locally 1 (on
-    /// 2 cores two days in flight were no faster over a month, and peaked
-    /// higher), on a cluster 2.
+    /// `engine.parallel_days`, or its default: 2, locally and on a
+    /// cluster. Locally the second day's query fills the first day's write
+    /// (docs/benchmarks.md: a week and a month 7-9% faster on 2 cores, for
+    /// 40-60 MiB more at its peak).
     pub fn days_in_flight(&self) -> usize {
-        self.parallel_days.unwrap_or(match self.mode {
-            EngineMode::Local => 1,
-            EngineMode::Ballista => 2,
-        })
+        self.parallel_days.unwrap_or(2)
     }
 
     /// The resident memory `release_memory = "bounded"` keeps the process

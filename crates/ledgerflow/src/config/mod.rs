@@ -386,17 +386,17 @@ url = "sqlite://serving.db"
 "#;
 
     /// `engine.mode = "ballista"` needs `engine.url = "df://host:port"`;
-    /// a url without the mode is refused; days in flight default by mode.
+    /// a url without the mode is refused; two days in flight by default in either mode.
     #[test]
     fn ballista_mode_needs_a_scheduler_url() {
         let with = |engine: &str| {
             let text = format!("{MINIMAL}[engine]\n{engine}\n");
             Config::parse(&text, Path::new("l.toml")).and_then(|c| c.validate().map(|_| c))
         };
-        assert_eq!(with("").unwrap().engine.days_in_flight(), 1);
+        assert_eq!(with("").unwrap().engine.days_in_flight(), 2);
         assert_eq!(
-            with("parallel_days = 2").unwrap().engine.days_in_flight(),
-            2
+            with("parallel_days = 1").unwrap().engine.days_in_flight(),
+            1
         );
         let ballista = with("mode = \"ballista\"\nurl = \"df://10.0.0.5:50050\"");
         if !cfg!(feature = "ballista") {
@@ -611,7 +611,8 @@ url = "sqlite://serving.db"
                 .engine
                 .resident_budget()
         };
-        assert_eq!(budget("parallel_days = 2"), ByteSize::mib(512 + 128));
+        assert_eq!(budget(""), ByteSize::mib(512 + 128));
+        assert_eq!(budget("parallel_models = 2"), ByteSize::mib(2 * 512 + 128));
         assert_eq!(
             budget("parallel_days = 3\nparallel_models = 2"),
             ByteSize::mib(2 * 512 + 128)
