@@ -70,8 +70,8 @@ pub enum EngineMode {
 impl EngineConfig {
     /// `engine.parallel_days`, or its default: 2, locally and on a
     /// cluster. Locally the second day's query fills the first day's write
-    /// (docs/benchmarks.md: a week and a month 7-9% faster on 2 cores, for
-    /// 40-60 MiB more at its peak).
+    /// (docs/benchmarks.md: on 2 cores a week 4% and a month 8-14% faster,
+    /// for 35-60 MiB more at its peak).
     pub fn days_in_flight(&self) -> usize {
         self.parallel_days.unwrap_or(2)
     }
