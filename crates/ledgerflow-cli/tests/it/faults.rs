@@ -108,11 +108,15 @@ async fn fault_data_files_without_their_marker() {
 
 /// SIGKILL on the second day of a backfill, between a model's write and its
 /// commit: every table holds whole days; the rerun completes them, equal to
-/// a clean run, nothing left running.
+/// a clean run, nothing left running. One day at a time, so the first day
+/// is over when the second is killed (with two in flight the first day's
+/// last model may still be pending then: a kill among overlapping days is
+/// `idempotency::pipelined_days_commit_in_order_per_model`).
 #[tokio::test]
 async fn fault_backfill_killed_on_its_second_day() {
     for serving in SINKS {
         let p = project(serving).await;
+        p.set_config("# parallel_days = 2", "parallel_days = 1");
         p.generate("2026-11-04", "2026-11-06", "0.005", &[], &[]);
         let args = ["backfill", "--from", "2026-11-04", "--to", "2026-11-06"];
         Paused::start(&p, &args, "before_commit:user_activity_agg@2", &[]).kill();
