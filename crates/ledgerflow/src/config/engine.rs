@@ -30,10 +30,12 @@ pub struct EngineConfig {
     /// first. Each day in flight has its own `memory_limit` pool; locally
     /// they share the `parallel_models` query slots, the oldest day's
     /// queries first, so a later day's query fills an earlier day's write.
-    /// Default: 1 locally, 2 on a Ballista cluster (set it to the
-    /// executors' slots / 2).
-    #[serde(default)]
-    pub parallel_days: Option<usize>,
+    /// Default: 2, locally and on a cluster (there, set it to the
+    /// executors' slots / 2). Locally on 2 cores a week was 4% and a month
+    /// 8-14% faster than one day at a time, for 35-60 MiB more at its peak
+    /// (docs/benchmarks.md).
+    #[serde(default = "default_parallel_days")]
+    pub parallel_days: usize,
     /// Where the day's model queries run: "local" (this process) or
     /// "ballista" (planned here, executed on the Ballista cluster at
     /// `engine.url`; written here, exactly once, as locally). Default:
@@ -68,14 +70,6 @@ pub enum EngineMode {
 }
 
 impl EngineConfig {
-    /// `engine.parallel_days`, or its default: 2, locally and on a
-    /// cluster. Locally the second day's query fills the first day's write
-    /// (docs/benchmarks.md: on 2 cores a week 4% and a month 8-14% faster,
-    /// for 35-60 MiB more at its peak).
-    pub fn days_in_flight(&self) -> usize {
-        self.parallel_days.unwrap_or(2)
-    }
-
     /// The resident memory `release_memory = "bounded"` keeps the process
     /// under: a `memory_limit` for each day pool that can have a query
     /// running at once, plus [`RESIDENT_OVERHEAD`]. Locally the days in flight share
@@ -84,8 +78,8 @@ impl EngineConfig {
     /// day in flight has its queries running.
     pub fn resident_budget(&self) -> ByteSize {
         let queries = match self.mode {
-            EngineMode::Local => self.days_in_flight().min(self.parallel_models),
-            EngineMode::Ballista => self.days_in_flight(),
+            EngineMode::Local => self.parallel_days.min(self.parallel_models),
+            EngineMode::Ballista => self.parallel_days,
         };
         ByteSize::b(
             self.memory_limit
@@ -169,7 +163,7 @@ impl Default for EngineConfig {
             target_partitions: None,
             batch_size: default_batch_size(),
             parallel_models: default_parallel_models(),
-            parallel_days: None,
+            parallel_days: default_parallel_days(),
             mode: EngineMode::default(),
             url: None,
             release_memory: ReleaseMemory::default(),
@@ -192,4 +186,8 @@ pub(super) fn default_batch_size() -> usize {
 
 pub(super) fn default_parallel_models() -> usize {
     1
+}
+
+pub(super) fn default_parallel_days() -> usize {
+    2
 }

@@ -256,7 +256,7 @@ impl Config {
                 ));
             }
         }
-        if self.engine.parallel_days == Some(0) {
+        if self.engine.parallel_days == 0 {
             return Err(self.invalid("engine.parallel_days", "must be at least 1"));
         }
         if self.engine.mode == EngineMode::Ballista {
@@ -393,11 +393,8 @@ url = "sqlite://serving.db"
             let text = format!("{MINIMAL}[engine]\n{engine}\n");
             Config::parse(&text, Path::new("l.toml")).and_then(|c| c.validate().map(|_| c))
         };
-        assert_eq!(with("").unwrap().engine.days_in_flight(), 2);
-        assert_eq!(
-            with("parallel_days = 1").unwrap().engine.days_in_flight(),
-            1
-        );
+        assert_eq!(with("").unwrap().engine.parallel_days, 2);
+        assert_eq!(with("parallel_days = 1").unwrap().engine.parallel_days, 1);
         let ballista = with("mode = \"ballista\"\nurl = \"df://10.0.0.5:50050\"");
         if !cfg!(feature = "ballista") {
             let err = ballista.unwrap_err().to_string();
@@ -409,7 +406,7 @@ url = "sqlite://serving.db"
             c.engine.scheduler_address().unwrap(),
             "http://10.0.0.5:50050"
         );
-        assert_eq!(c.engine.days_in_flight(), 2);
+        assert_eq!(c.engine.parallel_days, 2);
         for (engine, says) in [
             ("mode = \"ballista\"", "`engine.url`: ballista mode needs"),
             (

@@ -924,7 +924,7 @@ impl Runner {
         mut on_day: impl FnMut(NaiveDate, &[RunReport]),
     ) -> std::result::Result<Vec<RunReport>, (NaiveDate, Error)> {
         use futures::StreamExt;
-        let parallel = self.config.engine.days_in_flight().max(1);
+        let parallel = self.config.engine.parallel_days.max(1);
         let turns = Arc::new(turns::WriteTurns::new(days));
         let opts = RunOptions {
             turns: (parallel > 1).then(|| turns.clone()),
