@@ -170,8 +170,12 @@ pub async fn bind(
     start: chrono::DateTime<chrono::Utc>,
     end: chrono::DateTime<chrono::Utc>,
 ) -> Result<datafusion::prelude::DataFrame> {
-    ctx.sql(&model.sql)
-        .await
+    let planned = match settings_context(ctx, &model.datafusion) {
+        Ok(Some(own)) => own.sql(&model.sql).await,
+        Ok(None) => ctx.sql(&model.sql).await,
+        Err(e) => Err(e),
+    };
+    planned
         .and_then(|df| df.with_param_values(window_params(day, start, end)))
         .map_err(|e| {
             let message = e.to_string();
@@ -181,6 +185,34 @@ pub async fn bind(
                 message,
             }
         })
+}
+
+/// A context for a model with `-- datafusion:` settings: the same tables,
+/// memory pool and query planner as `ctx` (its state cloned), with the
+/// model's settings over the session's. None when it has none.
+fn settings_context(
+    ctx: &datafusion::prelude::SessionContext,
+    settings: &[(String, String)],
+) -> datafusion::error::Result<Option<datafusion::prelude::SessionContext>> {
+    if settings.is_empty() {
+        return Ok(None);
+    }
+    let state = ctx.state();
+    // Not a fresh default catalog: the builder would register it in the
+    // catalog list this state shares with `ctx`, over the tables there.
+    let mut config = state
+        .config()
+        .clone()
+        .with_create_default_catalog_and_schema(false);
+    for (key, value) in settings {
+        config.options_mut().set(key, value)?;
+    }
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .build();
+    Ok(Some(datafusion::prelude::SessionContext::new_with_state(
+        state,
+    )))
 }
 
 #[cfg(test)]
@@ -224,5 +256,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be a timestamp"), "{err}");
+    }
+
+    /// A model's `-- datafusion:` settings reach its own query (and change
+    /// its plan) and nothing else; it still reads the session's tables.
+    #[tokio::test]
+    async fn a_models_datafusion_settings_apply_to_its_query_alone() {
+        let ctx = datafusion::prelude::SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(4),
+        );
+        ctx.sql("CREATE TABLE t (k BIGINT, v BIGINT) AS VALUES (1, 10), (2, 20), (1, 5)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let sql = "SELECT k AS day, sum(v) AS total FROM t GROUP BY k ORDER BY k";
+        let head = "-- key: day\n-- grain: day\n-- write: upsert\n";
+        let plain = ModelSpec::parse("models/m.sql", &format!("{head}{sql}")).unwrap();
+        let own = ModelSpec::parse(
+            "models/m.sql",
+            &format!("{head}-- datafusion: optimizer.repartition_aggregations = false\n{sql}"),
+        )
+        .unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let (start, end) = crate::day::bounds(day);
+        let repartitions = |df: &datafusion::prelude::DataFrame| {
+            let df = df.clone();
+            async move {
+                let plan = df.create_physical_plan().await.unwrap();
+                let text = datafusion::physical_plan::displayable(plan.as_ref())
+                    .indent(true)
+                    .to_string();
+                text.contains("RepartitionExec: partitioning=Hash")
+            }
+        };
+        let with = bind(&ctx, &own, day, start, end).await.unwrap();
+        let without = bind(&ctx, &plain, day, start, end).await.unwrap();
+        assert!(!repartitions(&with).await);
+        assert!(repartitions(&without).await);
+        assert!(
+            ctx.state()
+                .config()
+                .options()
+                .optimizer
+                .repartition_aggregations
+        );
+        // The session still has its tables.
+        assert!(ctx.table_exist("t").unwrap());
+        let rows = with.collect().await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("| 1   | 15    |") && text.contains("| 2   | 20    |"),
+            "{text}"
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! -- partition: day             column replaced per day (default: first key column)
 //! -- depends_on: other_model    runs after it (comma separated)
 //! -- check: not_null(address)   a data-quality check (one per line; see checks::spec)
+//! -- datafusion: optimizer.repartition_aggregations = false
+//!                               a DataFusion setting for this model's query alone
 //! SELECT ... WHERE ts >= $start AND ts < $end
 //! ```
 //! The run window is bound as parameters (`$day`, `$start`, `$end`,
@@ -51,6 +53,10 @@ pub struct ModelSpec {
     pub depends_on: Vec<String>,
     /// Declared checks, in header order.
     pub checks: Vec<CheckSpec>,
+    /// `-- datafusion: key = value` lines: DataFusion settings for this
+    /// model's own query, on top of the session's (`[engine.datafusion]`),
+    /// as (`datafusion.`-prefixed key, value), checked when parsed.
+    pub datafusion: Vec<(String, String)>,
     pub sql: String,
 }
 
@@ -67,6 +73,7 @@ impl ModelSpec {
         let (mut key, mut grain, mut write, mut partition, mut depends_on) =
             (None, None, None, None, Vec::new());
         let mut checks = Vec::new();
+        let mut datafusion = Vec::new();
         for sql_file::Entry {
             line: n,
             key: k,
@@ -103,10 +110,11 @@ impl ModelSpec {
                 "partition" => partition = Some(list(v)?.into_iter().next().unwrap_or_default()),
                 "depends_on" => depends_on = list(v)?,
                 "check" => checks.push(check::parse(v).map_err(|m| err(n, m))?),
+                "datafusion" => datafusion.push(setting(v).map_err(|m| err(n, m))?),
                 other => {
                     return Err(err(
                         n,
-                        format!("unknown header `{other}` (expected key, grain, write, partition, depends_on, check)"),
+                        format!("unknown header `{other}` (expected key, grain, write, partition, depends_on, check, datafusion)"),
                     ))
                 }
             }
@@ -136,6 +144,7 @@ impl ModelSpec {
             write,
             depends_on,
             checks,
+            datafusion,
             sql: text.to_string(),
         })
     }
@@ -193,6 +202,22 @@ impl ModelSpec {
             })
             .map_or(1, |i| i + 1)
     }
+}
+
+/// A `-- datafusion: key = value` line as DataFusion's (key, value), the
+/// key spelled out from `datafusion.` as in `[engine.datafusion]`; an
+/// unknown key or a value DataFusion refuses is an error here, not when
+/// the model first runs.
+fn setting(line: &str) -> std::result::Result<(String, String), String> {
+    let (key, value) = line.split_once('=').ok_or_else(|| {
+        format!("datafusion `{line}`: expected `key = value` (a key below `datafusion.`)")
+    })?;
+    let key = format!("datafusion.{}", key.trim());
+    let value = value.trim().trim_matches('"').to_string();
+    datafusion::config::ConfigOptions::new()
+        .set(&key, &value)
+        .map_err(|e| format!("datafusion `{key}`: {e}"))?;
+    Ok((key, value))
 }
 
 #[cfg(test)]
@@ -258,6 +283,57 @@ mod tests {
         assert_eq!(
             m.error_line("sql parser error: Expected x at Line: 7, Column: 3"),
             7
+        );
+    }
+
+    #[test]
+    fn datafusion_lines_are_checked_settings_and_errors_name_the_line() {
+        let head = "-- key: day\n-- grain: day\n-- write: replace_day\n";
+        let m = ModelSpec::parse(
+            "m.sql",
+            &format!("{head}-- datafusion: optimizer.repartition_aggregations = false\n-- datafusion: execution.batch_size = \"4096\"\nSELECT 1"),
+        )
+        .unwrap();
+        assert_eq!(
+            m.datafusion,
+            [
+                (
+                    "datafusion.optimizer.repartition_aggregations".to_string(),
+                    "false".to_string()
+                ),
+                (
+                    "datafusion.execution.batch_size".to_string(),
+                    "4096".to_string()
+                ),
+            ]
+        );
+        for (line, says) in [
+            (
+                "-- datafusion: optimizer.no_such_thing = 1",
+                "no_such_thing",
+            ),
+            ("-- datafusion: execution.batch_size = many", "batch_size"),
+            ("-- datafusion: execution.batch_size", "key = value"),
+        ] {
+            let err = ModelSpec::parse("m.sql", &format!("{head}{line}\nSELECT 1")).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let err = err.to_string();
+            assert!(
+                err.starts_with("model m.sql:4:") && err.contains(says),
+                "{err}"
+            );
+        }
+        let realtime = crate::models::builtin::MODELS
+            .iter()
+            .find(|(f, _)| f.starts_with("realtime_dashboard"))
+            .unwrap();
+        let m = ModelSpec::parse(realtime.0, realtime.1).unwrap();
+        assert_eq!(
+            m.datafusion,
+            [(
+                "datafusion.optimizer.repartition_aggregations".to_string(),
+                "false".to_string()
+            )]
         );
     }
 }

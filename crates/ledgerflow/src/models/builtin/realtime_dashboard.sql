@@ -4,6 +4,12 @@
 -- key: minute
 -- grain: realtime
 -- write: upsert
+-- datafusion: optimizer.repartition_aggregations = false
+--
+-- Each scan partition groups its own rows (minute by minute: the files
+-- are in time order) and one final step merges them. Routing every
+-- (minute, address) row to a partition by its hash first cost more CPU
+-- than it spread (docs/benchmarks.md, "Per-model settings").
 WITH b AS (
     SELECT
         date_trunc('minute', "timestamp") AS minute,
