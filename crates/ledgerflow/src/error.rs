@@ -78,7 +78,16 @@ pub enum Error {
         source: datafusion::error::DataFusionError,
     },
 
-    /// A model's query could not read its inputs from their store.
+    /// A model's query ran past `engine.query_timeout` and was stopped
+    /// (`place` says where it ran, and what became of a cluster job).
+    #[error("model `{model}` for {day}: the query ran longer than engine.query_timeout ({limit}) {place}; stopped, nothing written")]
+    QueryTimeout {
+        model: String,
+        day: NaiveDate,
+        limit: String,
+        place: String,
+    },
+
     /// A query the Ballista cluster ran or could not run: the scheduler
     /// unreachable, a job that failed (an executor lost beyond the
     /// cluster's retries), a plan that cannot run remotely.
@@ -91,6 +100,7 @@ pub enum Error {
         transient: bool,
     },
 
+    /// A model's query could not read its inputs from their store.
     #[error("model `{model}` for {day}: reading {location}: {message}")]
     InputStore {
         model: String,
@@ -224,6 +234,8 @@ impl Error {
             Error::SourceUnavailable { .. }
             | Error::LockHeld(_)
             | Error::Scheduler(_)
+            // A hung job, or a cluster busy then: the next attempt may not be.
+            | Error::QueryTimeout { .. }
             // Its data may still land.
             | Error::DayNotFound { .. } => true,
             Error::Io { source, .. } => !matches!(

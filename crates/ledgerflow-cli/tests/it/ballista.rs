@@ -258,6 +258,83 @@ async fn an_executor_killed_mid_backfill_leaves_whole_days_only() {
     p.drop_db().await;
 }
 
+/// The only executor frozen (SIGSTOP): no job can finish, so each query
+/// stops at `engine.query_timeout` and its day fails, naming the limit and
+/// the cluster; nothing is written. With a fresh executor in its place
+/// (which runs the abandoned jobs too: they are not cancelled) the rerun
+/// completes and equals the reference.
+#[tokio::test]
+async fn a_job_past_the_query_timeout_fails_its_day_and_the_rerun_completes() {
+    let server = S3Server::start(&["ledger"]);
+    let p = crate::s3::on_s3(&server, Serving::Sqlite).await;
+    let mut cluster = Cluster::start(&p, 1);
+    on_cluster(&p, &cluster.url);
+    p.set_config("[engine]\n", "[engine]\nquery_timeout = \"2s\"\n");
+    let [d1, _, d3] = crate::models::THREE_DAYS;
+    crate::models::generate_three_days(&p);
+    cluster.executors[0].signal(libc::SIGSTOP);
+    let out = p.expect(&["backfill", "--from", d1, "--to", d3], 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains(&format!(
+            "the query ran longer than engine.query_timeout (2s) on the Ballista cluster {}",
+            cluster.url
+        )),
+        "{text}"
+    );
+    for table in [
+        "user_activity_agg",
+        "block_daily_metrics",
+        "realtime_dashboard",
+    ] {
+        assert!(!p.db.has_table(table).await, "{table} written: {text}");
+    }
+    let runs = p.db.runs().await;
+    assert!(
+        runs.iter().all(|(_, _, s)| s == "failed" || s == "skipped"),
+        "{runs:?}"
+    );
+    // A frozen executor is lost to the scheduler (no heartbeat): replace it.
+    cluster.executors.remove(0).kill();
+    let registered = cluster
+        .scheduler
+        .log()
+        .matches("Received register executor request")
+        .count();
+    let scheduler = cluster.url.trim_start_matches("df://").to_string();
+    let ports = free_ports(2);
+    cluster.executors.push(executor(
+        &p,
+        &[],
+        &scheduler,
+        "127.0.0.1",
+        None,
+        (ports[0], ports[1]),
+    ));
+    let start = std::time::Instant::now();
+    while cluster
+        .scheduler
+        .log()
+        .matches("Received register executor request")
+        .count()
+        <= registered
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            cluster.scheduler.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The abandoned jobs still hold the new executor's slots for a while
+    // (not cancelled): the rerun runs with the default limit.
+    p.set_config("query_timeout = \"2s\"\n", "");
+    p.ok(&["backfill", "--from", d1, "--to", d3]);
+    crate::models::assert_three_days_equal_the_reference(&p).await;
+    drop(cluster);
+    p.drop_db().await;
+}
+
 /// The scheduler down at submit: the run fails (exit 1) naming the
 /// cluster's URL, nothing is written, and the ledger row is failed.
 #[tokio::test]

@@ -135,6 +135,39 @@ async fn fault_backfill_killed_on_its_second_day() {
     }
 }
 
+/// A query past `engine.query_timeout`: the run fails (exit 1) naming the
+/// limit, nothing is written, nothing is left running; with no limit
+/// ("0s") the rerun equals the reference.
+#[tokio::test]
+async fn fault_query_past_its_timeout() {
+    let p = project(Serving::Sqlite).await;
+    p.generate(DAY, DAY, "0.01", &[], &[]);
+    p.set_config("# query_timeout = \"1h\"", "query_timeout = \"1ms\"");
+    let out = p.expect(&["run", "--date", DAY], 1);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("model `user_activity_agg` for 2026-11-05: the query ran longer than engine.query_timeout (1ms) here"),
+        "{text}"
+    );
+    for table in ["user_activity_agg", "block_daily_metrics"] {
+        assert!(!p.db.has_table(table).await, "{table} written: {text}");
+    }
+    let runs = p.db.runs().await;
+    assert!(
+        runs.iter()
+            .any(|r| r.0 == "user_activity_agg" && r.2 == "failed")
+            && runs
+                .iter()
+                .any(|r| r.0 == "block_daily_metrics" && r.2 == "skipped"),
+        "{runs:?}"
+    );
+    nothing_left_running(&p.db).await;
+    p.set_config("query_timeout = \"1ms\"", "query_timeout = \"0s\"");
+    p.ok(&["run", "--date", DAY]);
+    equals_reference(&p.db).await;
+    p.drop_db().await;
+}
+
 /// A project serving into a PostgreSQL cluster of its own.
 async fn on_cluster(cluster: &Cluster) -> TestProject {
     let p = project(Serving::Sqlite).await;

@@ -59,6 +59,13 @@ pub struct EngineConfig {
     /// Applied after ledgerflow's own settings. Default: none.
     #[serde(default)]
     pub datafusion: toml::Table,
+    /// The longest a model's query may run (here or on the cluster; the
+    /// wait for a query slot not counted) before it is stopped and the
+    /// model's day fails, retryably, with nothing written: a hung cluster
+    /// job or a runaway query cannot hold a schedule forever. "0s" means
+    /// no limit (as PostgreSQL's `statement_timeout = 0`). Default: 1h.
+    #[serde(default = "default_query_timeout", with = "humantime_serde")]
+    pub query_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -105,6 +112,11 @@ impl EngineConfig {
         let mut out = Vec::new();
         flatten("datafusion", &self.datafusion, &mut out);
         out
+    }
+
+    /// `query_timeout`, or `None` for no limit ("0s").
+    pub fn query_limit(&self) -> Option<std::time::Duration> {
+        (!self.query_timeout.is_zero()).then_some(self.query_timeout)
     }
 
     /// Sets `[engine.datafusion]` on `options`; the first key DataFusion
@@ -168,6 +180,7 @@ impl Default for EngineConfig {
             url: None,
             release_memory: ReleaseMemory::default(),
             datafusion: toml::Table::new(),
+            query_timeout: default_query_timeout(),
         }
     }
 }
@@ -186,6 +199,10 @@ pub(super) fn default_batch_size() -> usize {
 
 pub(super) fn default_parallel_models() -> usize {
     1
+}
+
+pub(super) fn default_query_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
 }
 
 pub(super) fn default_parallel_days() -> usize {

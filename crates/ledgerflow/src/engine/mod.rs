@@ -82,7 +82,14 @@ pub fn session(config: &Config) -> Result<SessionContext> {
 /// (`engine.mode`). Either way the rows come back to this process, which
 /// checks and writes them.
 #[derive(Debug, Clone)]
-pub enum Queries {
+pub struct Queries {
+    place: Place,
+    /// `engine.query_timeout`; `None`: no limit.
+    limit: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
     Local,
     #[cfg(feature = "ballista")]
     Cluster(ballista::Cluster),
@@ -90,27 +97,33 @@ pub enum Queries {
 
 impl Queries {
     pub fn open(config: &Config) -> Result<Queries> {
+        let limit = config.engine.query_limit();
         #[cfg(feature = "ballista")]
         if let Some(cluster) = ballista::Cluster::open(config)? {
-            return Ok(Queries::Cluster(cluster));
+            return Ok(Queries {
+                place: Place::Cluster(cluster),
+                limit,
+            });
         }
-        let _ = config;
-        Ok(Queries::Local)
+        Ok(Queries {
+            place: Place::Local,
+            limit,
+        })
     }
 
     /// The cluster's URL when queries run remotely: an upstream's output
     /// then is recomputed inside its dependent's plan instead of being
     /// shipped, and only inputs the executors can read are allowed.
     pub fn remote(&self) -> Option<&str> {
-        match self {
-            Queries::Local => None,
+        match &self.place {
+            Place::Local => None,
             #[cfg(feature = "ballista")]
-            Queries::Cluster(c) => Some(c.url()),
+            Place::Cluster(c) => Some(c.url()),
         }
     }
 
-    /// Executes `df` and collects its rows; `local` names an error of a
-    /// query run here.
+    /// Executes `df` and collects its rows, within `engine.query_timeout`;
+    /// `local` names an error of a query run here.
     pub async fn collect(
         &self,
         model: &str,
@@ -118,12 +131,38 @@ impl Queries {
         df: datafusion::prelude::DataFrame,
         local: impl FnOnce(datafusion::error::DataFusionError) -> Error,
     ) -> Result<Vec<arrow::record_batch::RecordBatch>> {
-        let _ = (model, day);
-        match self {
-            Queries::Local => df.collect().await.map_err(local),
-            #[cfg(feature = "ballista")]
-            Queries::Cluster(c) => c.collect(model, day, df).await,
-        }
+        let query = async {
+            match &self.place {
+                Place::Local => df.collect().await.map_err(local),
+                #[cfg(feature = "ballista")]
+                Place::Cluster(c) => c.collect(model, day, df).await,
+            }
+        };
+        let Some(limit) = self.limit else {
+            return query.await;
+        };
+        // The deadline is seen when the query yields: at an await on its
+        // inputs, or when its scans have used their task's budget
+        // (DataFusion's cooperative scheduling). Dropping a local query
+        // stops its tasks. Ballista's client keeps the job id to itself,
+        // so a cluster job cannot be cancelled from here: it is abandoned
+        // (its rows never read).
+        tokio::time::timeout(limit, query)
+            .await
+            .unwrap_or_else(|_| {
+                let place = match self.remote() {
+                    None => "here".to_string(),
+                    Some(url) => format!(
+                        "on the Ballista cluster {url} (its job was abandoned, not cancelled: the scheduler's UI or logs show it)"
+                    ),
+                };
+                Err(Error::QueryTimeout {
+                    model: model.to_string(),
+                    day,
+                    limit: humantime::format_duration(limit).to_string(),
+                    place,
+                })
+            })
     }
 }
 
@@ -136,6 +175,62 @@ mod tests {
             .options()
             .execution
             .skip_partial_aggregation_probe_ratio_threshold
+    }
+
+    /// A query past `engine.query_timeout` stops with a timeout naming
+    /// the model, the day and the limit; the session serves the next
+    /// query; "0s" is no limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_past_the_timeout_is_stopped_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledgerflow.toml");
+        let text = |timeout: &str| {
+            format!(
+                "[batch]\nurl = \"data/batch\"\n[speed]\nurl = \"data/landing\"\n\
+                 [serving]\nurl = \"sqlite://serving.db\"\n[engine]\nspill_dir = \"spill\"\n\
+                 query_timeout = \"{timeout}\"\n"
+            )
+        };
+        let config = Config::parse(&text("150ms"), &path).unwrap();
+        let ctx = session(&config).unwrap();
+        let queries = Queries::open(&config).unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        // 10^12 rows: days, where the limit allows 150 ms.
+        let endless = "SELECT sum(value) FROM generate_series(1, 1000000000000)";
+        let df = ctx.sql(endless).await.unwrap();
+        let err = queries
+            .collect("m", day, df, |e| panic!("not a timeout: {e}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::QueryTimeout { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("model `m` for 2026-11-01")
+                && message.contains("engine.query_timeout (150ms) here"),
+            "{message}"
+        );
+        assert_eq!(err.retry(), crate::error::Retry::Transient);
+        let df = ctx
+            .sql("SELECT sum(x) FROM (VALUES (1), (2)) AS v(x)")
+            .await
+            .unwrap();
+        let rows = queries
+            .collect("m", day, df, |e| panic!("{e}"))
+            .await
+            .unwrap();
+        let sum = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>();
+        assert_eq!(sum.map(|a| a.value(0)), Some(3));
+
+        let config = Config::parse(&text("0s"), &path).unwrap();
+        assert_eq!(config.engine.query_limit(), None);
+        let config = Config::parse(&text("1m"), &path).unwrap();
+        assert_eq!(
+            config.engine.query_limit(),
+            Some(std::time::Duration::from_secs(60))
+        );
     }
 
     #[test]
