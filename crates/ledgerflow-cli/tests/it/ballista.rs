@@ -260,9 +260,9 @@ async fn an_executor_killed_mid_backfill_leaves_whole_days_only() {
 
 /// The only executor frozen (SIGSTOP): no job can finish, so each query
 /// stops at `engine.query_timeout` and its day fails, naming the limit and
-/// the cluster; nothing is written. With a fresh executor in its place
-/// (which runs the abandoned jobs too: they are not cancelled) the rerun
-/// completes and equals the reference.
+/// the cluster; nothing is written, and the scheduler cancels each job its
+/// client stopped waiting for. With a fresh executor in its place the
+/// rerun completes and equals the reference.
 #[tokio::test]
 async fn a_job_past_the_query_timeout_fails_its_day_and_the_rerun_completes() {
     let server = S3Server::start(&["ledger"]);
@@ -294,6 +294,19 @@ async fn a_job_past_the_query_timeout_fails_its_day_and_the_rerun_completes() {
         runs.iter().all(|(_, _, s)| s == "failed" || s == "skipped"),
         "{runs:?}"
     );
+    // Each job its client stopped waiting for is cancelled by the
+    // scheduler (vendor/ballista-scheduler), not left to hold the slots.
+    let timed_out = stdout(&out).matches("engine.query_timeout (2s)").count();
+    let cancelled = "its client stopped waiting; cancelling it";
+    let start = std::time::Instant::now();
+    while cluster.scheduler.log().matches(cancelled).count() < timed_out {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{timed_out} queries timed out; scheduler log:\n{}",
+            cluster.scheduler.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A frozen executor is lost to the scheduler (no heartbeat): replace it.
     cluster.executors.remove(0).kill();
     let registered = cluster
@@ -326,8 +339,6 @@ async fn a_job_past_the_query_timeout_fails_its_day_and_the_rerun_completes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The abandoned jobs still hold the new executor's slots for a while
-    // (not cancelled): the rerun runs with the default limit.
     p.set_config("query_timeout = \"2s\"\n", "");
     p.ok(&["backfill", "--from", d1, "--to", d3]);
     crate::models::assert_three_days_equal_the_reference(&p).await;

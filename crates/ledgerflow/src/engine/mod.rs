@@ -145,15 +145,16 @@ impl Queries {
         // inputs, or when its scans have used their task's budget
         // (DataFusion's cooperative scheduling). Dropping a local query
         // stops its tasks. Ballista's client keeps the job id to itself,
-        // so a cluster job cannot be cancelled from here: it is abandoned
-        // (its rows never read).
+        // so a cluster job is not cancelled from here: dropping its status
+        // stream tells `ledgerflow cluster scheduler`, which cancels it
+        // (vendor/README.md); a stock scheduler runs it on, unread.
         tokio::time::timeout(limit, query)
             .await
             .unwrap_or_else(|_| {
                 let place = match self.remote() {
                     None => "here".to_string(),
                     Some(url) => format!(
-                        "on the Ballista cluster {url} (its job was abandoned, not cancelled: the scheduler's UI or logs show it)"
+                        "on the Ballista cluster {url} (its job left to the scheduler, which cancels it if it is `ledgerflow cluster scheduler`)"
                     ),
                 };
                 Err(Error::QueryTimeout {

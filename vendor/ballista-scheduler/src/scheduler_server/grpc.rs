@@ -32,7 +32,9 @@ use ballista_core::serde::protobuf::{
     RegisterExecutorParams, RegisterExecutorResult, RemoveSessionParams,
     RemoveSessionResult, UpdateTaskStatusParams, UpdateTaskStatusResult,
     execute_query_failure_result, execute_query_result, executor_metric::Metric,
+    job_status,
 };
+use ballista_core::JobId;
 use ballista_core::serde::scheduler::ExecutorMetadata;
 use ballista_core::version;
 use ballista_core::{BALLISTA_PROTOCOL_VERSION, BALLISTA_VERSION};
@@ -100,6 +102,42 @@ fn versioned_response<R>(message: R) -> Response<R> {
     let mut response = Response::new(message);
     version::insert_version_header(response.metadata_mut());
     response
+}
+
+/// ledgerflow: held by a push-mode job's status stream; when the stream is
+/// dropped (the client gone, or the job over and its last status sent),
+/// cancels the job if it is still queued or running.
+struct CancelIfAbandoned<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> {
+    server: SchedulerServer<T, U>,
+    job_id: JobId,
+}
+
+impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> Drop
+    for CancelIfAbandoned<T, U>
+{
+    fn drop(&mut self) {
+        let (server, job_id) = (self.server.clone(), self.job_id.clone());
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let unfinished = matches!(
+                server.state.task_manager.get_job_status(&job_id).await,
+                Ok(Some(JobStatus {
+                    status: Some(
+                        job_status::Status::Queued(_) | job_status::Status::Running(_)
+                    ),
+                    ..
+                }))
+            );
+            if unfinished {
+                info!("Job {job_id}: its client stopped waiting; cancelling it");
+                if let Err(e) = server.cancel_job(job_id.clone()).await {
+                    warn!("Could not cancel abandoned job {job_id}: {e:?}");
+                }
+            }
+        });
+    }
 }
 
 fn executor_registration_error(e: BallistaError) -> Status {
@@ -489,12 +527,6 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> SchedulerGrpc
             let flight_proxy = self.flight_proxy_config();
 
             let (subscriber, rx) = tokio::sync::mpsc::channel::<JobStatus>(16);
-            let stream = ReceiverStream::new(rx).map(move |status| {
-                Ok::<_, tonic::Status>(GetJobStatusResult {
-                    status: Some(status),
-                    flight_proxy: flight_proxy.clone(),
-                })
-            });
 
             let job_id = self
                 .submit_plan(&job_name, session_ctx, &plan, Some(subscriber))
@@ -507,6 +539,21 @@ impl<T: 'static + AsLogicalPlan, U: 'static + AsExecutionPlan> SchedulerGrpc
 
                     Status::internal(msg)
                 })?;
+
+            // ledgerflow: the stream goes when its client does (a deadline
+            // passed, the process died); a job nobody waits for any more is
+            // cancelled unless it is over.
+            let abandoned = CancelIfAbandoned {
+                server: self.clone(),
+                job_id: job_id.clone(),
+            };
+            let stream = ReceiverStream::new(rx).map(move |status| {
+                let _held = &abandoned;
+                Ok::<_, tonic::Status>(GetJobStatusResult {
+                    status: Some(status),
+                    flight_proxy: flight_proxy.clone(),
+                })
+            });
 
             debug!(
                 "execution query (PUSH) job submitted - session_id: {session_id}, operation_id: {operation_id}, job_name: {job_name}, job_id: {job_id}"
