@@ -83,18 +83,36 @@ fn bound(budget: u64) {
     STARTED.call_once(|| {
         // `resident_bytes` allocates, so this thread has a heap of its own
         // before its first collect (mimalloc skips a collect without one).
-        // While what is in use is over the budget this purges at every
-        // look, close to "eager"; waiting 100 ms after a purge that left
-        // the process over (tried) let a mainnet week at a 384 MiB limit
-        // (budget 512 MiB) peak at 758 MiB instead of 540, for 20.5 s
-        // instead of 23.0.
-        let watcher = move || loop {
-            if resident_bytes().is_some_and(|held| held > budget) {
-                // SAFETY: collects this thread's heap and purges the noted
-                // free ranges of every arena; safe from any thread.
-                unsafe { libmimalloc_sys::mi_collect(true) };
+        // A collect that leaves the process over the budget is not
+        // repeated until it has grown by `REGROWTH` or `RETRY` has passed:
+        // what it could not purge (pages still owned by a busy thread's
+        // heap, or memory in use) is still there at the next look, and a
+        // forced collect at every look cost a mainnet month ~10 user-s.
+        // Growth still triggers one at once: a plain 100 ms wait after a
+        // purge that left the process over (tried in session 8) let a
+        // mainnet week at a 384 MiB limit (budget then 512 MiB) peak at
+        // 758 MiB instead of 540.
+        const REGROWTH: u64 = 16 << 20;
+        const RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+        let watcher = move || {
+            let mut last: Option<(u64, std::time::Instant)> = None;
+            loop {
+                if let Some(held) = resident_bytes().filter(|&held| held > budget) {
+                    let futile = last.is_some_and(|(after, at)| {
+                        held < after.saturating_add(REGROWTH) && at.elapsed() < RETRY
+                    });
+                    if !futile {
+                        // SAFETY: collects this thread's heap and purges the
+                        // noted free ranges of every arena; safe from any
+                        // thread.
+                        unsafe { libmimalloc_sys::mi_collect(true) };
+                        last = resident_bytes()
+                            .filter(|&after| after > budget)
+                            .map(|after| (after, std::time::Instant::now()));
+                    }
+                }
+                std::thread::sleep(BOUND_POLL);
             }
-            std::thread::sleep(BOUND_POLL);
         };
         if let Err(e) = std::thread::Builder::new()
             .name("memory-bound".into())

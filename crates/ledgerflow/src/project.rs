@@ -79,7 +79,7 @@ spill_dir = ".ledgerflow/spill"
 # batch_size = 8192
 # parallel_models = 1       # model queries at once (writes overlap the next)
 # parallel_days = 2         # backfill days in flight (a day's queries fill the day before's writes)
-# release_memory = "bounded" # freed memory kept under memory_limit x min(parallel_days, parallel_models) + 128 MiB; "lazy" | "eager"
+# release_memory = "bounded" # freed memory kept under memory_limit x min(parallel_days, parallel_models); "lazy" | "eager"
 # query_timeout = "1h"      # a model query running longer is stopped, its day failed (retryable); "0s": no limit
 
 # [ledger]

@@ -590,8 +590,8 @@ url = "sqlite://serving.db"
     fn release_memory_is_bounded_lazy_or_eager() {
         let c = Config::parse(MINIMAL, Path::new("l.toml")).unwrap();
         assert_eq!(c.engine.release_memory, ReleaseMemory::Bounded);
-        // 1 GiB for the one day in flight, plus the fixed overhead.
-        assert_eq!(c.engine.resident_budget(), ByteSize::mib(1024 + 128));
+        // 1 GiB for the one query at a time.
+        assert_eq!(c.engine.resident_budget(), ByteSize::mib(1024));
         for (name, mode) in [
             ("eager", ReleaseMemory::Eager),
             ("lazy", ReleaseMemory::Lazy),
@@ -608,15 +608,15 @@ url = "sqlite://serving.db"
                 .engine
                 .resident_budget()
         };
-        assert_eq!(budget(""), ByteSize::mib(512 + 128));
-        assert_eq!(budget("parallel_models = 2"), ByteSize::mib(2 * 512 + 128));
+        assert_eq!(budget(""), ByteSize::mib(512));
+        assert_eq!(budget("parallel_models = 2"), ByteSize::mib(2 * 512));
         assert_eq!(
             budget("parallel_days = 3\nparallel_models = 2"),
-            ByteSize::mib(2 * 512 + 128)
+            ByteSize::mib(2 * 512)
         );
         assert_eq!(
             budget("parallel_days = 1\nparallel_models = 2"),
-            ByteSize::mib(512 + 128)
+            ByteSize::mib(512)
         );
         let text = format!("{MINIMAL}\n[engine]\nrelease_memory = \"soon\"\n");
         let err = Config::parse(&text, Path::new("l.toml"))
