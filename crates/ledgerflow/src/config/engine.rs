@@ -59,11 +59,13 @@ pub struct EngineConfig {
     /// Applied after ledgerflow's own settings. Default: none.
     #[serde(default)]
     pub datafusion: toml::Table,
-    /// The longest a model's query may run (here or on the cluster; the
-    /// wait for a query slot not counted) before it is stopped and the
-    /// model's day fails, retryably, with nothing written: a hung cluster
-    /// job or a runaway query cannot hold a schedule forever. "0s" means
-    /// no limit (as PostgreSQL's `statement_timeout = 0`). Default: 1h.
+    /// The longest a model's query of `run`, `backfill` or `schedule` may
+    /// run (here or on the cluster; the wait for a query slot not counted;
+    /// the realtime loop's short recomputations are not limited) before it
+    /// is stopped and the model's day fails, retryably, with nothing
+    /// written: a hung cluster job or a runaway query cannot hold a
+    /// schedule forever. "0s" means no limit (as PostgreSQL's
+    /// `statement_timeout = 0`). Default: 1h.
     #[serde(default = "default_query_timeout", with = "humantime_serde")]
     pub query_timeout: std::time::Duration,
 }
@@ -86,8 +88,9 @@ impl EngineConfig {
     /// (the binary, the runtime, reads in flight) is added: a mainnet
     /// week's live peak at 512 MiB is ~330 MiB, and the 128 MiB once added
     /// only let freed memory pile up to 640 MiB, over DuckDB's ~580, for
-    /// 2-3% of the time (docs/benchmarks.md). Memory in use is never cut,
-    /// so a process whose live set is over the budget purges at every look.
+    /// no time measurably saved (docs/benchmarks.md). Memory in use is
+    /// never cut, so a process whose live set is over the budget purges
+    /// about ten times a second.
     pub fn resident_budget(&self) -> ByteSize {
         let queries = match self.mode {
             EngineMode::Local => self.parallel_days.min(self.parallel_models),
