@@ -85,9 +85,21 @@ impl Cluster {
 
     /// Until the scheduler has heard from every executor.
     fn wait_registered(&self) {
-        let registered = "Received register executor request";
+        self.wait_registrations(self.executors.len());
+    }
+
+    /// How many executor registrations the scheduler has logged.
+    fn registrations(&self) -> usize {
+        self.scheduler
+            .log()
+            .matches("Received register executor request")
+            .count()
+    }
+
+    /// Until the scheduler has logged `n` executor registrations.
+    fn wait_registrations(&self, n: usize) {
         let start = std::time::Instant::now();
-        while self.scheduler.log().matches(registered).count() < self.executors.len() {
+        while self.registrations() < n {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "executors did not register; scheduler log:\n{}\nexecutor log:\n{}",
@@ -99,6 +111,19 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills executor `i` and starts another in its place (on this host),
+    /// until the scheduler has heard from it.
+    fn replace_executor(&mut self, p: &TestProject, i: usize) {
+        self.executors.remove(i).kill();
+        let before = self.registrations();
+        let scheduler = self.url.trim_start_matches("df://").to_string();
+        let ports = free_ports(2);
+        let ports = (ports[0], ports[1]);
+        let fresh = executor(p, &[], &scheduler, "127.0.0.1", None, ports);
+        self.executors.insert(i, fresh);
+        self.wait_registrations(before + 1);
     }
 }
 
@@ -308,37 +333,7 @@ async fn a_job_past_the_query_timeout_fails_its_day_and_the_rerun_completes() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // A frozen executor is lost to the scheduler (no heartbeat): replace it.
-    cluster.executors.remove(0).kill();
-    let registered = cluster
-        .scheduler
-        .log()
-        .matches("Received register executor request")
-        .count();
-    let scheduler = cluster.url.trim_start_matches("df://").to_string();
-    let ports = free_ports(2);
-    cluster.executors.push(executor(
-        &p,
-        &[],
-        &scheduler,
-        "127.0.0.1",
-        None,
-        (ports[0], ports[1]),
-    ));
-    let start = std::time::Instant::now();
-    while cluster
-        .scheduler
-        .log()
-        .matches("Received register executor request")
-        .count()
-        <= registered
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{}",
-            cluster.scheduler.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    cluster.replace_executor(&p, 0);
     p.set_config("query_timeout = \"2s\"\n", "");
     p.ok(&["backfill", "--from", d1, "--to", d3]);
     crate::models::assert_three_days_equal_the_reference(&p).await;
