@@ -58,6 +58,8 @@ pub enum Command {
     Check(crate::checks_cmd::CheckArgs),
     /// List check results (passes too), newest first.
     Checks(crate::checks_cmd::ChecksArgs),
+    /// Show a model's query plan for a day (--analyze: run it here and show each operator's metrics); writes nothing.
+    Explain(crate::explain_cmd::ExplainArgs),
     /// A read-only web page (partition grid, runs, checks, schedule, realtime, ingest) and /metrics.
     Serve(crate::serve::ServeArgs),
     /// Close a day: move its canonical rows from the speed layer into batch partitions.

@@ -100,7 +100,8 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
     if !args.dry_run {
         // The data and manifest are committed already; a ledger that
         // cannot be written is reported, not a failed ingest (the next
-        // ingest records what this one could not).
+        // ingest records the steps this one could not; the row checks'
+        // results stay in the stored report).
         let trigger = if args.retry_failed { "retry" } else { "ingest" };
         let root = MetaDir::open(&config.batch_location()?, &config.batch.s3)?;
         let recorded = async {
@@ -118,12 +119,15 @@ pub async fn ingest(config: &Path, args: IngestArgs) -> anyhow::Result<u8> {
                 ingest::steps::mark_recorded(&root, &[name])?;
             }
             ledgerflow::failpoint::hit("ingest_before_ledger", "").await;
-            ledgerflow::sinks::record_steps(sink.as_ref(), ingest::steps::steps(&report), trigger)
-                .await?;
-            ingest::steps::mark_recorded(&root, &this_run)
+            let steps = ingest::steps::steps(&report);
+            let ids =
+                ledgerflow::sinks::record_steps(sink.as_ref(), steps.clone(), trigger).await?;
+            ingest::steps::mark_recorded(&root, &this_run)?;
+            let checks = ingest::steps::check_results(&report, &steps, &ids);
+            ledgerflow::runner::record_checks(sink.as_ref(), &config, &checks).await
         };
         if let Err(e) = recorded.await {
-            eprintln!("warning: could not record the ingest steps in the run ledger: {e}");
+            eprintln!("warning: could not record the ingest steps and check results in the serving database: {e}");
         }
     }
     Ok(report.exit_code() as u8)
@@ -180,6 +184,16 @@ fn print(r: &IngestReport, json: bool) {
         );
         for c in &t.changes {
             println!("          schema: {c}");
+        }
+        for c in t.checks.iter().filter(|c| c.failing_rows > 0) {
+            println!(
+                "          check `{}` ({}): {} of {} rows failed, e.g. {}",
+                c.check,
+                c.severity.as_str(),
+                c.failing_rows,
+                c.rows_checked,
+                c.sample.join(", ")
+            );
         }
     }
     if !r.dry_run && !r.tables.is_empty() {

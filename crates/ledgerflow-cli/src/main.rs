@@ -9,6 +9,7 @@ mod cli;
 #[cfg(feature = "ballista")]
 mod cluster_cmd;
 mod commands;
+mod explain_cmd;
 mod ingest_cmd;
 mod progress;
 mod realtime_cmd;
@@ -95,6 +96,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Runs(args) => commands::runs(&cli.config, args).await,
         Command::Check(args) => checks_cmd::check(&cli.config, args).await,
         Command::Checks(args) => checks_cmd::checks(&cli.config, args).await,
+        Command::Explain(args) => explain_cmd::explain(&cli.config, args).await,
         Command::Serve(args) => serve::serve(&cli.config, args).await,
         Command::Compact(args) => commands::compact(&cli.config, args).await,
         Command::Realtime(args) => realtime_cmd::realtime(&cli.config, args).await,

@@ -8,7 +8,7 @@ use ledgerflow_testkit::serving::Serving;
 
 use crate::{project, SINKS};
 
-fn checks(p: &TestProject, args: &[&str]) -> Vec<serde_json::Value> {
+pub(crate) fn checks(p: &TestProject, args: &[&str]) -> Vec<serde_json::Value> {
     let out = p.ok(&[&["checks", "--json", "--limit", "1000"][..], args].concat());
     serde_json::from_str::<serde_json::Value>(&stdout(&out))
         .unwrap()

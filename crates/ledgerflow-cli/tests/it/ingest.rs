@@ -549,7 +549,7 @@ async fn partner_row_checks_quarantine_or_fail_the_table() {
     // key, the table and the check; nothing is read.
     p.set_config(
         "[engine]",
-        "[ingest]\nmax_bad_rows_ratio = 1.0\n\n[ingest.checks]\ntransfers = [\"unique(tx_hash)\"]\n\n[engine]",
+        "[ingest]\nmax_bad_rows_ratio = 1.0\n\n[ingest.checks]\ntransfers = [\"unique(tx_hash)\"]\nprices = [\"accepted_values(symbol, ['ETH', 'BTC', 'USDC', 'DAI'])\"]\n\n[engine]",
     );
     let err = stderr(&p.expect(&["ingest", &archive(&dir, 0)], 2));
     assert!(
@@ -573,6 +573,57 @@ async fn partner_row_checks_quarantine_or_fail_the_table() {
     let b = batch(&p);
     assert!(!b.is_committed("transfers", day(1)).await.unwrap());
     assert!(b.is_committed("prices", day(1)).await.unwrap());
+    // Every check's result is in `ledgerflow_checks`, under the table's
+    // merge step and linked to its ledger row: the failure (the first
+    // failing row stops the table) and the passing check of `prices`.
+    let merge_run = |table: &str| {
+        let runs: Value = serde_json::from_str(&stdout(&p.ok(&[
+            "runs",
+            "--json",
+            "--model",
+            &format!("ingest:merge:{table}"),
+        ])))
+        .unwrap();
+        runs[0]["id"].as_i64().unwrap()
+    };
+    let failed = crate::checks::checks(&p, &["--model", "ingest:merge:transfers"]);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    let f = &failed[0];
+    assert_eq!(
+        (
+            &f["check"],
+            &f["severity"],
+            &f["status"],
+            &f["failing_rows"]
+        ),
+        (
+            &Value::from(check),
+            &Value::from("error"),
+            &Value::from("fail"),
+            &Value::from(1)
+        ),
+        "{f:#}"
+    );
+    assert_eq!(f["day"], "2026-11-01");
+    assert_eq!(f["run_id"].as_i64(), Some(merge_run("transfers")), "{f:#}");
+    assert!(
+        f["sample"]
+            .as_str()
+            .unwrap()
+            .contains("transfers_2026-11-01_"),
+        "the sample names the file and line: {f:#}"
+    );
+    let passed = crate::checks::checks(&p, &["--model", "ingest:merge:prices"]);
+    assert_eq!(passed.len(), 1, "{passed:#?}");
+    assert_eq!(passed[0]["status"], "pass", "{passed:#?}");
+    assert_eq!(passed[0]["failing_rows"], 0);
+    assert_eq!(passed[0]["run_id"].as_i64(), Some(merge_run("prices")));
+    let prices = table(&r, "prices", "2026-11-01");
+    assert_eq!(
+        prices["checks"][0]["rows_checked"].as_u64().unwrap(),
+        prices["rows_read"].as_u64().unwrap() - prices["rows_quarantined"].as_u64().unwrap(),
+        "every row that reached the checks passed: {prices:#}"
+    );
 
     p.set_config(&format!("[\"{check}\"]"), &format!("[\"{check} warn\"]"));
     let r = ingest_json(&p, &["--retry-failed", "--date", "2026-11-01"], 0);
@@ -601,6 +652,27 @@ async fn partner_row_checks_quarantine_or_fail_the_table() {
         }
     }
     assert!(by_check > 100, "about half of 400 rows: {by_check}");
+    // The report and the check history count the same rows.
+    assert_eq!(
+        t["checks"][0]["failing_rows"].as_u64(),
+        Some(by_check),
+        "{t:#}"
+    );
+    let warned: Vec<Value> = crate::checks::checks(&p, &["--model", "ingest:merge:transfers"])
+        .into_iter()
+        .filter(|c| c["status"] == "warn")
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert_eq!(warned[0]["failing_rows"].as_u64(), Some(by_check));
+    assert_eq!(warned[0]["run_id"].as_i64(), Some(merge_run("transfers")));
+    let failing = crate::checks::checks(&p, &["--failed"]);
+    assert!(
+        failing
+            .iter()
+            .all(|c| c["model"] == "ingest:merge:transfers")
+            && failing.len() == 2,
+        "{failing:#?}"
+    );
     let ctx = datafusion::prelude::SessionContext::new();
     let files: Vec<String> = b
         .list_day("transfers", day(1))

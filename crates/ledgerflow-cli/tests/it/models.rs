@@ -5,7 +5,9 @@
 use std::process::Output;
 
 use ledgerflow::generate::chain::GenParams;
-use ledgerflow_testkit::project::{parquet_files, stdout, string_column, Paused, TestProject};
+use ledgerflow_testkit::project::{
+    parquet_files, stderr, stdout, string_column, Paused, TestProject,
+};
 use ledgerflow_testkit::reference::{self, generated_day};
 use ledgerflow_testkit::serving::{assert_daily_eq, assert_minutes_eq, Serving};
 
@@ -292,4 +294,66 @@ async fn the_next_query_runs_while_a_model_is_written() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_three_days_equal_the_reference(&p).await;
     p.drop_db().await;
+}
+
+/// `explain` shows a model's plan for a day as a run plans it, from the
+/// day's layer, its upstream computed inside it; `--analyze` runs it and
+/// shows each operator's rows; nothing is written or recorded; an unknown
+/// model or a day without data is an error naming it.
+#[tokio::test]
+async fn explain_shows_a_models_plan_and_writes_nothing() {
+    let p = project(Serving::Sqlite).await;
+    generate_three_days(&p);
+    let [d1, _, d3] = THREE_DAYS;
+    let text = stdout(&p.ok(&["explain", "user_activity_agg", "--date", d1]));
+    assert!(
+        text.starts_with(&format!(
+            "user_activity_agg for {d1} (inputs from the batch layer)"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("logical_plan:") && text.contains("physical_plan:"),
+        "{text}"
+    );
+    assert!(text.contains("AggregateExec"), "{text}");
+    assert!(
+        text.contains(&format!("date={d1}")),
+        "the day's files: {text}"
+    );
+
+    // A model reading another, on a speed day, analyzed: its upstream's
+    // aggregation is inside its plan and every operator has its metrics.
+    let json: serde_json::Value = serde_json::from_str(&stdout(&p.ok(&[
+        "explain",
+        "block_daily_metrics",
+        "--date",
+        d3,
+        "--analyze",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["layer"], "speed", "{json:#}");
+    let plans = json["plans"].as_array().unwrap();
+    let analyzed = plans
+        .iter()
+        .find(|p| p[0] == "Plan with Metrics")
+        .unwrap_or_else(|| panic!("{json:#}"))[1]
+        .as_str()
+        .unwrap();
+    assert!(analyzed.contains("output_rows="), "{analyzed}");
+    assert!(
+        analyzed.matches("AggregateExec").count() >= 2,
+        "user_activity_agg computed inside: {analyzed}"
+    );
+
+    assert!(p.db.runs().await.is_empty(), "explain records no run");
+    for table in ["user_activity_agg", "block_daily_metrics"] {
+        assert!(!p.db.has_table(table).await, "explain writes no {table}");
+    }
+
+    let err = stderr(&p.expect(&["explain", "no_such_model", "--date", d1], 2));
+    assert!(err.contains("unknown model `no_such_model`"), "{err}");
+    let err = stderr(&p.expect(&["explain", "user_activity_agg", "--date", "2026-12-01"], 1));
+    assert!(err.contains("no data for 2026-12-01"), "{err}");
 }

@@ -337,9 +337,11 @@ fn table_report(
     }
     let mut changes: Vec<String> = Vec::new();
     let mut missing: BTreeSet<String> = BTreeSet::new();
+    let mut checks = Vec::new();
     for o in outs {
         changes.extend(o.changes.iter().cloned());
         missing.extend(o.missing.iter().cloned());
+        super::row_checks::Tally::add_all(&mut checks, &o.checks);
     }
     TableReport {
         table: table.to_owned(),
@@ -365,6 +367,7 @@ fn table_report(
                 rows_quarantined: o.rows_quarantined,
             })
             .collect(),
+        checks,
         error,
     }
 }

@@ -79,6 +79,8 @@ pub struct EntryOutcome {
     pub schema_version: u32,
     pub changes: Vec<String>,
     pub missing: Vec<String>,
+    /// `[ingest.checks]` of the table over this file's rows.
+    pub checks: Vec<super::row_checks::Tally>,
     pub error: Option<EntryError>,
 }
 
@@ -422,6 +424,12 @@ impl TableWorker {
             schema_version: self.schema.version(),
             changes: Vec::new(),
             missing: Vec::new(),
+            checks: super::row_checks::Tally::zeros(
+                self.settings
+                    .row_checks
+                    .get(&f.table)
+                    .map_or(&[], Vec::as_slice),
+            ),
             error: None,
         };
         let root = self.settings.quarantine_root.clone();
@@ -692,7 +700,11 @@ impl TableWorker {
                 }
             };
             if !row_checks.is_empty() {
-                if let Some(check) = row_checks.violation(|i| &record[i]) {
+                let failed = row_checks.violation(|i| &record[i]);
+                super::row_checks::Tally::count(&mut out.checks, failed, || {
+                    format!("{source}:{line}")
+                });
+                if let Some(check) = failed {
                     let reason = format!("check `{}`", check.name);
                     if check.severity == crate::checks::Severity::Error {
                         return Err(EntryError::Table(format!(

@@ -13,6 +13,8 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use crate::checks::spec::{self, CheckKind, Severity};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,74 @@ pub struct RowCheck {
 
 /// The checks of every table, by table name.
 pub type TableChecks = BTreeMap<String, Vec<RowCheck>>;
+
+/// Failing rows kept as a sample per check (`file:line`).
+const SAMPLE: usize = 5;
+
+/// One check's outcome over the rows it judged: a file's, then summed over
+/// a (table, day). A row is counted under the first check it fails (it is
+/// quarantined once, naming that check).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tally {
+    /// As written, without its severity.
+    pub check: String,
+    pub severity: Severity,
+    pub rows_checked: u64,
+    pub failing_rows: u64,
+    /// `file:line` of the first few failing rows.
+    pub sample: Vec<String>,
+}
+
+impl Tally {
+    /// A zero tally per check of `checks` (a check over several columns is
+    /// one check).
+    pub fn zeros(checks: &[RowCheck]) -> Vec<Tally> {
+        let mut out: Vec<Tally> = Vec::new();
+        for c in checks {
+            if !out.iter().any(|t| t.check == c.name) {
+                out.push(Tally {
+                    check: c.name.clone(),
+                    severity: c.severity,
+                    rows_checked: 0,
+                    failing_rows: 0,
+                    sample: Vec::new(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Adds `other`'s counts to the tally of the same check in `into`.
+    pub fn add_all(into: &mut Vec<Tally>, other: &[Tally]) {
+        for t in other {
+            match into.iter_mut().find(|i| i.check == t.check) {
+                Some(i) => {
+                    i.rows_checked += t.rows_checked;
+                    i.failing_rows += t.failing_rows;
+                    let room = SAMPLE.saturating_sub(i.sample.len());
+                    i.sample.extend(t.sample.iter().take(room).cloned());
+                }
+                None => into.push(t.clone()),
+            }
+        }
+    }
+
+    /// Counts one row every check judged, failing `failed` (if any) at
+    /// `at` (`file:line`).
+    pub fn count(tallies: &mut [Tally], failed: Option<&RowCheck>, at: impl FnOnce() -> String) {
+        for t in tallies.iter_mut() {
+            t.rows_checked += 1;
+        }
+        if let Some(check) = failed {
+            if let Some(t) = tallies.iter_mut().find(|t| t.check == check.name) {
+                t.failing_rows += 1;
+                if t.sample.len() < SAMPLE {
+                    t.sample.push(at());
+                }
+            }
+        }
+    }
+}
 
 /// Parses `[ingest.checks]`; the error names the table and the check.
 pub fn parse(config: &BTreeMap<String, Vec<String>>) -> Result<TableChecks, String> {

@@ -12,8 +12,15 @@
 use super::manifest::{ArchiveState, Manifest};
 use super::summary::{ArchiveAction, IngestReport, TableState};
 use crate::catalog::meta::MetaDir;
+use crate::checks::CheckResult;
 use crate::error::Result;
 use crate::ledger::{RunState, Step};
+
+/// The ledger name of a table's merge step (and of its row checks in
+/// `ledgerflow_checks`).
+fn merge_step(table: &str) -> String {
+    format!("ingest:merge:{table}")
+}
 
 /// The run's steps, to record in the ledger.
 pub fn steps(report: &IngestReport) -> Vec<Step> {
@@ -64,7 +71,7 @@ pub fn steps(report: &IngestReport) -> Vec<Step> {
     });
     for t in &report.tables {
         out.push(Step {
-            model: format!("ingest:merge:{}", t.table),
+            model: merge_step(&t.table),
             day: t.day,
             state: match t.state {
                 TableState::Committed => RunState::Success,
@@ -94,6 +101,36 @@ pub fn steps(report: &IngestReport) -> Vec<Step> {
             ),
         )
     });
+    out
+}
+
+/// The results of `[ingest.checks]` in `report`, for `ledgerflow_checks`:
+/// one per check and (table, day), under the table's merge step (`ids`:
+/// the ledger ids of `steps`, as recorded). A failed table keeps only the
+/// checks that failed: the others judged a part of its rows.
+pub fn check_results(report: &IngestReport, steps: &[Step], ids: &[i64]) -> Vec<CheckResult> {
+    let mut out = Vec::new();
+    for t in &report.tables {
+        let model = merge_step(&t.table);
+        let run_id = steps
+            .iter()
+            .zip(ids)
+            .find(|(s, _)| s.model == model && s.day == t.day)
+            .map(|(_, id)| *id);
+        for c in &t.checks {
+            let mut r = CheckResult::pass(run_id, &model, t.day, &c.check, c.severity);
+            if c.failing_rows > 0 {
+                r.status = c.severity.failed();
+            } else if t.state == TableState::Failed {
+                continue;
+            }
+            r.observed = Some(format!("{} of {} rows", c.failing_rows, c.rows_checked));
+            r.failing_rows = c.failing_rows as i64;
+            r.sample = (!c.sample.is_empty()).then(|| c.sample.join(", "));
+            r.checked_at = report.finished_at;
+            out.push(r);
+        }
+    }
     out
 }
 
@@ -156,7 +193,7 @@ pub fn unrecorded(
             .iter()
             .filter(|p| p.rows > 0 || !rec.failed_tables.contains(&p.table))
             .map(|p| Step {
-                model: format!("ingest:merge:{}", p.table),
+                model: merge_step(&p.table),
                 day: p.day,
                 state: RunState::Success,
                 rows: Some(p.rows as i64),
@@ -169,7 +206,7 @@ pub fn unrecorded(
             .map_or_else(crate::day::today, |p| p.day);
         for table in &rec.failed_tables {
             steps.push(Step {
-                model: format!("ingest:merge:{table}"),
+                model: merge_step(table),
                 day,
                 state: RunState::Failed,
                 rows: None,

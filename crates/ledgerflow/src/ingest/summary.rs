@@ -75,6 +75,10 @@ pub struct TableReport {
     /// Rows in the committed files' footers (post-merge check).
     pub rows_on_disk: Option<u64>,
     pub batches: Vec<BatchReport>,
+    /// `[ingest.checks]` of the table: each check's failing rows (also
+    /// stored in `ledgerflow_checks`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<super::row_checks::Tally>,
     pub error: Option<String>,
 }
 

@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 
 use super::Runner;
 use crate::checks::eval::{self, Subject};
-use crate::checks::{CheckFilter, CheckKind, CheckResult, CheckStatus};
+use crate::checks::{CheckKind, CheckResult, CheckStatus};
 use crate::error::{Error, Result};
 use crate::ledger::{RunFilter, RunState};
 use crate::models::{self, ModelSpec};
@@ -72,78 +72,8 @@ impl Runner {
         Ok(results)
     }
 
-    /// Records `results` in the history and alerts each one that did not
-    /// pass and whose check had not failed on its (model, day) before: an
-    /// alert goes out once per check and day, whichever path (a run,
-    /// `check`, the scheduler's reconciliation) found it first.
     pub(super) async fn record_checks(&self, results: &[CheckResult]) -> Result<()> {
-        let alert = self.unalerted(results).await?;
-        self.sink.checks_record(results).await?;
-        self.alert(&alert).await;
-        Ok(())
-    }
-
-    async fn unalerted(&self, results: &[CheckResult]) -> Result<Vec<CheckResult>> {
-        if self.config.scheduler.webhook.is_none() {
-            return Ok(Vec::new());
-        }
-        let mut fresh = Vec::new();
-        let mut seen: Vec<(&str, NaiveDate, Vec<String>)> = Vec::new();
-        for r in results.iter().filter(|r| r.status != CheckStatus::Pass) {
-            let known = match seen
-                .iter()
-                .position(|(m, d, _)| *m == r.model && *d == r.day)
-            {
-                Some(i) => i,
-                None => {
-                    let earlier = self
-                        .sink
-                        .checks_list(&CheckFilter {
-                            model: Some(r.model.clone()),
-                            from: Some(r.day),
-                            to: Some(r.day),
-                            failed: true,
-                            limit: None,
-                        })
-                        .await?;
-                    let checks = earlier.into_iter().map(|e| e.check).collect();
-                    seen.push((&r.model, r.day, checks));
-                    seen.len() - 1
-                }
-            };
-            if !seen[known].2.contains(&r.check) {
-                seen[known].2.push(r.check.clone());
-                fresh.push(r.clone());
-            }
-        }
-        Ok(fresh)
-    }
-
-    /// Posts each result to `scheduler.webhook`; a failed delivery is
-    /// logged (the check's history keeps the result).
-    async fn alert(&self, results: &[CheckResult]) {
-        let Some(url) = &self.config.scheduler.webhook else {
-            return;
-        };
-        for r in results {
-            let body = serde_json::json!({
-                "kind": "check_failed",
-                "model": r.model,
-                "day": r.day,
-                "check": r.check,
-                "severity": r.severity,
-                "status": r.status,
-                "failing_rows": r.failing_rows,
-                "observed": r.observed,
-                "expected": r.expected,
-                "sample": r.sample,
-                "message": format!("ledgerflow {} for {}: {}", r.model, r.day, r.summary()),
-            });
-            let attempts = self.config.scheduler.webhook_attempts;
-            if let Err(e) = crate::webhook::deliver(url, &body, attempts).await {
-                tracing::warn!(model = %r.model, day = %r.day, check = %r.check, "check alert not delivered: {e}");
-            }
-        }
+        super::check_history::record_checks(self.sink.as_ref(), &self.config, results).await
     }
 
     /// The results of `model`'s checks on `out`, recorded nowhere.

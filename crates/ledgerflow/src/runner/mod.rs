@@ -5,12 +5,16 @@
 //! one transaction.
 
 mod check_day;
+mod check_history;
+mod explain;
 mod guard;
 mod progress;
 mod slots;
 pub mod turns;
 
 pub use check_day::{CheckOptions, RealtimePosition};
+pub use check_history::record_checks;
+pub use explain::Explained;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError};

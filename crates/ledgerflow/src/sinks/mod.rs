@@ -164,8 +164,13 @@ pub trait Sink: MetricWriter + RunLedger {}
 impl<T: MetricWriter + RunLedger> Sink for T {}
 
 /// Records steps that are over as closed ledger rows, each the next
-/// attempt of its (model, day).
-pub async fn record_steps(sink: &dyn RunLedger, steps: Vec<Step>, trigger: &str) -> Result<()> {
+/// attempt of its (model, day); returns their ids, in order.
+pub async fn record_steps(
+    sink: &dyn RunLedger,
+    steps: Vec<Step>,
+    trigger: &str,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(steps.len());
     for s in steps {
         let previous = sink
             .ledger_list(&RunFilter {
@@ -193,8 +198,9 @@ pub async fn record_steps(sink: &dyn RunLedger, steps: Vec<Step>, trigger: &str)
         outcome.rows_written = s.rows;
         outcome.error = s.error;
         sink.ledger_update(id, &outcome).await?;
+        ids.push(id);
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Opens the configured serving database, prepared.
