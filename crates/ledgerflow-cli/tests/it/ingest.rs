@@ -544,6 +544,8 @@ fn bench_ingest_splits_its_data_over_archives_and_loads_them_all() {
 #[tokio::test]
 async fn partner_row_checks_quarantine_or_fail_the_table() {
     let p = project(Serving::Sqlite).await;
+    let (url, alerts) = crate::schedule::webhook_server();
+    p.append_config(&format!("[scheduler]\nwebhook = \"{url}\""));
     let dir = dumps(&p, "2026-11-01", "400");
     // A check partner rows cannot take is a configuration error naming the
     // key, the table and the check; nothing is read.
@@ -613,6 +615,26 @@ async fn partner_row_checks_quarantine_or_fail_the_table() {
             .contains("transfers_2026-11-01_"),
         "the sample names the file and line: {f:#}"
     );
+    // Alerted as a model's check is: once for the check and day.
+    let alerted: Vec<Value> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(alerted.len(), 1, "{alerted:#?}");
+    assert_eq!(
+        (
+            &alerted[0]["kind"],
+            &alerted[0]["model"],
+            &alerted[0]["check"]
+        ),
+        (
+            &Value::from("check_failed"),
+            &Value::from("ingest:merge:transfers"),
+            &Value::from(check)
+        ),
+    );
     let passed = crate::checks::checks(&p, &["--model", "ingest:merge:prices"]);
     assert_eq!(passed.len(), 1, "{passed:#?}");
     assert_eq!(passed[0]["status"], "pass", "{passed:#?}");
@@ -665,6 +687,11 @@ async fn partner_row_checks_quarantine_or_fail_the_table() {
     assert_eq!(warned.len(), 1, "{warned:#?}");
     assert_eq!(warned[0]["failing_rows"].as_u64(), Some(by_check));
     assert_eq!(warned[0]["run_id"].as_i64(), Some(merge_run("transfers")));
+    assert_eq!(
+        alerts.lock().unwrap().len(),
+        1,
+        "the check had failed on this day already: no second alert"
+    );
     let failing = crate::checks::checks(&p, &["--failed"]);
     assert!(
         failing
