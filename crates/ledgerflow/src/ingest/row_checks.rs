@@ -305,6 +305,43 @@ mod tests {
     }
 
     #[test]
+    fn tallies_count_each_row_under_its_first_failing_check() {
+        let all = checks(&["not_null(a, b)", "range(a, 0, 9) warn"]);
+        let mut file = Tally::zeros(&all);
+        assert_eq!(
+            file.iter().map(|t| t.check.as_str()).collect::<Vec<_>>(),
+            ["not_null(a, b)", "range(a, 0, 9)"],
+            "a check over two columns is one check"
+        );
+        let bound = Bound::new(&all, &["a".to_string(), "b".to_string()]);
+        for (line, row) in [["1", "x"], ["", "x"], ["12", ""], ["12", "x"]]
+            .iter()
+            .enumerate()
+        {
+            Tally::count(&mut file, bound.violation(|i| row[i]), || {
+                format!("f:{line}")
+            });
+        }
+        assert_eq!(file[0].rows_checked, 4);
+        assert_eq!(
+            (file[0].failing_rows, file[0].sample.clone()),
+            (2, vec!["f:1".into(), "f:2".into()])
+        );
+        assert_eq!(
+            (file[1].failing_rows, file[1].sample.clone()),
+            (1, vec!["f:3".into()])
+        );
+        // Summed over files, the sample stays at its five first.
+        let mut table = Vec::new();
+        for _ in 0..3 {
+            Tally::add_all(&mut table, &file);
+        }
+        assert_eq!((table[0].rows_checked, table[0].failing_rows), (12, 6));
+        assert_eq!(table[0].sample.len(), SAMPLE);
+        assert_eq!(table[1].failing_rows, 3);
+    }
+
+    #[test]
     fn only_row_kinds_are_accepted() {
         let config = BTreeMap::from([("t".to_string(), vec!["unique(a)".to_string()])]);
         let err = parse(&config).unwrap_err();
