@@ -54,11 +54,7 @@ impl Runner {
         models: &[ModelSpec],
         opts: CheckOptions,
     ) -> Result<Vec<CheckResult>> {
-        let plan = self.catalog.plan_day(day).await?;
-        if plan.layer == Layer::None {
-            return Err(self.catalog.day_not_found(day));
-        }
-        self.catalog.validate(&plan).await?;
+        let plan = self.readable_day(day).await?;
         let ctx = self.models_session(&plan, models).await?;
         let (start, end) = crate::day::bounds(day);
         let mut outputs = models::Outputs::new();

@@ -8,7 +8,6 @@ use arrow::util::display::array_value_to_string;
 use chrono::NaiveDate;
 
 use super::Runner;
-use crate::catalog::unified::Layer;
 use crate::error::{Error, Result};
 use crate::models;
 
@@ -39,11 +38,7 @@ impl Runner {
             .select(&[model.to_string()])?
             .pop()
             .expect("select returns the model it was given");
-        let plan = self.catalog.plan_day(day).await?;
-        if plan.layer == Layer::None {
-            return Err(self.catalog.day_not_found(day));
-        }
-        self.catalog.validate(&plan).await?;
+        let plan = self.readable_day(day).await?;
         let ctx = self
             .models_session(&plan, std::slice::from_ref(&spec))
             .await?;

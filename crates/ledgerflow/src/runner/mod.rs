@@ -627,6 +627,17 @@ impl Runner {
         }
     }
 
+    /// The plan of a day read on demand (`check`, `explain`): an error
+    /// when neither layer has it or one of its files is unreadable.
+    async fn readable_day(&self, day: NaiveDate) -> Result<DayPlan> {
+        let plan = self.catalog.plan_day(day).await?;
+        if plan.layer == Layer::None {
+            return Err(self.catalog.day_not_found(day));
+        }
+        self.catalog.validate(&plan).await?;
+        Ok(plan)
+    }
+
     async fn session_for(&self, plan: &DayPlan) -> Result<SessionContext> {
         // Each day its own pool: days in flight sharing one starved each
         // other's aggregations ("Resources exhausted" on 30 mainnet days).
